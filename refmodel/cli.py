@@ -1,0 +1,58 @@
+"""``refmodel`` command line. Each subcommand lives in ``refmodel/commands/<name>.py`` and exposes
+``register(app)``; errors the user can fix are printed as one line (no traceback), exit code 2."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="refmodel",
+    help="Bit-accurate fixed-point/minifloat reference model of a transformer layer: formats, "
+    "golden vectors, error bounds and RTL verification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: command modules, registered in this order
+COMMANDS = ["formats", "demo", "accuracy", "bounds", "golden", "plan"]
+
+
+@app.callback()
+def _root() -> None:
+    """Bit-accurate fixed-point/minifloat reference model of a transformer layer."""
+
+
+def _register() -> None:
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"refmodel.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"refmodel.commands.{name}":
+                continue  # command not built yet
+            raise
+        mod.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors (bad spec, bad file, bad option value) print one line, exit 2."""
+    from refmodel.errors import UserError
+
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    except (UserError, ValueError, OverflowError, FileNotFoundError) as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

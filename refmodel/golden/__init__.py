@@ -1,0 +1,1 @@
+"""Golden vector sets: $readmemh hex files plus a manifest."""

@@ -1,0 +1,1 @@
+"""Numeric formats and arithmetic."""

@@ -1,0 +1,368 @@
+"""Two's-complement fixed point: formats, quantisation from float64, casts, exact arithmetic.
+
+A fixed-point value is an int64 *code* plus a :class:`FixedFormat`; its value is
+``code * 2**-frac``. Widths 1..63 are supported (int64 holds every code); anything wider is
+refused with ``ValueError`` rather than silently wrapped by numpy.
+
+Numeric contract of :func:`quantize` (float64 -> fixed):
+  * the scaling ``x * 2**frac`` is exact (power of two), then ONE rounding to an integer under the
+    chosen :class:`Rounding`, computed with exact float64 operations only;
+  * out-of-range results follow :class:`Overflow`: ``wrap`` (mod 2^width), ``saturate`` (clamp),
+    ``error`` (``OverflowError`` naming the first bad value);
+  * NaN is always an error; +-inf is accepted only under ``saturate`` (clamps to max/min).
+
+:func:`cast` narrows or widens between fixed formats with the same rounding/overflow contract,
+entirely in int64 (round bit + sticky bit, as an RTL shifter does). :func:`add`, :func:`sub` and
+:func:`mul` are exact: the result format grows as hardware's does (table below); only an explicit
+:func:`cast` loses bits.
+
+=========  ==============================  ========================================
+op         result frac                     result width (integer bits grow)
+=========  ==============================  ========================================
+a + b      max(fa, fb)                     signed + max(int bits) + 1 + frac
+a - b      max(fa, fb)                     always signed, max(int bits) + 1
+a * b      fa + fb                         wa + wb
+=========  ==============================  ========================================
+
+>>> q = quantize([1.3, -0.25], FixedFormat.parse("s16.12"))
+>>> q
+FixedArray(codes=[5325, -1024], fmt=s16.12)
+>>> q.to_float().tolist()
+[1.300048828125, -0.25]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from .rounding import Overflow, Rounding, round_float_to_int, round_shift
+
+__all__ = ["FixedFormat", "FixedArray", "quantize", "decode", "cast", "add", "sub", "mul", "apply_overflow"]
+
+MAX_WIDTH = 63
+_SPEC = re.compile(r"^\s*([su])(\d+)\.(-?\d+)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FixedFormat:
+    """Fixed-point format: ``width`` bits in total (sign included), ``frac`` fractional bits.
+
+    ``frac`` may be negative (LSB above 1) or exceed ``width`` (all bits fractional). Spec strings:
+    ``s16.12`` (signed, 16 bits, 12 fractional), ``u8.8``, ``s8.-2``.
+    """
+
+    width: int
+    frac: int
+    signed: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.width, (int, np.integer)) or isinstance(self.width, bool):
+            raise ValueError(f"FixedFormat width must be an int, got {self.width!r}")
+        if not 1 <= self.width <= MAX_WIDTH:
+            raise ValueError(
+                f"FixedFormat width must be in 1..{MAX_WIDTH} (int64 codes), got {self.width}"
+            )
+        if not -1000 <= int(self.frac) <= 1000:
+            raise ValueError(f"FixedFormat frac must be in -1000..1000, got {self.frac}")
+
+    # ---- spec strings -------------------------------------------------------------------
+    @classmethod
+    def parse(cls, spec: "str | FixedFormat") -> "FixedFormat":
+        if isinstance(spec, FixedFormat):
+            return spec
+        m = _SPEC.match(str(spec))
+        if not m:
+            raise ValueError(
+                f"bad fixed-point spec {spec!r}: expected s<width>.<frac> or u<width>.<frac>, e.g. s16.12"
+            )
+        return cls(int(m.group(2)), int(m.group(3)), m.group(1).lower() == "s")
+
+    def __str__(self) -> str:
+        return f"{'s' if self.signed else 'u'}{self.width}.{self.frac}"
+
+    @property
+    def spec(self) -> str:
+        return str(self)
+
+    # ---- derived quantities (defined once) ------------------------------------------------
+    @property
+    def int_bits(self) -> int:
+        """Integer bits excluding the sign bit (may be negative)."""
+        return self.width - self.frac - int(self.signed)
+
+    @property
+    def min_code(self) -> int:
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def max_code(self) -> int:
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
+    @property
+    def lsb(self) -> float:
+        """Value of one code step, 2^-frac."""
+        return float(np.ldexp(1.0, -self.frac))
+
+    @property
+    def max(self) -> float:
+        return float(np.ldexp(float(self.max_code), -self.frac))
+
+    @property
+    def min(self) -> float:
+        return float(np.ldexp(float(self.min_code), -self.frac))
+
+    @property
+    def epsilon(self) -> float:
+        """Fixed point has an absolute, not relative, resolution: one LSB."""
+        return self.lsb
+
+    @property
+    def hex_digits(self) -> int:
+        return (self.width + 3) // 4
+
+
+def _fmt(fmt: "FixedFormat | str") -> FixedFormat:
+    return FixedFormat.parse(fmt)
+
+
+@dataclass(frozen=True, eq=False)
+class FixedArray:
+    """int64 codes plus their :class:`FixedFormat`. ``to_float()`` decodes exactly (width <= 53)."""
+
+    codes: np.ndarray
+    fmt: FixedFormat
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codes", np.asarray(self.codes, dtype=np.int64))
+
+    def to_float(self) -> np.ndarray:
+        return decode(self.codes, self.fmt)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.codes.shape
+
+    def identical(self, other: "FixedArray") -> bool:
+        """Same format, shape and codes (bit identity, not value equality)."""
+        return (
+            isinstance(other, FixedArray)
+            and self.fmt == other.fmt
+            and self.codes.shape == other.codes.shape
+            and bool(np.array_equal(self.codes, other.codes))
+        )
+
+    def __repr__(self) -> str:
+        body = self.codes.tolist() if self.codes.size <= 16 else np.array2string(self.codes, separator=", ", threshold=16)
+        return f"FixedArray(codes={body}, fmt={self.fmt})"
+
+    def __getitem__(self, idx) -> "FixedArray":
+        return FixedArray(self.codes[idx], self.fmt)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+def decode(codes: np.ndarray | Iterable[int], fmt: FixedFormat | str) -> np.ndarray:
+    """Codes -> float64 values ``code * 2**-frac`` (exact for width <= 53, else correctly rounded)."""
+    fmt = _fmt(fmt)
+    c = np.asarray(codes, dtype=np.int64)
+    return np.ldexp(c.astype(np.float64), -fmt.frac)
+
+
+def _first_bad(mask: np.ndarray, values: np.ndarray) -> str:
+    idx = np.unravel_index(int(np.argmax(mask)), mask.shape) if mask.ndim else ()
+    return f"{values[idx]!r} at index {tuple(int(i) for i in idx)}"
+
+
+def apply_overflow(codes: np.ndarray, fmt: FixedFormat, overflow: Overflow | str, *, what: str = "value") -> np.ndarray:
+    """Bring int64 ``codes`` into ``fmt``'s code range under ``overflow`` (wrap / saturate / error)."""
+    overflow = Overflow.parse(overflow)
+    c = np.asarray(codes, dtype=np.int64)
+    lo, hi = fmt.min_code, fmt.max_code
+    if c.size == 0:
+        return c
+    cmin, cmax = int(c.min()), int(c.max())
+    if lo <= cmin and cmax <= hi:
+        return c
+    if overflow is Overflow.SATURATE:
+        return np.clip(c, lo, hi)
+    if overflow is Overflow.ERROR:
+        bad = (c < lo) | (c > hi)
+        raise OverflowError(
+            f"{what} overflows {fmt} (codes {lo}..{hi}): code {_first_bad(bad, c)}"
+        )
+    return _wrap(c, fmt)
+
+
+def _wrap(c: np.ndarray, fmt: FixedFormat) -> np.ndarray:
+    mask = np.uint64((1 << fmt.width) - 1)
+    u = c.view(np.uint64) & mask
+    if not fmt.signed:
+        return u.view(np.int64)
+    s = np.uint64(1 << (fmt.width - 1))
+    return (u ^ s).view(np.int64) - np.int64(1 << (fmt.width - 1))
+
+
+def _raise_nan(x: np.ndarray, y: np.ndarray, fmt: FixedFormat) -> None:
+    bad = np.isnan(y)
+    idx = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    raise ValueError(f"quantize to {fmt}: NaN input at index {tuple(int(i) for i in idx)}")
+
+
+def quantize(
+    x: np.ndarray | Iterable[float] | float,
+    fmt: FixedFormat | str,
+    rounding: Rounding | str = Rounding.RNE,
+    overflow: Overflow | str = Overflow.SATURATE,
+    *,
+    seed: int | np.random.Generator | None = None,
+    random_bits: np.ndarray | None = None,
+) -> FixedArray:
+    """float64 -> :class:`FixedArray`, one rounding, then the overflow policy. See module docstring."""
+    fmt = _fmt(fmt)
+    rounding = Rounding.parse(rounding)
+    overflow = Overflow.parse(overflow)
+    x = np.asarray(x, dtype=np.float64)
+    if fmt.frac >= -1022 and fmt.frac <= 1023:
+        y = x * np.float64(2.0) ** fmt.frac
+    else:
+        y = np.ldexp(x, fmt.frac)
+    y = round_float_to_int(y, rounding, seed=seed, random_bits=random_bits)
+    if y.ndim == 0:
+        y = y.reshape(1)
+        scalar = True
+    else:
+        scalar = False
+    lo, hi = float(fmt.min_code), float(fmt.max_code)
+    if overflow is Overflow.SATURATE:
+        if fmt.max_code < (1 << 53):
+            y = np.clip(y, lo, hi, out=y)
+            over = None
+        else:
+            # max_code is not a float64; clip to the largest float below 2^(w-1) (or 2^w) and map
+            # anything at or above that power of two to max_code in integers.
+            top = float(fmt.max_code + 1)
+            over = y >= top
+            y = np.clip(y, lo, np.nextafter(top, -np.inf), out=y)
+        if y.size and np.isnan(np.add.reduce(y.ravel())):
+            _raise_nan(x, y, fmt)
+        codes = y.astype(np.int64)
+        if over is not None:
+            codes[over] = fmt.max_code
+    else:
+        if y.size:
+            ymin, ymax = y.min(), y.max()
+            if np.isnan(ymin) or np.isnan(ymax):
+                _raise_nan(x, y, fmt)
+            if np.isinf(ymin) or np.isinf(ymax):
+                bad = np.isinf(y)
+                raise ValueError(
+                    f"quantize to {fmt}: infinite input {_first_bad(bad, x.reshape(y.shape))} "
+                    f"(inf is accepted only with overflow='saturate')"
+                )
+            in_range = ymin >= lo and ymax < float(1 << (fmt.width - 1) if fmt.signed else 1 << fmt.width)
+        else:
+            in_range = True
+        if in_range:
+            codes = y.astype(np.int64)
+        elif overflow is Overflow.ERROR:
+            top = float(1 << (fmt.width - 1) if fmt.signed else 1 << fmt.width)
+            bad = (y < lo) | (y >= top)
+            raise OverflowError(
+                f"quantize to {fmt}: value {_first_bad(bad, x.reshape(y.shape))} is outside "
+                f"[{fmt.min}, {fmt.max}]"
+            )
+        else:  # wrap: fmod by 2^width is exact in IEEE arithmetic
+            r = np.fmod(y, float(1 << fmt.width))
+            codes = _wrap(r.astype(np.int64), fmt)
+    if scalar:
+        codes = codes.reshape(())
+    return FixedArray(codes, fmt)
+
+
+def cast(
+    a: FixedArray,
+    fmt: FixedFormat | str,
+    rounding: Rounding | str = Rounding.RNE,
+    overflow: Overflow | str = Overflow.SATURATE,
+    *,
+    seed: int | np.random.Generator | None = None,
+    random_bits: np.ndarray | None = None,
+) -> FixedArray:
+    """Fixed -> fixed. Narrowing the fraction rounds (integer shifter model); the integer part
+    follows ``overflow``. Widening is exact."""
+    fmt = _fmt(fmt)
+    if not isinstance(a, FixedArray):
+        raise TypeError(f"cast expects a FixedArray, got {type(a).__name__}")
+    shift = a.fmt.frac - fmt.frac
+    c = a.codes
+    if shift > 0:
+        c = round_shift(c, shift, rounding, seed=seed, random_bits=random_bits)
+        return FixedArray(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
+    k = -shift
+    if k and c.size:
+        # codes that would leave the target range after the left shift are overflow;
+        # detect them before shifting so int64 never overflows.
+        hi = fmt.max_code >> k
+        lo = -((-fmt.min_code) >> k) if fmt.min_code < 0 else 0
+        if int(c.min()) < lo or int(c.max()) > hi:
+            ov = Overflow.parse(overflow)
+            if ov is Overflow.ERROR:
+                bad = (c < lo) | (c > hi)
+                raise OverflowError(f"cast {a.fmt}->{fmt} overflows: code {_first_bad(bad, c)}")
+            if ov is Overflow.SATURATE:
+                out = np.clip(c, lo, hi) << np.int64(k)
+                out = np.where(c > hi, fmt.max_code, np.where(c < lo, fmt.min_code, out))
+                return FixedArray(out, fmt)
+            # wrap: only the low (width - k) bits of the code survive
+            return FixedArray(_wrap(c << np.int64(k) if k < 63 else np.zeros_like(c), fmt), fmt)
+        c = c << np.int64(k)
+    return FixedArray(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
+
+
+def _grown(width: int, frac: int, signed: bool, op: str, a: FixedFormat, b: FixedFormat) -> FixedFormat:
+    if width > MAX_WIDTH:
+        raise ValueError(
+            f"{op}({a}, {b}) needs a {width}-bit result, above the {MAX_WIDTH}-bit int64 limit; "
+            f"cast the operands narrower first"
+        )
+    return FixedFormat(width, frac, signed)
+
+
+def _align(a: FixedArray, b: FixedArray, frac: int) -> tuple[np.ndarray, np.ndarray]:
+    return a.codes << np.int64(frac - a.fmt.frac), b.codes << np.int64(frac - b.fmt.frac)
+
+
+def add(a: FixedArray, b: FixedArray) -> FixedArray:
+    """Exact a + b; result format per the module table."""
+    fa, fb = a.fmt, b.fmt
+    frac = max(fa.frac, fb.frac)
+    signed = fa.signed or fb.signed
+    # integer bits incl. sign of the wider operand (unsigned operands gain a sign bit when mixed)
+    ia = max(fa.width - fa.frac + (signed and not fa.signed), fb.width - fb.frac + (signed and not fb.signed))
+    fmt = _grown(ia + 1 + frac, frac, signed, "add", fa, fb)
+    ca, cb = _align(a, b, frac)
+    return FixedArray(ca + cb, fmt)
+
+
+def sub(a: FixedArray, b: FixedArray) -> FixedArray:
+    """Exact a - b; always signed."""
+    fa, fb = a.fmt, b.fmt
+    frac = max(fa.frac, fb.frac)
+    ia = max(fa.width - fa.frac + (not fa.signed), fb.width - fb.frac + (not fb.signed))
+    fmt = _grown(ia + 1 + frac, frac, True, "sub", fa, fb)
+    ca, cb = _align(a, b, frac)
+    return FixedArray(ca - cb, fmt)
+
+
+def mul(a: FixedArray, b: FixedArray) -> FixedArray:
+    """Exact a * b: frac fa + fb, width wa + wb (enough for every sign combination)."""
+    fa, fb = a.fmt, b.fmt
+    signed = fa.signed or fb.signed
+    width = fa.width + fb.width
+    fmt = _grown(width, fa.frac + fb.frac, signed, "mul", fa, fb)
+    return FixedArray(a.codes * b.codes, fmt)
