@@ -1,0 +1,91 @@
+"""Golden set files: byte-identical rewrites, sha256 checks, clear errors on damage."""
+
+
+import numpy as np
+import pytest
+
+from refmodel.errors import UserError
+from refmodel.golden.hexfile import read_memh, write_memh
+from refmodel.golden.manifest import GoldenTensor, check_files, load_tensor, read_manifest, write_set
+
+
+def _tensors():
+    rng = np.random.default_rng(0)
+    a = rng.integers(-(1 << 15), 1 << 15, size=(3, 5))
+    ref = a / 256.0 + rng.normal(0, 1e-3, size=a.shape)
+    return [
+        GoldenTensor("x", a, "s16.8", 16, True, role="input"),
+        GoldenTensor("y", a[:, :2] & 0xFF, "u8.8", 8, False, reference=ref[:, :2], tolerance=0.01),
+        GoldenTensor("z", a, "s16.8", 16, True, reference=ref, tolerance=np.abs(ref) * 1e-3 + 1e-9),
+    ]
+
+
+def test_write_read_roundtrip(tmp_path):
+    out = tmp_path / "set"
+    write_set(out, _tensors(), {"generator": {"name": "refmodel", "version": "test"}, "seed": 1})
+    m = read_manifest(out)
+    check_files(out, m)
+    t = load_tensor(out, "z", m)
+    assert np.array_equal(t["codes"], _tensors()[2].codes)
+    assert np.array_equal(t["reference"], _tensors()[2].reference)  # float64 bits round-trip exactly
+    assert np.array_equal(t["tolerance"], _tensors()[2].tolerance)
+    y = load_tensor(out, "y", m)
+    assert m["tensors"]["y"]["compare"] == {"abs": 0.01}
+    assert np.all(y["tolerance"] == 0.01)
+    assert m["tensors"]["x"]["compare"] == "bit_exact"
+
+
+def test_byte_identical_rewrite(tmp_path):
+    meta = {"generator": {"name": "refmodel", "version": "test"}, "seed": 1}
+    write_set(tmp_path / "a", _tensors(), meta)
+    write_set(tmp_path / "b", _tensors(), meta)
+    for f in sorted(p.name for p in (tmp_path / "a").iterdir()):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    # rewriting over an existing set replaces it whole
+    write_set(tmp_path / "a", _tensors()[:1], meta)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "x.hex"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "edited", "bad_json", "no_manifest"])
+def test_damage_is_named(tmp_path, damage):
+    out = tmp_path / "set"
+    write_set(out, _tensors(), {"generator": {"name": "refmodel", "version": "test"}})
+    target = out / "z.hex"
+    if damage == "missing":
+        target.unlink()
+        match = r"z\.hex .*missing"
+    elif damage == "truncated":
+        target.write_text("".join(target.read_text().splitlines(True)[:-2]))
+        match = r"z\.hex has 13 words, manifest says 15"
+    elif damage == "edited":
+        lines = target.read_text().splitlines(True)
+        lines[0] = "0000\n" if lines[0] != "0000\n" else "0001\n"
+        target.write_text("".join(lines))
+        match = r"z\.hex does not match its sha256"
+    elif damage == "bad_json":
+        (out / "manifest.json").write_text("{not json")
+        match = r"manifest\.json: not valid JSON"
+    else:
+        (out / "manifest.json").unlink()
+        match = r"manifest\.json is missing"
+    with pytest.raises(UserError, match=match):
+        check_files(out)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    bad = GoldenTensor("w", np.zeros((2, 2), dtype=np.int64), "s8.0", 8, True,
+                       reference=np.zeros((3, 3)))  # shape mismatch -> error mid-write
+    with pytest.raises(ValueError, match="reference shape"):
+        write_set(tmp_path / "s", _tensors() + [bad], {"generator": {}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_memh_matches_readmemh_conventions(tmp_path):
+    p = write_memh(tmp_path / "a.hex", np.array([-1, 0, 5, -32768]), 16)
+    assert p.read_text() == "ffff\n0000\n0005\n8000\n"
+    assert read_memh(p, 16, signed=True).tolist() == [-1, 0, 5, -32768]
+    with pytest.raises(ValueError, match="expected 3 words, found 4"):
+        read_memh(p, 16, count=3)
+    (tmp_path / "b.hex").write_text("12\nzz\n")
+    with pytest.raises(ValueError, match=r"b\.hex:2: not a hex word"):
+        read_memh(tmp_path / "b.hex", 8)
