@@ -18,8 +18,9 @@ stamp=".venv/.setup-stamp-$(echo "$EXTRAS" | tr ',' '-')"
 want=$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing refmodel[$EXTRAS] into .venv (first run or pyproject.toml changed)"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[$EXTRAS]"; } > .venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2; echo "[setup] pip install failed (log above, also in .venv/pip.log)" >&2; exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 
