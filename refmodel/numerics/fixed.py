@@ -175,7 +175,8 @@ def decode(codes: np.ndarray | Iterable[int], fmt: FixedFormat | str) -> np.ndar
 
 def _first_bad(mask: np.ndarray, values: np.ndarray) -> str:
     idx = np.unravel_index(int(np.argmax(mask)), mask.shape) if mask.ndim else ()
-    return f"{values[idx]!r} at index {tuple(int(i) for i in idx)}"
+    v = values[idx]
+    return f"{v.item() if hasattr(v, 'item') else v!r} at index {tuple(int(i) for i in idx)}"
 
 
 def apply_overflow(codes: np.ndarray, fmt: FixedFormat, overflow: Overflow | str, *, what: str = "value") -> np.ndarray:
@@ -227,16 +228,23 @@ def quantize(
     rounding = Rounding.parse(rounding)
     overflow = Overflow.parse(overflow)
     x = np.asarray(x, dtype=np.float64)
-    if fmt.frac >= -1022 and fmt.frac <= 1023:
+    scalar = x.ndim == 0
+    if scalar:
+        x = x.reshape(1)
+    # exact power-of-two scaling unless it overflows float64 (|x * 2^frac| >= 2^1024: then the
+    # value is far outside every format and a multiple of 2^64) or underflows (frac < 0 only)
+    with np.errstate(over="ignore", under="ignore"):
         y = x * np.float64(2.0) ** fmt.frac
+    if fmt.frac < 0 and rounding in (Rounding.FLOOR, Rounding.CEIL, Rounding.STOCHASTIC) and y.size:
+        # |x * 2^frac| < 2^-1022 may have been rounded (to 0, or to another subnormal); every mode's
+        # result for such tiny values depends only on the sign and on x != 0, so restore those.
+        lost = (y == 0) & (x != 0)
+        if lost.any():
+            y[lost] = np.copysign(np.float64(2.0**-1074), x[lost])
+    if rounding is Rounding.RNE:
+        y = np.rint(y, out=y)  # y is our own temporary: round in place
     else:
-        y = np.ldexp(x, fmt.frac)
-    y = round_float_to_int(y, rounding, seed=seed, random_bits=random_bits)
-    if y.ndim == 0:
-        y = y.reshape(1)
-        scalar = True
-    else:
-        scalar = False
+        y = round_float_to_int(y, rounding, seed=seed, random_bits=random_bits)
     lo, hi = float(fmt.min_code), float(fmt.max_code)
     if overflow is Overflow.SATURATE:
         if fmt.max_code < (1 << 53):
@@ -254,29 +262,30 @@ def quantize(
         if over is not None:
             codes[over] = fmt.max_code
     else:
+        top = float(1 << (fmt.width - 1) if fmt.signed else 1 << fmt.width)
         if y.size:
             ymin, ymax = y.min(), y.max()
             if np.isnan(ymin) or np.isnan(ymax):
                 _raise_nan(x, y, fmt)
             if np.isinf(ymin) or np.isinf(ymax):
-                bad = np.isinf(y)
-                raise ValueError(
-                    f"quantize to {fmt}: infinite input {_first_bad(bad, x.reshape(y.shape))} "
-                    f"(inf is accepted only with overflow='saturate')"
-                )
-            in_range = ymin >= lo and ymax < float(1 << (fmt.width - 1) if fmt.signed else 1 << fmt.width)
+                bad = np.isinf(x)
+                if bad.any():
+                    raise ValueError(
+                        f"quantize to {fmt}: infinite input {_first_bad(bad, x)} "
+                        f"(inf is accepted only with overflow='saturate')"
+                    )
+            in_range = ymin >= lo and ymax < top
         else:
             in_range = True
         if in_range:
             codes = y.astype(np.int64)
         elif overflow is Overflow.ERROR:
-            top = float(1 << (fmt.width - 1) if fmt.signed else 1 << fmt.width)
             bad = (y < lo) | (y >= top)
             raise OverflowError(
-                f"quantize to {fmt}: value {_first_bad(bad, x.reshape(y.shape))} is outside "
-                f"[{fmt.min}, {fmt.max}]"
+                f"quantize to {fmt}: value {_first_bad(bad, x)} is outside [{fmt.min}, {fmt.max}]"
             )
         else:  # wrap: fmod by 2^width is exact in IEEE arithmetic
+            y[np.isinf(y)] = 0.0  # finite x whose scaled value overflowed: a multiple of 2^64
             r = np.fmod(y, float(1 << fmt.width))
             codes = _wrap(r.astype(np.int64), fmt)
     if scalar:

@@ -100,7 +100,10 @@ def _resolve_random(shape, nbits: int, seed, random_bits) -> np.ndarray:
     if random_bits is not None:
         r = np.asarray(random_bits, dtype=np.int64)
         if r.shape != tuple(shape):
-            r = np.broadcast_to(r, shape)
+            try:
+                r = np.broadcast_to(r, shape)
+            except ValueError:
+                raise ValueError(f"random_bits of shape {r.shape} does not broadcast to the input shape {tuple(shape)}") from None
         if r.size and (r.min() < 0 or r.max() >= (1 << nbits)):
             raise ValueError(f"random_bits must lie in [0, 2**{nbits}), got range [{r.min()}, {r.max()}]")
         return r
@@ -118,9 +121,10 @@ def round_float_to_int(
 ) -> np.ndarray:
     """Round float64 values to integer-valued float64, exactly, under ``mode``.
 
-    Every operation used is exact in IEEE double (floor, subtraction of the floor, comparisons),
-    so the result is the correctly rounded integer for every finite input. NaN/inf pass through.
-    Stochastic: ``floor(y) + (trunc(frac * 2^32) + r >= 2^32)`` with ``r`` 32 random bits.
+    Numeric contract: the result is the correctly rounded integer for every finite input (every
+    operation used is exact in IEEE double, see the comments); NaN and +-inf pass through.
+    Stochastic: ``floor(y) + (trunc(frac(y) * 2^32) + r >= 2^32)`` with ``r`` 32 random bits and
+    ``frac(y) = y - floor(y)`` taken exactly.
     """
     mode = Rounding.parse(mode)
     y = np.asarray(y, dtype=np.float64)
@@ -132,17 +136,30 @@ def round_float_to_int(
         return np.floor(y)
     if mode is Rounding.CEIL:
         return np.ceil(y)
-    fl = np.floor(y)
-    frac = y - fl  # exact: y and floor(y) share the binade or frac is 0
-    if mode is Rounding.HALF_UP:
-        return fl + (frac >= 0.5)
-    if mode is Rounding.HALF_AWAY:
-        up = np.where(y >= 0, frac >= 0.5, frac > 0.5)
-        return fl + up
-    # stochastic
-    r = _resolve_random(y.shape, STOCHASTIC_BITS, seed, random_bits)
-    scaled = np.floor(frac * float(1 << STOCHASTIC_BITS))  # exact power-of-two scaling, then truncate
-    return fl + ((scaled + r.astype(np.float64)) >= float(1 << STOCHASTIC_BITS))
+    # inf - floor(inf) is NaN: inf passes through (comparisons with NaN are False), quietly.
+    with np.errstate(invalid="ignore"):
+        if mode is Rounding.HALF_AWAY:
+            # on the magnitude, where |y| - floor(|y|) is exact (|y| >= 0); then restore the sign
+            a = np.abs(y)
+            fa = np.floor(a)
+            return np.copysign(fa + ((a - fa) >= 0.5), y)
+        fl = np.floor(y)
+        # y - floor(y) is exact for y >= 0 and y <= -1 (it is a multiple of ulp(y) below 1).
+        # For -1 < y < 0 it is 1 + y, which float64 may round (|y| < 2^-53 or low bits below
+        # 2^-53); ">= 0.5" is still decided correctly there (1 + y >= 0.5 iff y >= -0.5, and
+        # rounding is monotone with 0.5 representable; below -0.5 the difference is exact).
+        frac = y - fl
+        if mode is Rounding.HALF_UP:
+            return fl + (frac >= 0.5)
+        # stochastic: trunc(frac * 2^32) must be exact, so for -1 < y < 0 use
+        # floor((1 + y) * 2^32) = 2^32 + floor(y * 2^32) (y * 2^32 is an exact power-of-two scaling)
+        r = _resolve_random(y.shape, STOCHASTIC_BITS, seed, random_bits)
+        one = float(1 << STOCHASTIC_BITS)
+        scaled = np.floor(frac * one)
+        small_neg = (y < 0) & (y > -1)
+        if small_neg.any():
+            scaled[small_neg] = one + np.floor(y[small_neg] * one)
+        return fl + ((scaled + r.astype(np.float64)) >= one)
 
 
 def round_shift(
@@ -157,29 +174,32 @@ def round_shift(
     integer model of an RTL rounding shifter (round bit + sticky bit).
 
     ``shift <= 0`` is an exact left shift by ``-shift`` (the caller checks the width). The result
-    is ``round(codes / 2**shift)`` as int64, with ties resolved per ``mode``. Stochastic rounding
-    adds ``shift`` random bits below the kept LSB: ``(codes + r) >> shift``.
-    Codes must satisfy ``|codes| < 2**62`` so the rounding increment cannot overflow int64.
+    is ``round(codes / 2**shift)`` as int64, with ties resolved per ``mode``, exact for every int64
+    code and every ``shift`` (shifts of 63 or more leave only -1, 0 or +1). Stochastic rounding
+    adds ``shift`` random bits below the kept LSB: ``(codes + r) >> shift``; it needs
+    ``shift <= 62`` (:func:`stochastic_bits` draws at most 62 bits).
     """
     mode = Rounding.parse(mode)
     c = np.asarray(codes, dtype=np.int64)
     if shift <= 0:
         return c << np.int64(-shift)
-    if shift >= 63:
-        # everything is below the LSB: the result is 0, -1 or +1 depending on mode and sign
-        big = np.zeros_like(c)
-        fl = np.where(c < 0, -1, 0).astype(np.int64)
+    if mode is Rounding.STOCHASTIC and shift > 62:
+        raise ValueError(f"stochastic round_shift supports shift <= 62, got {shift}")
+    if shift >= 64:
+        # |codes / 2^shift| <= 2^63 / 2^64 = 1/2, with equality only for code -2^63 at shift 64
+        zero = np.zeros_like(c)
         if mode is Rounding.FLOOR:
-            return fl
+            return np.where(c < 0, -1, 0).astype(np.int64)
         if mode is Rounding.CEIL:
             return np.where(c > 0, 1, 0).astype(np.int64)
-        if mode is Rounding.STOCHASTIC:
-            raise ValueError(f"stochastic round_shift supports shift < 63, got {shift}")
-        return big
+        if mode is Rounding.HALF_AWAY and shift == 64:
+            return np.where(c == np.iinfo(np.int64).min, -1, 0).astype(np.int64)
+        return zero
     s = np.int64(shift)
     fl = c >> s  # floor
-    rem = c - (fl << s)  # in [0, 2^shift)
-    half = np.int64(1) << (s - 1)
+    # low bits as a non-negative int64: c - (fl << s), computed without overflow for shift 63 too
+    rem = c & np.int64((1 << shift) - 1)
+    half = np.int64(1 << (shift - 1))
     if mode is Rounding.FLOOR:
         return fl
     if mode is Rounding.CEIL:

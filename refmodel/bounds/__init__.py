@@ -1,0 +1,28 @@
+"""Per-op rounding-error bounds (rigorous and statistical tiers) against a float64 reference.
+
+Each op bound takes the computed inputs, their error bounds and the op's rounding models and
+returns a :class:`~refmodel.bounds.model.Bound` (componentwise ``rig`` / ``stat`` arrays plus
+no-guarantee ``reasons``), so a propagation pass can chain them op by op. See ``docs/bounds.md``.
+"""
+
+from .accum import Accum, PartialSums
+from .attention import attention_factor_table, attention_lipschitz, omega_kq, omega_ov  # noqa: F401
+from .elementwise import (ACTIVATIONS, activation, activation_bound, activation_constants, add_bound, cast_bound,
+                          mul_bound, scale_bound)
+from .matmul import attention_mix_bound, linear_bound, logits_bound, matmul_bound
+from .model import (DEFAULT_ALPHA, EXACT, Bound, Gamma, RoundingModel, as_tiers, gamma, gamma_tilde, lambda_azuma,
+                    lambda_hm, output_rounding, range_mask, range_reason, rounding_model)
+from .norm import NormSteps, layernorm_bound, norm_bound, rmsnorm_bound
+from .softmax import SoftmaxSteps, softmax_bound, softmax_propagation
+
+__all__ = [
+    "Accum", "PartialSums",
+    "attention_factor_table", "attention_lipschitz", "omega_kq", "omega_ov",
+    "ACTIVATIONS", "activation", "activation_bound", "activation_constants", "add_bound", "cast_bound",
+    "mul_bound", "scale_bound",
+    "attention_mix_bound", "linear_bound", "logits_bound", "matmul_bound",
+    "DEFAULT_ALPHA", "EXACT", "Bound", "Gamma", "RoundingModel", "as_tiers", "gamma", "gamma_tilde",
+    "lambda_azuma", "lambda_hm", "output_rounding", "range_mask", "range_reason", "rounding_model",
+    "NormSteps", "layernorm_bound", "norm_bound", "rmsnorm_bound",
+    "SoftmaxSteps", "softmax_bound", "softmax_propagation",
+]

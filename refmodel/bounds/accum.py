@@ -1,0 +1,331 @@
+"""Accumulation policies of a reduction (sum / inner product) and their error bounds.
+
+A reduction of ``K`` terms ``p_1..p_K`` (already rounded products, exact values given) into an
+accumulator, optionally started from an initial value ``b`` (a bias added inside the
+accumulator). Policies (:class:`Accum`):
+
+* ``exact``: the sum is exact (Kulisch / wide accumulator); 0 error.
+* ``sequential(fmt)``: ``acc = fl(acc + p_k)`` for k = 1..K; K roundings (K+1 with an initial
+  value; the first add is counted as a rounding, which is conservative by at most one).
+* ``blocked(fmt, block, inner=None, round_block=False)``: blocks of ``block`` terms are summed
+  exactly (``inner=None``) or recursively in ``inner`` (``block`` roundings each), and each block
+  sum is added to the accumulator with one rounding: ``ceil(K/block)`` outer roundings. With
+  ``round_block`` the exact block sum is first rounded into ``fmt`` (one more rounding per block):
+  this is :class:`refmodel.numerics.accumulate.Blocked` (``acc_j = round(acc + round(B_j))``).
+* ``fixed(fmt, overflow)``: two's-complement accumulator, exact adds. Products enter exactly when
+  their fraction fits, else with one rounding each (``term``). Overflow is checked against the data
+  (wrap: only the final sum must fit, because modular adds are exact; saturate/error: every
+  partial sum must fit).
+
+Rigorous bound (rounding model ``fl(z) = z(1+d) + e``, ``|d| <= u``, ``|e| <= eta``; ``A = sum|p_k|``
+plus ``|b|``; ``n`` outer roundings; ``g_m = gamma_m``):
+
+    sequential:  g_n(u) A + n eta (1 + g_n)
+    blocked:     (1 + g_nb) I + g_nb A + nb eta (1 + g_nb),   I = g_block(u_in) A + K eta_in (1 + g_block)
+                 (I = u A + nb eta with round_block; I = 0 for exact blocks)
+    fixed:       K * term.abs
+
+Statistical bound (first order, probabilistic): the error is the sum of the local rounding errors
+``e_k`` with ``|e_k| <= u |t_k|`` where ``t_k`` is the value being rounded (the partial sum at a
+rounding point). Under the mean-independence model (Higham & Mary 2019) Azuma-Hoeffding gives
+``|sum e_k| <= lam sqrt(sum (u t_k)^2)`` with probability ``>= 1 - 2 exp(-lam^2/2)``.
+:class:`PartialSums` computes ``sqrt(sum t_k^2)`` from the exact partial sums (first order: the
+computed partial sums differ from them by O(u)). Without partial sums the HM form
+``gamma_tilde_n(u) A`` is used instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..numerics.fixed import FixedFormat
+from ..numerics.minifloat import FloatFormat
+from ..numerics.rounding import Overflow, Rounding
+from .model import DEFAULT_ALPHA, EXACT, RoundingModel, gamma, gamma_tilde, lambda_azuma, lambda_hm, rounding_model
+
+__all__ = ["Accum", "PartialSums"]
+
+
+@dataclass(frozen=True)
+class Accum:
+    """Accumulation policy; build with :meth:`exact`, :meth:`sequential`, :meth:`blocked`, :meth:`fixed`."""
+
+    kind: str
+    model: RoundingModel = EXACT
+    block: int = 1
+    inner: RoundingModel | None = None
+    term: RoundingModel = EXACT
+    fmt: Any = None
+    inner_fmt: Any = None
+    rounding: str = "rne"
+    round_block: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("exact", "sequential", "blocked", "fixed"):
+            raise ValueError(f"Accum kind must be exact|sequential|blocked|fixed, got {self.kind!r}")
+        if self.block < 1:
+            raise ValueError(f"Accum block size must be >= 1, got {self.block}")
+
+    # ---- constructors -------------------------------------------------------------------
+    @classmethod
+    def exact(cls) -> "Accum":
+        """Exact sum (one rounding happens later, into the output)."""
+        return cls("exact")
+
+    @classmethod
+    def sequential(cls, fmt: Any, rounding: "Rounding | str" = "rne") -> "Accum":
+        """Recursive summation, one rounding into ``fmt`` per add (FMA-style when products are exact)."""
+        r = Rounding.parse(rounding).value
+        return cls("sequential", rounding_model(fmt, r), 1, None, EXACT, _parse(fmt), None, r)
+
+    @classmethod
+    def blocked(cls, fmt: Any, block: int, inner: Any = None, rounding: "Rounding | str" = "rne",
+                round_block: bool = False) -> "Accum":
+        """Blocks of ``block`` terms summed exactly (``inner=None``) or recursively in ``inner``,
+        then added to the ``fmt`` accumulator with one rounding per block (``round_block``: the
+        exact block sum is rounded into ``fmt`` first, as ``numerics.accumulate.Blocked``)."""
+        r = Rounding.parse(rounding).value
+        if inner is not None and round_block:
+            raise ValueError("Accum.blocked: round_block applies to exact block sums (inner=None)")
+        inner_m = None if inner is None else rounding_model(inner, r)
+        return cls("blocked", rounding_model(fmt, r), int(block), inner_m, EXACT, _parse(fmt),
+                   None if inner is None else _parse(inner), r, bool(round_block))
+
+    @classmethod
+    def from_policy(cls, policy: Any, *, product_frac: int | None = None,
+                    rounding: "Rounding | str" = "rne") -> "Accum":
+        """The :class:`Accum` of a :mod:`refmodel.numerics.accumulate` policy (object or spec
+        string such as ``sequential:fp16``, ``blocked:fp32:32``, ``acc:s48.24:sat``).
+        ``product_frac``: fraction bits of fixed-point products (needed for ``acc:<w>`` without a
+        fraction, and to know whether products are rounded on entry)."""
+        from ..numerics import accumulate as _acc
+
+        p = _acc.parse_policy(policy)
+        if isinstance(p, _acc.Exact):
+            return cls.exact()
+        if isinstance(p, _acc.Sequential):
+            return cls.sequential(p.fmt, rounding)
+        if isinstance(p, _acc.Blocked):
+            return cls.blocked(p.fmt, p.k, None, rounding, round_block=True)
+        if p.frac is None and product_frac is None:
+            raise ValueError(f"Accum.from_policy: {p} has no fraction; pass product_frac")
+        fmt = p.format_for(product_frac if p.frac is None else p.frac)
+        return cls.fixed(fmt, p.overflow, product_frac=product_frac, rounding=rounding)
+
+    @classmethod
+    def fixed(cls, fmt: "FixedFormat | str", overflow: "Overflow | str" = "saturate", *,
+              product_frac: int | None = None, rounding: "Rounding | str" = "rne") -> "Accum":
+        """Fixed-point accumulator ``fmt`` (exact adds). ``product_frac``: fraction bits of the
+        incoming products; when larger than ``fmt.frac`` each product is rounded on entry."""
+        fmt = FixedFormat.parse(fmt)
+        ov = Overflow.parse(overflow).value
+        r = Rounding.parse(rounding).value
+        rng = RoundingModel(0.0, 0.0, fmt.max, fmt.min, ov, True, f"acc {fmt}/{ov}")
+        term = EXACT
+        if product_frac is not None and product_frac > fmt.frac:
+            term = rounding_model(fmt, r, overflow=ov)
+        return cls("fixed", rng, 1, None, term, fmt, None, r)
+
+    # ---- counts ---------------------------------------------------------------------------
+    def outer_roundings(self, K: int, init: bool = False) -> int:
+        if self.kind == "sequential":
+            return K + int(init)
+        if self.kind == "blocked":
+            return -(-K // self.block) + int(init)
+        return 0
+
+    @property
+    def label(self) -> str:
+        if self.kind == "exact":
+            return "exact"
+        if self.kind == "sequential":
+            return f"seq({self.fmt})"
+        if self.kind == "blocked":
+            tail = ", in " + str(self.inner_fmt) if self.inner_fmt is not None else (", rb" if self.round_block else "")
+            return f"blk{self.block}({self.fmt}{tail})"
+        return f"fixacc({self.fmt},{self.model.overflow})"
+
+    @property
+    def needs_partial_sums(self) -> bool:
+        """True when the statistical tier uses partial sums (float accumulators with unbiased rounding)."""
+        return self.kind in ("sequential", "blocked") and self.model.unbiased and (
+            self.inner is None or self.inner.unbiased)
+
+    # ---- bounds ---------------------------------------------------------------------------
+    def error(self, K: int, A: Any, *, init: bool = False, ss_outer: Any = None, ss_inner: Any = None,
+              alpha: float = DEFAULT_ALPHA) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(rigorous, statistical, reasons) bound on ``|computed sum - exact sum of the terms|``.
+
+        ``K``: number of terms (products); ``init``: an initial value (bias) enters the
+        accumulator too; ``A``: ``sum |terms|`` including ``|init|`` (array, broadcast);
+        ``ss_outer``/``ss_inner``: ``sqrt(sum t_k^2)`` over the outer/inner rounding points
+        (from :class:`PartialSums`), or None for the HM form of the statistical tier.
+        Overflow is not checked here (see :meth:`range_reasons`).
+        """
+        A = np.asarray(A, dtype=np.float64)
+        zero = np.zeros_like(A)
+        if self.kind == "exact":
+            return zero, zero, []
+        if self.kind == "fixed":
+            rig = zero + K * self.term.abs
+            if self.term.unbiased and self.term.abs > 0:
+                stat = zero + lambda_azuma(alpha) * math.sqrt(K) * self.term.abs
+            else:
+                stat = rig
+            return rig, stat, []
+        reasons: list[str] = []
+        u, eta = self.model.rel, self.model.abs
+        n = self.outer_roundings(K, init)
+        g = gamma(n, u)
+        if g.reason:
+            reasons.append(f"{g.reason} [accumulation {self.label}, {n} roundings]")
+        inner_rig = zero
+        inner_abs = 0.0
+        if self.kind == "blocked" and self.inner is not None:
+            gi = gamma(min(self.block, K), self.inner.rel)
+            if gi.reason:
+                reasons.append(f"{gi.reason} [in-block accumulation {self.inner.label}, block {self.block}]")
+            inner_abs = K * self.inner.abs * (1 + gi.value) if gi.ok else math.inf
+            inner_rig = gi.value * A + inner_abs if gi.ok else zero + math.inf
+        elif self.kind == "blocked" and self.round_block:
+            inner_rig = u * A + (n - int(init)) * eta
+        if reasons:
+            rig = zero + math.inf
+        else:
+            rig = (1 + g.value) * inner_rig + g.value * A + n * eta * (1 + g.value)
+        # statistical tier
+        unb = self.model.unbiased and (self.inner is None or self.inner.unbiased)
+        lin_abs = n * eta + (K * self.inner.abs if (self.kind == "blocked" and self.inner is not None) else 0.0)
+        if self.kind == "blocked" and self.round_block:
+            lin_abs += (n - int(init)) * eta
+        if not unb:
+            stat = rig
+        elif ss_outer is not None:
+            var = (u * np.asarray(ss_outer, dtype=np.float64)) ** 2
+            if self.kind == "blocked" and (self.inner is not None or self.round_block):
+                if ss_inner is None:
+                    raise ValueError("Accum.error: blocked with inner roundings needs ss_inner")
+                ui = self.inner.rel if self.inner is not None else u
+                var = var + (ui * np.asarray(ss_inner, dtype=np.float64)) ** 2
+            stat = lambda_azuma(alpha) * np.sqrt(var) + lin_abs
+        else:
+            lam = lambda_hm(n, u, alpha)
+            gt = gamma_tilde(n, u, lam)
+            st_inner = zero
+            if self.kind == "blocked" and self.inner is not None:
+                b = min(self.block, K)
+                st_inner = gamma_tilde(b, self.inner.rel, lambda_hm(b, self.inner.rel, alpha)) * A
+            elif self.kind == "blocked" and self.round_block:
+                st_inner = u * A
+            stat = (1 + gt) * st_inner + gt * A + lin_abs
+        return rig, np.minimum(stat, rig), reasons
+
+    def range_reasons(self, what: str, A: Any, err: Any, *, final: Any = None,
+                      max_partial: Any = None) -> tuple[np.ndarray, list[str]]:
+        """Overflow check of the accumulator: mask of components that may overflow, and reasons.
+
+        ``A``: bound on every exact partial sum magnitude (sum |terms|); ``err``: rigorous
+        accumulation error bound; ``final``: exact final sum (wrap accumulators only need it to
+        fit); ``max_partial``: exact max |partial sum| (saturating fixed accumulators).
+        """
+        A = np.asarray(A, dtype=np.float64)
+        if self.kind == "exact":
+            return np.zeros(A.shape, bool), []
+        top = A + np.asarray(err, dtype=np.float64)
+        mx = self.model.max
+        if self.kind == "fixed":
+            ov = self.model.overflow
+            mask = top > mx
+            if np.any(mask):
+                if ov == "wrap" and final is not None:
+                    mask = mask & (np.abs(np.asarray(final)) + err > mx)
+                elif max_partial is not None:
+                    mask = mask & (np.asarray(max_partial) + err > mx)
+            if np.any(mask):
+                return mask, [f"no guarantee: {what} accumulator {self.fmt} ({ov}) may overflow: partial sums up to "
+                              f"{float(np.max(np.where(mask, top, 0))):.6g} > max {mx:.6g} "
+                              f"({int(mask.sum())} component(s))"]
+            return mask, []
+        mask = ~(top <= mx)
+        if np.any(mask):
+            return mask, [f"no guarantee: {what} accumulator {self.fmt} may overflow: sum|terms| + error up to "
+                          f"{float(np.max(np.where(mask & np.isfinite(top), top, 0))):.6g} > max {mx:.6g} "
+                          f"({int(mask.sum())} component(s))"]
+        return mask, []
+
+
+def _parse(fmt: Any) -> Any:
+    if isinstance(fmt, (FloatFormat, FixedFormat)) or fmt is None:
+        return fmt
+    if isinstance(fmt, str):
+        from ..numerics.formats import parse_format
+
+        return parse_format(fmt)
+    return fmt
+
+
+class PartialSums:
+    """Exact (float64) partial sums of a reduction fed in chunks along the last axis.
+
+    Tracks, for the statistical tier and the overflow check: ``ss_outer`` = sqrt(sum of squared
+    partial sums at the accumulator's rounding points), ``ss_inner`` = the same for in-block
+    rounding points (blocked with a recursive inner sum), ``max_abs`` = max |partial sum| over
+    every prefix, ``total`` = the sum. Chunks must be whole blocks except the last one.
+    """
+
+    def __init__(self, shape: tuple[int, ...], acc: Accum, init: Any = None) -> None:
+        self.acc = acc
+        self.total = np.zeros(shape, dtype=np.float64)
+        self._so = np.zeros(shape, dtype=np.float64)
+        self._si = np.zeros(shape, dtype=np.float64)
+        self.max_abs = np.zeros(shape, dtype=np.float64)
+        if init is not None:
+            b = np.broadcast_to(np.asarray(init, dtype=np.float64), shape)
+            self.total = self.total + b
+            self.max_abs = np.abs(self.total)
+            if acc.kind in ("sequential", "blocked"):
+                self._so += b * b
+
+    @property
+    def ss_outer(self) -> np.ndarray:
+        return np.sqrt(self._so)
+
+    @property
+    def ss_inner(self) -> np.ndarray:
+        return np.sqrt(self._si)
+
+    def feed(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk, dtype=np.float64)
+        c = chunk.shape[-1]
+        if c == 0:
+            return
+        if self.acc.kind == "blocked":
+            b = self.acc.block
+            full = (c // b) * b
+            parts = [chunk[..., :full]] if full else []
+            if full < c:
+                parts.append(chunk[..., full:])
+            for part in parts:
+                bb = min(b, part.shape[-1])
+                blocks = part.reshape(part.shape[:-1] + (part.shape[-1] // bb, bb))
+                inner = np.cumsum(blocks, axis=-1)
+                bsum = inner[..., -1]
+                if self.acc.inner is not None:
+                    self._si += np.sum(inner * inner, axis=(-1, -2))
+                elif self.acc.round_block:
+                    self._si += np.sum(bsum * bsum, axis=-1)
+                outer = np.cumsum(bsum, axis=-1) + self.total[..., None]
+                self._so += np.sum(outer * outer, axis=-1)
+                prefix = inner + (outer - bsum)[..., None]
+                self.max_abs = np.maximum(self.max_abs, np.max(np.abs(prefix), axis=(-1, -2)))
+                self.total = outer[..., -1]
+            return
+        cs = np.cumsum(chunk, axis=-1) + self.total[..., None]
+        if self.acc.kind == "sequential":
+            self._so += np.sum(cs * cs, axis=-1)
+        self.max_abs = np.maximum(self.max_abs, np.max(np.abs(cs), axis=-1))
+        self.total = cs[..., -1]

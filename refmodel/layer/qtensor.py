@@ -1,0 +1,96 @@
+"""QTensor: a tensor of the quantized layer -- its codes, its format and its exact decoded values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..numerics.fixed import FixedArray, FixedFormat, quantize
+from ..numerics.formats import parse_format
+from ..numerics.minifloat import FloatArray, FloatFormat, encode
+
+__all__ = ["QTensor", "FLOAT64_FMT", "store", "as_operand", "spec_of"]
+
+#: float64 viewed as a FloatFormat (e11m52, IEEE): used to hand float64 operands to accumulate
+FLOAT64_FMT = FloatFormat(11, 52, name="float64")
+
+
+@dataclass
+class QTensor:
+    """``values`` are the exact float64 decoding of ``codes`` in ``fmt``.
+
+    * fixed: ``codes`` int64, ``fmt`` :class:`FixedFormat`;
+    * minifloat: ``codes`` unsigned raw bit patterns, ``fmt`` :class:`FloatFormat`;
+    * MX block: ``mx`` holds the :class:`MXArray` (scales + element codes), ``codes`` is None;
+    * float64 (no quantisation): ``fmt`` and ``codes`` are None.
+    """
+
+    values: np.ndarray
+    fmt: Any = None
+    codes: np.ndarray | None = None
+    mx: Any = None
+
+    @property
+    def spec(self) -> str:
+        return "float64" if self.fmt is None else str(self.fmt)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.values.shape
+
+    @property
+    def is_fixed(self) -> bool:
+        return isinstance(self.fmt, FixedFormat)
+
+    def fixed(self) -> FixedArray:
+        if not self.is_fixed:
+            raise TypeError(f"tensor in {self.spec} is not fixed point")
+        return FixedArray(self.codes, self.fmt)
+
+    def __getitem__(self, idx) -> "QTensor":
+        return QTensor(self.values[idx], self.fmt, None if self.codes is None else self.codes[idx])
+
+
+def spec_of(fmt: Any) -> str:
+    return "float64" if fmt is None else str(fmt)
+
+
+def store(values: np.ndarray, spec: str, rounding: str = "rne", overflow: str = "saturate", *,
+          mx_axis: int = -1) -> QTensor:
+    """Round float64 ``values`` into the format ``spec`` once (the plan's storage step).
+
+    Fixed: :func:`quantize` (NaN is an error, +-inf saturates under ``saturate``); minifloat:
+    :func:`encode` (the format's own overflow policy; NaN/inf propagate as the format allows);
+    MX: :func:`mx_quantize` along ``mx_axis``; ``float64``: unchanged.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if spec == "float64":
+        return QTensor(v)
+    fmt = parse_format(spec)
+    if isinstance(fmt, FixedFormat):
+        q = quantize(v, fmt, rounding, overflow)
+        return QTensor(q.to_float(), fmt, q.codes)
+    if isinstance(fmt, FloatFormat):
+        a = encode(v, fmt, rounding)
+        return QTensor(a.to_float(), fmt, a.codes)
+    from ..numerics.block import mx_quantize
+
+    m = mx_quantize(v, fmt, axis=mx_axis, rounding=rounding)
+    return QTensor(m.to_float(), fmt, None, m)
+
+
+def as_operand(t: QTensor) -> FixedArray | FloatArray:
+    """The :mod:`accumulate` operand holding exactly ``t.values``: fixed codes, float codes, or
+    (float64 / MX values) a float format wide enough to hold every value exactly."""
+    if isinstance(t.fmt, FixedFormat):
+        return FixedArray(t.codes, t.fmt)
+    if isinstance(t.fmt, FloatFormat):
+        return FloatArray(t.codes, t.fmt)
+    if t.mx is not None:
+        el = t.fmt.element
+        man = getattr(el, "man", 7)  # mxint8: 7 significant bits
+        wide = FloatFormat(11, max(man, 1), name=None)
+        return encode(t.values, wide)  # exact: element * 2^X fits e11m<man>
+    return encode(t.values, FLOAT64_FMT)

@@ -1,0 +1,534 @@
+"""The quantized layer: :func:`layer_forward` on :class:`QuantOps` under a :class:`PrecisionPlan`.
+
+Every op rounds exactly where its contract below says, so the codes of every tensor are determined
+bit for bit (the RTL of the ``hw`` plan reproduces them). Each op also appends an :class:`OpRecord`
+(what was rounded where, in which formats) that :mod:`refmodel.bounds` walks to bound the error of
+every tensor against the float64 reference.
+
+Float plans (tensor formats are minifloats, MX blocks or float64; every step below is ONE rounding
+into the tensor's format ``F`` unless said otherwise):
+
+=========  =====================================================================================
+op         contract
+=========  =====================================================================================
+input      x rounded into F(x)
+weight     w rounded into its weight format (MX: blocks along the reduction axis)
+linear     y = acc(x W^T) under the tensor's accumulation policy, output rounded into F; then
+           (bias) y = round_F(y + b): a second rounding
+norm       xs = round(x / s) (exact for a power of two s); mean = round(acc(sum xs) / d);
+           c = round(xs - mean); V = acc(sum c^2) (products exact, FMA-style); var = round(V / d);
+           ve = round(var + round(eps / s^2)); r = round(1/sqrt(ve)); n = round(c r);
+           y = round(n g); y = round(y + b). RMSNorm: no mean, c = xs.
+scores     acc(q k^T) rounded into F, then round(scale * .) (exact for a power of two scale);
+           masked entries exactly 0
+softmax    shifted: m = max (exact), d = round(s - m), e = round(exp d), S = acc(sum e),
+           p = round(e / S); unshifted: e = round(exp s). Masked entries 0.
+mix        acc(p v) rounded into F (per head; GQA by repeat-interleave)
+act        round(f(h)) (f evaluated in float64: correctly rounded up to float64's own error)
+mul, add   round(a * b), round(a + b)
+rope       round(rope(x)) evaluated in float64
+=========  =====================================================================================
+
+Fixed-point plans (every tensor format ``s<W>.<F>``) use the integer models of the RTL units:
+``linear``/``mix``/``mul`` :mod:`units.mac` (exact products, ACC_W accumulator with wrap or
+saturate, bias preloaded, requantising shift with the tensor's rounding, saturation to F);
+``scores`` the MAC plus :mod:`units.requant` (dyadic multiplier for 1/sqrt(hd)); ``norm``
+:mod:`units.norm` (SLaNC input shift, exact mean/variance, exact rsqrt unit); ``softmax``
+:mod:`units.softmax` (exp2 LUT, exact reciprocal); ``act`` :mod:`units.activation` (full table
+after a requantising shift into the table's input format); ``add`` exact sum, rounded/saturated
+into F; ``rope`` (not an RTL unit) float64 on decoded values, rounded once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..numerics import accumulate as acc
+from ..numerics.fixed import FixedArray, FixedFormat, apply_overflow, cast
+from ..numerics.formats import parse_format
+from ..numerics.minifloat import FloatFormat
+from ..numerics.rounding import Overflow, Rounding, round_shift
+from .config import LayerConfig
+from .forward import layer_forward, tensor_names
+from .ops import LayerOps, _repeat_kv, activation, rope_half
+from .plan import PrecisionPlan
+from .qtensor import QTensor, as_operand, store
+from .weights import LayerWeights
+
+__all__ = ["QuantOps", "OpRecord", "LayerRun", "run_quantized"]
+
+
+@dataclass
+class OpRecord:
+    """What one op did, for the error bounds: kind, input tensor/weight names, output format,
+    accumulation policy, reduction length, and op-specific details."""
+
+    name: str
+    kind: str
+    inputs: tuple[str, ...]
+    out_format: str
+    acc: str = "exact"
+    k: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LayerRun:
+    """Result of one quantized forward: tensors by name, the op log, per-tensor statistics."""
+
+    plan: PrecisionPlan
+    config: LayerConfig
+    tensors: dict[str, QTensor]
+    weights: dict[str, QTensor]
+    records: list[OpRecord]
+    stats: dict[str, dict[str, int]]
+    slanc: Any = None
+
+    def values(self) -> dict[str, np.ndarray]:
+        return {n: t.values for n, t in self.tensors.items()}
+
+
+def _is_fixed_plan(plan: PrecisionPlan, config: LayerConfig) -> bool:
+    specs = [plan.tensor(n).format for n in tensor_names(config)]
+    fixed = [isinstance(parse_format(s), FixedFormat) if s != "float64" else False for s in specs]
+    if any(fixed) and not all(fixed):
+        bad = [n for n, f in zip(tensor_names(config), fixed) if not f]
+        raise ValueError(f"plan {plan.name!r} mixes fixed-point and float tensors ({', '.join(bad)} are not fixed); "
+                         f"a plan is either all fixed point (integer units) or float")
+    return all(fixed)
+
+
+def _clog2(n: int) -> int:
+    return max(0, int(n - 1).bit_length())
+
+
+class QuantOps(LayerOps[QTensor, QTensor]):
+    """Backend of the quantized layer under ``plan`` (see module docstring)."""
+
+    def __init__(self, plan: PrecisionPlan, config: LayerConfig, seq_len: int | None = None) -> None:
+        super().__init__()
+        self.plan = plan
+        self.config = config
+        self.fixed = _is_fixed_plan(plan, config)
+        self.records: list[OpRecord] = []
+        self.stats: dict[str, dict[str, int]] = {}
+        self.seq_len = seq_len or config.seq_len
+        self._unit_cache: dict[Any, Any] = {}
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _tp(self, name: str):
+        return self.plan.tensor(name)
+
+    def _store(self, name: str, values: np.ndarray, *, mx_axis: int = -1) -> QTensor:
+        tp = self._tp(name)
+        return store(values, tp.format, tp.rounding, tp.overflow, mx_axis=mx_axis)
+
+    def _log(self, name: str, kind: str, inputs: tuple[str, ...], k: int = 0, **details: Any) -> None:
+        tp = self._tp(name)
+        self.records.append(OpRecord(name, kind, inputs, tp.format, tp.acc, k, details))
+
+    def _finish(self, name: str, t: QTensor) -> QTensor:
+        v = t.values
+        st = {"nonfinite": int(np.count_nonzero(~np.isfinite(v)))}
+        if isinstance(t.fmt, FixedFormat) and t.codes is not None:
+            top = t.codes == t.fmt.max_code
+            st["saturated"] = int(np.count_nonzero(top | (t.codes == t.fmt.min_code) if t.fmt.signed else top))
+        elif isinstance(t.fmt, FloatFormat) and t.fmt.has_inf is False:
+            st["saturated"] = int(np.count_nonzero(np.abs(v) == t.fmt.max))
+        self.stats[name] = st
+        return self.record(name, t)
+
+    def _mm(self, a: QTensor, b: QTensor, out: str, policy: str, rounding: str, overflow: str,
+            mx_axis: int = -1) -> QTensor:
+        """Float-plan matrix product of 2-D QTensors (a @ b) under ``policy``, into ``out``. An MX
+        output is accumulated into fp32 (one rounding) and then block-quantised along ``mx_axis``."""
+        if out == "float64":
+            return QTensor(a.values @ b.values)
+        fmt = parse_format(out)
+        if not isinstance(fmt, (FixedFormat, FloatFormat)):  # MX block format
+            r = acc.matmul(as_operand(a), as_operand(b), policy, "fp32", rounding, overflow)
+            return store(r.to_float(), out, rounding, overflow, mx_axis=mx_axis)
+        r = acc.matmul(as_operand(a), as_operand(b), policy, fmt, rounding, overflow)
+        return QTensor(r.to_float(), r.fmt, r.codes)
+
+    def _name_of(self, t: QTensor) -> str:
+        for n, v in self.tensors.items():
+            if v is t:
+                return n
+        for n, v in self.weights.items():
+            if v is t:
+                return n
+        return "?"
+
+    # ---- ops: common ----------------------------------------------------------------------
+    def input(self, name: str, x: np.ndarray) -> QTensor:
+        self._log(name, "input", ())
+        return self._finish(name, self._store(name, x))
+
+    def weight(self, name: str, w: np.ndarray) -> QTensor:
+        wp = self.plan.weight(name)
+        t = store(np.asarray(w, dtype=np.float64), wp.format, wp.rounding, wp.overflow, mx_axis=-1)
+        self.weights[name] = t
+        return t
+
+    def to_float(self, t: Any) -> np.ndarray:
+        return t.values
+
+    # ---- ops -------------------------------------------------------------------------------
+    def linear(self, name: str, x: QTensor, w: QTensor, b: QTensor | None, *, heads: int | None = None) -> QTensor:
+        tp = self._tp(name)
+        K = x.shape[-1]
+        ins = (self._name_of(x), self._name_of(w)) + ((self._name_of(b),) if b is not None else ())
+        if self.fixed:
+            y, det = self._fixed_matmul(name, x, w, b)
+        else:
+            wt = QTensor(w.values.T, w.fmt, None if w.codes is None else w.codes.T, w.mx)
+            # v feeds p @ v, whose reduction runs over the sequence: its MX blocks go along axis 0
+            mx_axis = 0 if name == "v" else -1
+            y = self._mm(x, wt, tp.format, tp.acc, tp.rounding, tp.overflow, mx_axis=mx_axis)
+            det = {"bias_rounding": b is not None}
+            if b is not None:
+                y = self._store(name, y.values + b.values, mx_axis=mx_axis)
+        if heads is not None:
+            s, n = y.shape
+            tr = lambda a: None if a is None else a.reshape(s, heads, n // heads).transpose(1, 0, 2).copy()  # noqa: E731
+            y = QTensor(tr(y.values), y.fmt, tr(y.codes))
+        self._log(name, "linear", ins, K, **det)
+        return self._finish(name, y)
+
+    def norm(self, name: str, x: QTensor, gamma: QTensor, beta: QTensor | None, *, kind: str, eps: float,
+             scale: float = 1.0) -> QTensor:
+        ins = (self._name_of(x), self._name_of(gamma)) + ((self._name_of(beta),) if beta is not None else ())
+        d = x.shape[-1]
+        if self.fixed:
+            y, det = self._fixed_norm(name, x, gamma, beta, kind=kind, eps=eps, scale=scale)
+        else:
+            y, det = self._float_norm(name, x, gamma, beta, kind=kind, eps=eps, scale=scale)
+        self._log(name, "norm", ins, d, norm=kind, eps=eps, scale=scale, **det)
+        return self._finish(name, y)
+
+    def rope(self, name: str, x: QTensor, positions: np.ndarray, *, base: float) -> QTensor:
+        self._log(name, "rope", (self._name_of(x),), 0, base=base)
+        return self._finish(name, self._store(name, rope_half(x.values, positions, base)))
+
+    def scores(self, name: str, q: QTensor, k: QTensor, *, scale: float, mask: np.ndarray | None) -> QTensor:
+        H = q.shape[0]
+        hd = q.shape[-1]
+        kr = QTensor(_repeat_kv(k.values, H), k.fmt, None if k.codes is None else _repeat_kv(k.codes, H))
+        allowed = np.ones(q.shape[:1] + (q.shape[1], kr.shape[1]), dtype=bool) if mask is None else \
+            np.broadcast_to(mask, (H, q.shape[1], kr.shape[1]))
+        tp = self._tp(name)
+        if self.fixed:
+            y, det = self._fixed_scores(name, q, kr, scale, allowed)
+        else:
+            outs = [self._mm(q[h], QTensor(kr.values[h].T, kr.fmt, None if kr.codes is None else kr.codes[h].T),
+                             tp.format, tp.acc, tp.rounding, tp.overflow) for h in range(H)]
+            raw = np.stack([o.values for o in outs])
+            pow2 = math.frexp(scale)[0] == 0.5
+            v = self._store(name, np.where(allowed, raw * scale, 0.0)) if True else None
+            y = v
+            det = {"scale": scale, "scale_exact": pow2}
+        self._log(name, "scores", (self._name_of(q), self._name_of(k)), hd, **det)
+        return self._finish(name, y)
+
+    def softmax(self, name: str, s: QTensor, *, mask: np.ndarray | None, shifted: bool = True) -> QTensor:
+        allowed = np.ones(s.shape, dtype=bool) if mask is None else np.broadcast_to(mask, s.shape)
+        if not allowed.any(axis=-1).all():
+            raise ValueError(f"softmax {name!r}: a row has no allowed key (fully masked)")
+        n = s.shape[-1]
+        if self.fixed:
+            y, det = self._fixed_softmax(name, s, allowed, shifted)
+        else:
+            y, det = self._float_softmax(name, s, allowed, shifted)
+        self._log(name, "softmax", (self._name_of(s),), n, shifted=shifted, **det)
+        return self._finish(name, y)
+
+    def mix(self, name: str, p: QTensor, v: QTensor) -> QTensor:
+        H = p.shape[0]
+        vr = QTensor(_repeat_kv(v.values, H), v.fmt, None if v.codes is None else _repeat_kv(v.codes, H))
+        tp = self._tp(name)
+        n = p.shape[-1]
+        if self.fixed:
+            o, det = self._fixed_mix(name, p, vr)
+        else:
+            outs = [self._mm(p[h], QTensor(vr.values[h], vr.fmt, None if vr.codes is None else vr.codes[h]),
+                             tp.format, tp.acc, tp.rounding, tp.overflow) for h in range(H)]
+            o = QTensor(np.stack([x.values for x in outs]), outs[0].fmt,
+                        None if outs[0].codes is None else np.stack([x.codes for x in outs]))
+            det = {}
+        h, s, hd = o.shape
+        cat = lambda a: None if a is None else a.transpose(1, 0, 2).reshape(s, h * hd)  # noqa: E731
+        y = QTensor(cat(o.values), o.fmt, cat(o.codes))
+        self._log(name, "mix", (self._name_of(p), self._name_of(v)), n, **det)
+        return self._finish(name, y)
+
+    def act(self, name: str, h: QTensor, *, kind: str) -> QTensor:
+        if self.fixed:
+            y, det = self._fixed_act(name, h, kind)
+        else:
+            y, det = self._store(name, activation(kind, h.values)), {}
+        self._log(name, "act", (self._name_of(h),), 0, act=kind, **det)
+        return self._finish(name, y)
+
+    def mul(self, name: str, a: QTensor, b: QTensor) -> QTensor:
+        if self.fixed:
+            fa, fb = a.fixed(), b.fixed()
+            y = self._fixed_round(name, a.codes * b.codes, fa.fmt.frac + fb.fmt.frac)
+        else:
+            y = self._store(name, a.values * b.values)
+        self._log(name, "mul", (self._name_of(a), self._name_of(b)))
+        return self._finish(name, y)
+
+    def add(self, name: str, a: QTensor, b: QTensor) -> QTensor:
+        if self.fixed:
+            f = max(a.fmt.frac, b.fmt.frac)
+            s = (a.codes << np.int64(f - a.fmt.frac)) + (b.codes << np.int64(f - b.fmt.frac))
+            y = self._fixed_round(name, s, f)
+        else:
+            y = self._store(name, a.values + b.values)
+        self._log(name, "add", (self._name_of(a), self._name_of(b)))
+        return self._finish(name, y)
+
+    # ---- float-plan internals ---------------------------------------------------------------
+    def _float_norm(self, name, x, gamma, beta, *, kind, eps, scale):
+        tp = self._tp(name)
+        F, pol, rnd = tp.format, tp.acc, tp.rounding
+        st = lambda v: store(v, F, rnd, tp.overflow)  # noqa: E731  one rounding into F
+        d = x.shape[-1]
+        lead = x.shape[:-1]
+        xs = st(x.values / scale) if scale != 1.0 else st(x.values)
+        x2 = xs.values.reshape(-1, d)
+        ones = QTensor(np.ones((d, 1)))
+        eps_s = store(np.array(eps / (scale * scale)), self.plan.units.norm_eps)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if kind == "layernorm":
+                ssum = self._mm(QTensor(x2, xs.fmt, None if xs.codes is None else xs.codes.reshape(-1, d)),
+                                ones, F, pol, rnd, tp.overflow)
+                mean = st(ssum.values / d)
+                c = st(x2 - mean.values)
+            else:
+                c = QTensor(x2, xs.fmt, None if xs.codes is None else xs.codes.reshape(-1, d))
+            sq = self._square(c)
+            V = self._mm(sq, ones, F, pol, rnd, tp.overflow)
+            var = st(V.values / d)
+            ve = st(var.values + eps_s.values)
+            r = st(1.0 / np.sqrt(ve.values))
+            n = st(c.values * r.values)
+            y = st(n.values * gamma.values)
+            if beta is not None:
+                y = st(y.values + beta.values)
+        out = QTensor(y.values.reshape(lead + (d,)), y.fmt, None if y.codes is None else y.codes.reshape(lead + (d,)))
+        return out, {"eps_format": self.plan.units.norm_eps, "var_nonfinite": int(np.count_nonzero(~np.isfinite(V.values)))}
+
+    @staticmethod
+    def _square(c: QTensor) -> QTensor:
+        """c*c held exactly: in a float format with twice the significand (and one more exponent
+        bit), or float64 for float64 / MX values."""
+        v = c.values * c.values
+        if isinstance(c.fmt, FloatFormat):
+            wide = FloatFormat(min(c.fmt.exp + 1, 11), min(2 * c.fmt.man + 1, 50), name=None)
+            return store(v, str(wide) if wide.name else _spec(wide))
+        return QTensor(v)
+
+    def _float_softmax(self, name, s, allowed, shifted):
+        tp = self._tp(name)
+        F, pol, rnd = tp.format, tp.acc, tp.rounding
+        st = lambda v: store(v, F, rnd, tp.overflow)  # noqa: E731
+        sv = s.values
+        with np.errstate(over="ignore", invalid="ignore"):
+            if shifted:
+                m = np.max(np.where(allowed, sv, -np.inf), axis=-1, keepdims=True)
+                dd = st(np.where(allowed, sv - m, 0.0))
+                e = st(np.where(allowed, np.exp(dd.values), 0.0))
+            else:
+                e = st(np.where(allowed, np.exp(np.where(allowed, sv, 0.0)), 0.0))
+            n = sv.shape[-1]
+            e2 = e.values.reshape(-1, n)
+            ones = QTensor(np.ones((n, 1)))
+            S = self._mm(QTensor(e2, e.fmt, None if e.codes is None else e.codes.reshape(-1, n)), ones, F, pol, rnd,
+                         tp.overflow) if np.all(np.isfinite(e2)) else QTensor(e2.sum(axis=-1, keepdims=True))
+            Sv = S.values.reshape(sv.shape[:-1] + (1,))
+            p = st(np.where(allowed, e.values / Sv, 0.0))
+        return p, {}
+
+    # ---- fixed-plan internals ---------------------------------------------------------------
+    def _fixed_round(self, name: str, codes: np.ndarray, frac: int) -> QTensor:
+        """Exact int64 codes with ``frac`` fractional bits -> the tensor's fixed format: one
+        rounding (tensor rounding mode) then saturation/wrap (tensor overflow)."""
+        tp = self._tp(name)
+        fmt = parse_format(tp.format)
+        c = round_shift(codes, frac - fmt.frac, tp.rounding) if frac >= fmt.frac else codes << np.int64(fmt.frac - frac)
+        c = apply_overflow(c, fmt, tp.overflow, what=f"tensor {name}")
+        return QTensor(FixedArray(c, fmt).to_float(), fmt, c)
+
+    def _mac_params(self, name: str, a_fmt: FixedFormat, w_fmt: FixedFormat, K: int, bias_fmt: FixedFormat | None,
+                    extra_shift: int = 0, out_fmt: FixedFormat | None = None):
+        from ..numerics.units.mac import MacParams
+
+        tp = self._tp(name)
+        out = out_fmt or parse_format(tp.format)
+        pol = acc.parse_policy(tp.acc)
+        a_w = a_fmt.width + (0 if a_fmt.signed else 1)  # unsigned operands enter zero-extended
+        w_w = w_fmt.width + (0 if w_fmt.signed else 1)
+        need = a_w + w_w + _clog2(K)
+        if isinstance(pol, acc.FixedAccumulator):
+            acc_w, ovf = pol.width, pol.overflow
+            if pol.frac is not None and pol.frac != a_fmt.frac + w_fmt.frac:
+                raise ValueError(f"tensor {name}: accumulator {tp.acc} must hold products at their own fraction "
+                                 f"{a_fmt.frac + w_fmt.frac} (omit the .frac: acc:s{acc_w}:...)")
+        else:
+            acc_w, ovf = min(max(need, a_w + w_w), 62), Overflow.WRAP
+        pf = a_fmt.frac + w_fmt.frac
+        shift = pf - out.frac + extra_shift
+        if shift < 0:
+            raise ValueError(f"tensor {name}: output {out} has more fraction bits than the products ({pf})")
+        kw: dict[str, Any] = {}
+        if bias_fmt is not None:
+            lsh = max(pf - bias_fmt.frac, 0)  # a finer bias is first rounded to the accumulator LSB
+            kw = {"b_w": min(bias_fmt.width, acc_w - lsh), "bias_lsh": lsh}
+        return MacParams(a_w=a_w, w_w=w_w, acc_w=acc_w, out_w=out.width, shift=shift,
+                         rounding=tp.rounding, acc_overflow=ovf, **kw), out
+
+    def _fixed_matmul(self, name, x: QTensor, w: QTensor, b: QTensor | None):
+        from ..numerics.units.mac import matmul_int
+
+        K = x.shape[-1]
+        p, out = self._mac_params(name, x.fmt, w.fmt, K, None if b is None else b.fmt)
+        det: dict[str, Any] = {"mac": p}
+        bias = None
+        if b is not None:
+            pf = x.fmt.frac + w.fmt.frac
+            bias = b.codes
+            if b.fmt.frac > pf:  # bias finer than the accumulator LSB: rounded once, offline (rne)
+                bias = round_shift(bias, b.fmt.frac - pf, Rounding.RNE)
+                det["bias_requant"] = {"from": str(b.fmt), "frac": pf}
+            lim = (1 << (p.b_w - 1)) - 1
+            bias = np.clip(bias, -lim - 1, lim)
+        codes = matmul_int(x.codes, w.codes.T, p, bias)
+        return QTensor(FixedArray(codes, out).to_float(), out, codes), det
+
+    def _fixed_scores(self, name, q: QTensor, kr: QTensor, scale: float, allowed: np.ndarray):
+        from ..numerics.units.mac import MacParams, matmul_acc_int
+        from ..numerics.units.requant import RequantParams, choose_multiplier, requant
+
+        tp = self._tp(name)
+        out = parse_format(tp.format)
+        hd = q.shape[-1]
+        p, _ = self._mac_params(name, q.fmt, kr.fmt, hd, None)
+        pacc = MacParams(a_w=p.a_w, w_w=p.w_w, acc_w=p.acc_w, out_w=p.acc_w, shift=0, rounding=p.rounding,
+                         acc_overflow=p.acc_overflow)
+        accs = np.stack([matmul_acc_int(q.codes[h], kr.codes[h].T, pacc) for h in range(q.shape[0])])
+        pf = q.fmt.frac + kr.fmt.frac
+        real = scale * 2.0 ** (out.frac - pf)
+        m_w = self.plan.units.requant_m_w
+        M, sh = choose_multiplier(real, m_w)
+        in_w = min(p.acc_w, p.a_w + p.w_w + _clog2(hd))  # every accumulator value fits this width
+        rq = RequantParams(in_w=in_w, m_w=m_w, shift=sh, out_w=out.width, rounding=tp.rounding)
+        codes = np.where(allowed, requant(accs, M, rq), 0)
+        return QTensor(FixedArray(codes, out).to_float(), out, codes), {
+            "scale": scale, "mac": pacc, "requant": rq, "multiplier": M, "scale_exact": M / 2.0**sh == real}
+
+    def _fixed_mix(self, name, p: QTensor, vr: QTensor):
+        from ..numerics.units.mac import matmul_int
+
+        n = p.shape[-1]
+        prm, out = self._mac_params(name, p.fmt, vr.fmt, n, None)
+        codes = np.stack([matmul_int(p.codes[h], vr.codes[h], prm) for h in range(p.shape[0])])
+        return QTensor(FixedArray(codes, out).to_float(), out, codes), {"mac": prm}
+
+    def _softmax_params(self, s_fmt: FixedFormat, p_fmt: FixedFormat, n: int):
+        from ..numerics.units.softmax import SoftmaxParams
+
+        u = self.plan.units
+        if p_fmt.signed:
+            raise ValueError(f"tensor probs: the softmax unit outputs unsigned codes; use u<W>.<F>, not {p_fmt}")
+        key = ("softmax", s_fmt, p_fmt, n)
+        if key not in self._unit_cache:
+            n_max = 1 << _clog2(max(n, 2))
+            self._unit_cache[key] = SoftmaxParams(in_w=s_fmt.width, in_f=s_fmt.frac, n_max=n_max, lut_bits=u.softmax_lut_bits,
+                                                  lut_w=u.softmax_lut_w, guard=u.softmax_guard_bits, out_w=p_fmt.width,
+                                                  out_f=p_fmt.frac, k=u.softmax_recip_k or None)
+        return self._unit_cache[key]
+
+    def _fixed_softmax(self, name, s: QTensor, allowed, shifted):
+        from ..numerics.units.softmax import softmax as sm
+
+        if not shifted:
+            raise ValueError("the integer softmax unit is always max-subtracted (shifted); "
+                             "set softmax_shifted = true for fixed-point plans")
+        out = parse_format(self._tp(name).format)
+        prm = self._softmax_params(s.fmt, out, s.shape[-1])
+        codes = sm(s.codes, prm, masked=~allowed)
+        return QTensor(FixedArray(codes, out).to_float(), out, codes), {"softmax": prm}
+
+    def _fixed_act(self, name, h: QTensor, kind: str):
+        from ..numerics.units.activation import ActParams, act_lookup, act_table
+
+        tin = parse_format(self.plan.units.act_table_in)
+        out = parse_format(self._tp(name).format)
+        c = round_shift(h.codes, h.fmt.frac - tin.frac, self._tp(name).rounding) if h.fmt.frac >= tin.frac \
+            else h.codes << np.int64(tin.frac - h.fmt.frac)
+        c = apply_overflow(c, tin, Overflow.SATURATE)
+        key = ("act", kind, tin, out)
+        if key not in self._unit_cache:
+            self._unit_cache[key] = (ActParams(kind, tin, out), act_table(kind, tin, out))
+        prm, table = self._unit_cache[key]
+        codes = act_lookup(c, table, prm)
+        return QTensor(FixedArray(codes, out).to_float(), out, codes), {"act_params": prm, "table_in": str(tin)}
+
+    def _fixed_norm(self, name, x, gamma, beta, *, kind, eps, scale):
+        from ..numerics.units.norm import NormParams, norm_int, with_eps
+
+        tp = self._tp(name)
+        out = parse_format(tp.format)
+        k = int(round(math.log2(scale))) if scale != 1.0 else 0
+        if scale != 1.0 and 2.0**k != scale:
+            raise ValueError(f"norm {name}: fixed-point plans apply SLaNC as a shift; scale {scale} is not a power of "
+                             f"two (set slanc_pow2 = true)")
+        if k < 0:
+            k = 0
+        rnd = tp.rounding if tp.rounding in ("half_up", "rne") else "half_up"
+        b_fmt = beta.fmt if beta is not None else FixedFormat(2, gamma.fmt.frac)
+        prm = NormParams(d=x.shape[-1], in_fmt=x.fmt, shift=k, rms=(kind == "rmsnorm"), gamma_fmt=gamma.fmt,
+                         beta_fmt=b_fmt, out_fmt=out, out_rounding=rnd)
+        prm = with_eps(prm, eps)
+        bc = beta.codes if beta is not None else np.zeros(x.shape[-1], dtype=np.int64)
+        codes = norm_int(x.codes, gamma.codes, bc, prm)
+        return QTensor(FixedArray(codes, out).to_float(), out, codes), {"norm_params": prm, "shift": k}
+
+
+def _spec(f: FloatFormat) -> str:
+    return str(f)
+
+
+def run_quantized(
+    config: LayerConfig,
+    weights: LayerWeights,
+    x: np.ndarray,
+    plan: PrecisionPlan | str,
+    *,
+    slanc: Any = None,
+    pad_mask: np.ndarray | None = None,
+    positions: np.ndarray | None = None,
+) -> LayerRun:
+    """Run one layer under ``plan`` (a :class:`PrecisionPlan` or preset name). ``slanc``: the
+    scales to use (None: computed from the weights when ``plan.slanc``; pass ``False`` to force
+    none). Checks the plan covers every tensor and weight before any work."""
+    if isinstance(plan, str):
+        plan = PrecisionPlan.from_name(plan)
+    plan.check(config)
+    weights.validate(config)
+    if slanc is None and plan.slanc:
+        from .slanc import compute_slanc
+
+        slanc = compute_slanc(config, weights, x=x, mlp=plan.slanc_mlp, first=plan.slanc_first, pow2=plan.slanc_pow2)
+    elif slanc is False:
+        slanc = None
+    ops = QuantOps(plan, config, seq_len=np.asarray(x).shape[0])
+    layer_forward(ops, config, weights, x, pad_mask=pad_mask, slanc=slanc, softmax_shifted=plan.softmax_shifted,
+                  positions=positions)
+    return LayerRun(plan, config, dict(ops.tensors), dict(ops.weights), ops.records, ops.stats, slanc)

@@ -1,0 +1,105 @@
+"""pytest runner for rtl/layernorm.v (cocotb tests in layernorm_tests.py).
+
+Each configuration is a refmodel NormParams; its integer parameters come from to_hdl(), the
+gamma/beta tables are written with write_memh into the build tree and handed to the RTL as the
+string parameters GAMMA_MEMFILE / BETA_MEMFILE (quoted) and to the bench as RM_LN_GAMMA /
+RM_LN_BETA, so both sides read the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from harness import SIM_ROOT, run_unit
+from refmodel.golden.hexfile import write_memh
+from refmodel.numerics.fixed import FixedFormat
+from refmodel.numerics.units.norm import NormParams, eps_code
+
+SOURCES = ["layernorm.v", "rsqrt.v", "reciprocal.v", "rsqrt_isqrt.v"]
+
+
+def _params(eps: float = 1e-5, **kw) -> NormParams:
+    p = NormParams(**kw)
+    return NormParams(**{**_kwargs(p), "eps": eps_code(eps, p)})
+
+
+def _kwargs(p: NormParams) -> dict:
+    d = asdict(p)
+    for k in ("in_fmt", "gamma_fmt", "beta_fmt", "out_fmt"):
+        d[k] = str(d[k]) if not isinstance(d[k], dict) else str(FixedFormat(**d[k]))
+    d["out_rounding"] = p.out_rounding.value
+    return d
+
+
+def _tables(kind: str, p: NormParams, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    gf, bf = p.gamma_fmt, p.beta_fmt
+    one = 1 << gf.frac
+    if kind == "random":  # gamma around 1 (+-50 %), beta small
+        g = np.clip(np.round(one * rng.uniform(0.5, 1.5, p.d)), gf.min_code, gf.max_code)
+        b = np.clip(np.round(rng.normal(0, 0.25, p.d) * (1 << bf.frac)), bf.min_code, bf.max_code)
+    elif kind == "gamma0_beta_extreme":  # output = round(beta): beta at min / max / 0 / +-1
+        g = np.zeros(p.d)
+        b = np.resize([bf.max_code, bf.min_code, 0, 1, -1, bf.max_code - 1, bf.min_code + 1], p.d)
+    elif kind == "gamma_extreme":  # gamma at its min / max codes: saturation both ways
+        g = np.resize([gf.max_code, gf.min_code, one, -one, gf.max_code, 0], p.d)
+        b = np.resize([0, bf.max_code, bf.min_code, 0], p.d)
+    else:
+        raise ValueError(kind)
+    return g.astype(np.int64), b.astype(np.int64)
+
+
+# name -> (NormParams, tables kind, environment)
+CONFIGS = {
+    # 160 rows x 64 = 10,240 random elements, power-of-two D, no SLaNC shift
+    "ln_d64": (_params(d=64), "random", {"RM_LN_ROWS": "160"}),
+    # D not a power of two (768 = 3 * 256), wide variance accumulator
+    "ln_d768": (_params(d=768), "random", {"RM_LN_ROWS": "6", "RM_LN_STALL_ROWS": "1", "RM_LN_STALLS": "some"}),
+    # SLaNC shift 5 on s20.8 inputs with outlier channels ~1e3 (real), eps held wide (EPS_G=4)
+    "ln_d100_shift5_outliers": (
+        _params(d=100, in_fmt="s20.8", shift=5, eps_g=4),
+        "random",
+        {"RM_LN_ROWS": "40", "RM_LN_OUTLIERS": "1000"},
+    ),
+    # RMSNorm, SLaNC shift 2, odd D, rne output into a narrower format
+    "rms_d96_shift2_rne": (
+        _params(d=96, rms=True, shift=2, out_fmt="s12.8", out_rounding="rne", eps=1e-6),
+        "random",
+        {"RM_LN_ROWS": "40"},
+    ),
+    # gamma = 0 everywhere: the output is beta (its extremes, rounded to the output format)
+    "ln_d48_gamma0": (_params(d=48, out_fmt="s16.10"), "gamma0_beta_extreme", {"RM_LN_ROWS": "10"}),
+    # gamma extremes into s8.4: saturation at both ends; tiny odd D, eps = 0 (A = 0 path)
+    "ln_d3_sat_eps0": (
+        _params(eps=0.0, d=3, in_fmt="s8.4", n_f=6, gamma_fmt="s8.5", beta_fmt="s8.4", out_fmt="s8.4"),
+        "gamma_extreme",
+        {"RM_LN_ROWS": "200"},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_layernorm(name):
+    p, kind, env = CONFIGS[name]
+    d = SIM_ROOT / "layernorm_tables"
+    d.mkdir(parents=True, exist_ok=True)
+    g, b = _tables(kind, p, seed=len(name))
+    gpath = write_memh(d / f"{name}_gamma.hex", g, p.gamma_fmt.width)
+    bpath = write_memh(d / f"{name}_beta.hex", b, p.beta_fmt.width)
+    params = dict(p.to_hdl(), GAMMA_MEMFILE=f'"{gpath}"', BETA_MEMFILE=f'"{bpath}"')
+    run_unit(
+        "layernorm",
+        sources=SOURCES,
+        test_module="layernorm_tests",
+        parameters=params,
+        extra_env={
+            "RM_LN_PARAMS": json.dumps(_kwargs(p)),
+            "RM_LN_GAMMA": str(gpath),
+            "RM_LN_BETA": str(bpath),
+            **env,
+        },
+    )

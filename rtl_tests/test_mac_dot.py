@@ -1,0 +1,28 @@
+"""pytest runner for rtl/mac_dot.v: one Icarus build per parameter set (cocotb bench in
+mac_dot_tests.py; model refmodel.numerics.units.mac)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import run_unit
+from refmodel.numerics.units.mac import MacParams
+
+PARAM_SETS = {
+    # int8 x int8, 32-bit wrapping accumulator, rne requant to int8
+    "a8w8_acc32_wrap_rne": MacParams(a_w=8, w_w=8, acc_w=32, out_w=8, shift=8, rounding="rne"),
+    # 4 lanes, narrow saturating accumulator (saturates often), half_up, shifted bias
+    "a8w8_l4_acc20_sat_halfup": MacParams(a_w=8, w_w=8, lanes=4, acc_w=20, acc_overflow="saturate", out_w=8,
+                                          shift=6, rounding="half_up", b_w=12, bias_lsh=4),
+    # odd widths, 3 lanes, narrow wrapping accumulator, no shift (floor irrelevant), wide output
+    "a12w6_l3_acc21_wrap_s0": MacParams(a_w=12, w_w=6, lanes=3, acc_w=21, out_w=16, shift=0, rounding="floor"),
+    # int16 x int16, saturating 40-bit accumulator, floor, 12-bit output, bias narrower than acc
+    "a16w16_l2_acc40_sat_floor": MacParams(a_w=16, w_w=16, lanes=2, acc_w=40, acc_overflow="saturate",
+                                           out_w=12, shift=20, rounding="floor", b_w=24),
+}
+
+
+@pytest.mark.parametrize("name", list(PARAM_SETS))
+def test_mac_dot(name: str) -> None:
+    p = PARAM_SETS[name]
+    run_unit("mac_dot", sources=["mac_dot.v"], test_module="mac_dot_tests", parameters=p.to_hdl())

@@ -1,0 +1,28 @@
+"""pytest runner for rtl/requant.v (cocotb module requant_tests.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import run_unit
+from refmodel.numerics.units.requant import RequantParams
+
+CONFIGS = {
+    # typical int32 accumulator -> int8 with a 16-bit multiplier, ties toward +inf (TOSA)
+    "i32m16s20o8_half_up": RequantParams(in_w=32, m_w=16, shift=20, out_w=8, rounding="half_up"),
+    "i24m8s10o16_rne": RequantParams(in_w=24, m_w=8, shift=10, out_w=16, rounding="rne"),
+    # plain rounding shifter (M_W = 1, M in {0, 1}) with SHIFT = 1 (round bit, no sticky)
+    "i16m1s1o8_half_up": RequantParams(in_w=16, m_w=1, shift=1, out_w=8, rounding="half_up"),
+    # SHIFT = 0 and an output wide enough that it never saturates
+    "i8m4s0o16_rne": RequantParams(in_w=8, m_w=4, shift=0, out_w=16, rounding="rne"),
+    # maximal shift (everything below the LSB), floor
+    "i12m6s18o4_floor": RequantParams(in_w=12, m_w=6, shift=18, out_w=4, rounding="floor"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_requant(name):
+    p = CONFIGS[name]
+    # the first configuration carries the 10k-vector run; the others check corners more briefly
+    env = {} if name == "i32m16s20o8_half_up" else {"RM_REQUANT_N": "1500", "RM_STALL_N": "300"}
+    run_unit("requant", sources=["requant.v"], test_module="requant_tests", parameters=p.to_hdl(), extra_env=env)
