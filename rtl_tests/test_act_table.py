@@ -7,9 +7,12 @@ unquoted string parameter is silently ignored by iverilog).
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
-from harness import SIM_ROOT, run_unit
+from harness import RTL, SIM_ROOT, run_unit
 from refmodel.golden.hexfile import write_memh
 from refmodel.numerics.units.activation import ActParams, act_table, write_act_memh
 
@@ -57,3 +60,17 @@ def test_act_table_x_is_caught():
         parameters=dict(p.to_hdl(), TABLE_MEMFILE=f'"{path}"'),
         extra_env={"RM_ACT_KIND": p.kind, "RM_ACT_IN": "s8.4", "RM_ACT_OUT": "s8.4", "RM_ACT_EXPECT_X": "1"},
     )
+
+
+@pytest.mark.parametrize("kind,in_spec,out_spec,lanes", CONFIGS, ids=[f"{c[0]}-{c[1]}-{c[2]}-L{c[3]}" for c in CONFIGS])
+def test_act_table_lint(kind, in_spec, out_spec, lanes):
+    """verilator --lint-only -Wall is clean for every configuration the benches run."""
+    if shutil.which("verilator") is None:
+        pytest.skip("verilator not found (apt-get install -y verilator)")
+    gen = [f"-G{k}={v}" for k, v in ActParams(kind, in_spec, out_spec, lanes).to_hdl().items()]
+    res = subprocess.run(
+        ["verilator", "--lint-only", "-Wall", "--top-module", "act_table", *gen,
+         '-GTABLE_MEMFILE="/nonexistent/t.hex"', str(RTL / "act_table.v")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr[:3000]

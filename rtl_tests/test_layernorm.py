@@ -9,12 +9,14 @@ RM_LN_BETA, so both sides read the same files.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import asdict
 
 import numpy as np
 import pytest
 
-from harness import SIM_ROOT, run_unit
+from harness import RTL, SIM_ROOT, run_unit
 from refmodel.golden.hexfile import write_memh
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.norm import NormParams, eps_code
@@ -61,7 +63,7 @@ CONFIGS = {
     "ln_d768": (_params(d=768), "random", {"RM_LN_ROWS": "6", "RM_LN_STALL_ROWS": "1", "RM_LN_STALLS": "some"}),
     # SLaNC shift 5 on s20.8 inputs with outlier channels ~1e3 (real), eps held wide (EPS_G=4)
     "ln_d100_shift5_outliers": (
-        _params(d=100, in_fmt="s20.8", shift=5, eps_g=4),
+        _params(d=100, in_fmt="s20.8", shift=5, eps_g=4, sqd_f=34),  # SQD > 2^32: 64-bit parameter
         "random",
         {"RM_LN_ROWS": "40", "RM_LN_OUTLIERS": "1000"},
     ),
@@ -103,3 +105,19 @@ def test_layernorm(name):
             **env,
         },
     )
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_layernorm_lint(name):
+    """verilator --lint-only -Wall is clean for every configuration the benches run."""
+    if shutil.which("verilator") is None:
+        pytest.skip("verilator not found (apt-get install -y verilator)")
+    p = CONFIGS[name][0]
+    # the two 64-bit parameters get sized literals (an unsized -G value is 32 bits to Verilator)
+    gen = [f"-G{k}=64'd{v}" if k in ("EPS", "SQD") else f"-G{k}={v}" for k, v in p.to_hdl().items()]
+    gen += ['-GGAMMA_MEMFILE="/nonexistent/g.hex"', '-GBETA_MEMFILE="/nonexistent/b.hex"']
+    res = subprocess.run(
+        ["verilator", "--lint-only", "-Wall", "--top-module", "layernorm", *gen, *[str(RTL / s) for s in SOURCES]],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr[:3000]

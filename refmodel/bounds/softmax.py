@@ -138,7 +138,8 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     Delta = np.where(keep, Delta, 0.0)
     reasons: list[str] = []
     notes: list[str] = []
-    nog = np.zeros(l.shape[:-1] + (1,), dtype=bool)
+    nog = np.zeros(l.shape[:-1] + (1,), dtype=bool)  # overflow: both tiers void
+    vac = np.zeros(l.shape[:-1] + (1,), dtype=bool)  # rigorous tier vacuous only
     W = np.sum(w, axis=-1, keepdims=True)
     s = np.where(keep, w / W, 0.0) if np.all(np.isfinite(W)) else np.where(keep, np.exp(lk - m) / np.sum(np.exp(lk - m), -1, keepdims=True), 0.0)
     with np.errstate(over="ignore"):
@@ -190,7 +191,7 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     D_s, _ = D_of(rS_s, rho)
     if np.any(bad):
         reasons.append(f"no guarantee: {what} denominator error bound >= denominator ({int(bad.sum())} row(s))")
-        nog = nog | bad
+        vac = vac | bad
     if st.normalize == "reciprocal" and math.isfinite(st.recip.max):
         with np.errstate(invalid="ignore", divide="ignore"):
             rtop = (1 + st.recip.rel) / (W * (1 - np.where(bad, 0, rS_r))) + st.recip.abs
@@ -215,7 +216,8 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     prop_s, _ = softmax_propagation(s, Es)
     rig = np.where(keep, prop_r + loc_r, 0.0)
     stat = np.where(keep, prop_s + loc_s, 0.0)
-    rig = np.where(np.broadcast_to(nog | onog, rig.shape) & keep, np.inf, rig)
+    rig = np.where(np.broadcast_to(nog | onog | vac, rig.shape) & keep, np.inf, rig)
+    stat = np.where(np.broadcast_to(nog | onog, stat.shape) & keep, np.inf, stat)
     # generic (max-gap) local bound for comparison: rho_S with the largest rho instead of the weighted one
     rmax = np.max(np.where(keep, rho, 0.0), -1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):

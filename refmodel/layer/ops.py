@@ -64,6 +64,7 @@ __all__ = [
     "rope_angles",
     "rope_half",
     "rope_pairs",
+    "repeat_kv",
 ]
 
 T = TypeVar("T")
@@ -270,11 +271,16 @@ def rope_pairs(x: np.ndarray, positions: np.ndarray, base: float) -> np.ndarray:
 # =========================================================================================
 # float64 backend
 # =========================================================================================
-def _repeat_kv(t: np.ndarray, n_heads: int) -> np.ndarray:
+def repeat_kv(t: np.ndarray, n_heads: int) -> np.ndarray:
+    """``[KV, ...]`` -> ``[n_heads, ...]``: kv head j is repeated for query heads j*g .. j*g+g-1
+    (HF ``repeat_kv``, i.e. ``np.repeat`` along axis 0, not tiling)."""
     kv = t.shape[0]
     if n_heads % kv:
         raise ValueError(f"{n_heads} query heads cannot share {kv} key/value heads")
     return t if kv == n_heads else np.repeat(t, n_heads // kv, axis=0)
+
+
+_repeat_kv = repeat_kv  # old private name (used by refmodel.layer.quantized)
 
 
 class Float64Ops(LayerOps[np.ndarray, np.ndarray]):

@@ -209,7 +209,10 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         else:
             y, det = self._float_norm(name, x, gamma, beta, kind=kind, eps=eps, scale=scale)
         self._log(name, "norm", ins, d, norm=kind, eps=eps, scale=scale, **det)
-        return self._finish(name, y)
+        out = self._finish(name, y)
+        if det.get("var_nonfinite"):
+            self.stats[name]["internal_overflow"] = det["var_nonfinite"]
+        return out
 
     def rope(self, name: str, x: QTensor, positions: np.ndarray, *, base: float) -> QTensor:
         self._log(name, "rope", (self._name_of(x),), 0, base=base)
@@ -525,7 +528,8 @@ def run_quantized(
     if slanc is None and plan.slanc:
         from .slanc import compute_slanc
 
-        slanc = compute_slanc(config, weights, x=x, mlp=plan.slanc_mlp, first=plan.slanc_first, pow2=plan.slanc_pow2)
+        first = plan.slanc_first if config.prenorm else "none"  # bert's ln1 follows attention: no first rule
+        slanc = compute_slanc(config, weights, x=x, mlp=plan.slanc_mlp, first=first, pow2=plan.slanc_pow2)
     elif slanc is False:
         slanc = None
     ops = QuantOps(plan, config, seq_len=np.asarray(x).shape[0])

