@@ -6,7 +6,7 @@ no-guarantee ``reasons``), so a propagation pass can chain them op by op. See ``
 """
 
 from .accum import Accum, PartialSums
-from .attention import attention_factor_table, attention_lipschitz, omega_kq, omega_ov  # noqa: F401
+from .attention import attention_factor_table, attention_forward, attention_lipschitz, omega_kq, omega_ov
 from .elementwise import (ACTIVATIONS, activation, activation_bound, activation_constants, add_bound, cast_bound,
                           mul_bound, scale_bound)
 from .matmul import attention_mix_bound, linear_bound, logits_bound, matmul_bound
@@ -17,7 +17,7 @@ from .softmax import SoftmaxSteps, softmax_bound, softmax_propagation
 
 __all__ = [
     "Accum", "PartialSums",
-    "attention_factor_table", "attention_lipschitz", "omega_kq", "omega_ov",
+    "attention_factor_table", "attention_forward", "attention_lipschitz", "omega_kq", "omega_ov",
     "ACTIVATIONS", "activation", "activation_bound", "activation_constants", "add_bound", "cast_bound",
     "mul_bound", "scale_bound",
     "attention_mix_bound", "linear_bound", "logits_bound", "matmul_bound",

@@ -148,6 +148,11 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         output is accumulated into fp32 (one rounding) and then block-quantised along ``mx_axis``."""
         if out == "float64":
             return QTensor(a.values @ b.values)
+        if not (np.all(np.isfinite(a.values)) and np.all(np.isfinite(b.values))):
+            # an earlier overflow (inf/NaN) propagates as IEEE arithmetic would; the result is
+            # garbage by construction and is reported, not accumulated exactly
+            with np.errstate(over="ignore", invalid="ignore"):
+                return store(a.values @ b.values, out, rounding, overflow, mx_axis=mx_axis)
         fmt = parse_format(out)
         if not isinstance(fmt, (FixedFormat, FloatFormat)):  # MX block format
             r = acc.matmul(as_operand(a), as_operand(b), policy, "fp32", rounding, overflow)
@@ -196,7 +201,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if heads is not None:
             s, n = y.shape
             tr = lambda a: None if a is None else a.reshape(s, heads, n // heads).transpose(1, 0, 2).copy()  # noqa: E731
-            y = QTensor(tr(y.values), y.fmt, tr(y.codes))
+            # an MX tensor keeps its block codes in the pre-split [s, heads*hd] layout
+            y = QTensor(tr(y.values), y.fmt, tr(y.codes), y.mx)
         self._log(name, "linear", ins, K, **det)
         return self._finish(name, y)
 
@@ -258,14 +264,19 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if self.fixed:
             o, det = self._fixed_mix(name, p, vr)
         else:
-            outs = [self._mm(p[h], QTensor(vr.values[h], vr.fmt, None if vr.codes is None else vr.codes[h]),
-                             tp.format, tp.acc, tp.rounding, tp.overflow) for h in range(H)]
+            # per-head products; an MX output is block-quantised once, after the heads are joined
+            mx_out = not isinstance(parse_format(tp.format), (FixedFormat, FloatFormat)) if tp.format != "float64" else False
+            out_fmt = "fp32" if mx_out else tp.format
+            outs = [self._mm(p[h], QTensor(vr.values[h], vr.fmt, None if vr.codes is None else vr.codes[h], None),
+                             out_fmt, tp.acc, tp.rounding, tp.overflow) for h in range(H)]
             o = QTensor(np.stack([x.values for x in outs]), outs[0].fmt,
                         None if outs[0].codes is None else np.stack([x.codes for x in outs]))
-            det = {}
+            det = {"mx_after_concat": mx_out}
         h, s, hd = o.shape
         cat = lambda a: None if a is None else a.transpose(1, 0, 2).reshape(s, h * hd)  # noqa: E731
         y = QTensor(cat(o.values), o.fmt, cat(o.codes))
+        if not self.fixed and det.get("mx_after_concat"):
+            y = self._store(name, y.values)
         self._log(name, "mix", (self._name_of(p), self._name_of(v)), n, **det)
         return self._finish(name, y)
 
@@ -324,7 +335,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             y = st(n.values * gamma.values)
             if beta is not None:
                 y = st(y.values + beta.values)
-        out = QTensor(y.values.reshape(lead + (d,)), y.fmt, None if y.codes is None else y.codes.reshape(lead + (d,)))
+        out = QTensor(y.values.reshape(lead + (d,)), y.fmt, None if y.codes is None else y.codes.reshape(lead + (d,)),
+                      y.mx if y.mx is not None and tuple(y.mx.shape) == lead + (d,) else None)
         return out, {"eps_format": self.plan.units.norm_eps, "var_nonfinite": int(np.count_nonzero(~np.isfinite(V.values)))}
 
     @staticmethod

@@ -819,8 +819,18 @@ def _acc_loop(Na, Nb, d: int, fmt: FixedFormat, ovf: Overflow, rounding: Roundin
     N = Nb.shape[1]
     ma = max(-int(Na.min()), int(Na.max()), 0) if Na.size else 0
     mb = max(-int(Nb.min()), int(Nb.max()), 0) if Nb.size else 0
-    pbits = (ma * mb).bit_length() + max(-d, 0)
-    if pbits > 62:
+    pbits = (ma * mb).bit_length() + max(-d, 0)  # |aligned product| < 2^pbits
+    # int64 holds |p| < 2^63. With |acc| < 2^(w-1) <= 2^62, a saturating/erroring add of a product
+    # beyond +-2^w lands outside the range on the same side whatever acc is, so such products can be
+    # clamped to +-2^w (w <= 62); wrapping adds are modular and need no headroom.
+    clamp = None
+    if pbits > 62 and ovf is not Overflow.WRAP:
+        if fmt.width > 62 or pbits > 63:
+            raise ValueError(
+                f"{what}: products of {a.fmt} x {b.fmt} aligned to {fmt} need {pbits + 1} bits, above int64"
+            )
+        clamp = 1 << fmt.width
+    elif pbits > 63:
         raise ValueError(
             f"{what}: products of {a.fmt} x {b.fmt} aligned to {fmt} need {pbits + 1} bits, above int64"
         )
@@ -828,7 +838,9 @@ def _acc_loop(Na, Nb, d: int, fmt: FixedFormat, ovf: Overflow, rounding: Roundin
     for k in range(K):
         p = Na[:, k, None] * Nb[None, k, :]
         p = round_shift(p, d, rounding) if d > 0 else p << np.int64(-d)
-        acc = acc + p  # |acc| < 2^62 and |p| < 2^62: no int64 overflow
+        if clamp is not None:
+            p = np.clip(p, -clamp, clamp)
+        acc = acc + p  # wrap: int64 wraps mod 2^64, then mod 2^w; else |acc| + |p| < 2^63
         if ovf is Overflow.WRAP:
             acc = _fx.apply_overflow(acc, fmt, "wrap")
         else:

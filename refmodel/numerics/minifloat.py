@@ -360,7 +360,8 @@ def _decode_arith(codes: np.ndarray, fmt: FloatFormat) -> np.ndarray:
     sub = mant if fmt.subnormals else np.zeros_like(mant)  # ftz: exponent field 0 is zero
     sig = np.where(normal, mant + float(1 << man), sub)  # <= 2^53: exact
     e = np.where(normal, field - fmt.bias - man, fmt.emin - man)
-    v = np.ldexp(sig, e.astype(np.int32))
+    with np.errstate(over="ignore"):  # only the inf/NaN codes can overflow here; replaced just below
+        v = np.ldexp(sig, e.astype(np.int32))
     if fmt.specials == "ieee":
         top = field == (1 << fmt.exp) - 1
         v = np.where(top, np.where(mant == 0, np.inf, np.nan), v)
