@@ -149,7 +149,7 @@ class WeightPrecision:
         )
 
 
-_UNIT_MODES = {"softmax": ("float", "exp2_lut"), "act": ("float", "table"), "rsqrt": ("float", "lut")}
+_UNIT_MODES = {"softmax": ("float", "exp2_lut"), "act": ("float", "table"), "rsqrt": ("float", "exact")}
 
 
 @dataclass(frozen=True)
@@ -167,9 +167,8 @@ class UnitSettings:
     softmax_recip_k: int = field(default=0, metadata=_help("reciprocal precision K of the 2^K / sum divider; 0 = unit default"))
     act: str = field(default="float", metadata=_help("activation implementation: float | table (full lookup table)"))
     act_table_in: str = field(default="s8.4", metadata=_help("fixed-point table input format (the up/gate value is requantized to it)"))
-    rsqrt: str = field(default="float", metadata=_help("norm 1/sqrt implementation: float | lut"))
-    rsqrt_lut_bits: int = field(default=8, metadata=_help("rsqrt LUT address bits (mantissa index after normalisation)"))
-    rsqrt_newton: int = field(default=1, metadata=_help("Newton-Raphson refinement steps after the rsqrt LUT"))
+    rsqrt: str = field(default="float", metadata=_help(
+        "norm 1/sqrt implementation: float (rounded in the tensor format) | exact (the integer rsqrt unit, fixed plans)"))
     norm_eps: str = field(default="fp32", metadata=_help("format holding eps (and eps/s^2 with SLaNC); not fp16 (flushes to 0)"))
     requant_m_w: int = field(default=16, metadata=_help("multiplier width of requantization between fixed formats"))
 
@@ -183,7 +182,7 @@ class UnitSettings:
             if f.type in ("int", int):
                 if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                     raise ValueError(f"{where}.{f.name}: must be an int >= 0, got {v!r}")
-        for k in ("softmax_lut_bits", "softmax_lut_w", "rsqrt_lut_bits", "requant_m_w"):
+        for k in ("softmax_lut_bits", "softmax_lut_w", "requant_m_w"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{where}.{k}: must be >= 1, got {getattr(self, k)!r}")
         from ..numerics.formats import is_fixed_spec
@@ -564,7 +563,7 @@ def _fixed(name: str, desc: str, fmts: dict[str, str], acc: Mapping[str, str], d
     return PrecisionPlan(name=name, description=desc, tensors=t, weights=w, units=units, **kw)
 
 
-_INT_UNITS = UnitSettings(softmax="exp2_lut", act="table", act_table_in="s14.8", rsqrt="lut", norm_eps="u32.31",
+_INT_UNITS = UnitSettings(softmax="exp2_lut", act="table", act_table_in="s14.8", rsqrt="exact", norm_eps="u32.31",
                           softmax_lut_bits=8, softmax_lut_w=16, softmax_guard_bits=8)
 
 _PRESETS: dict[str, Callable[[], PrecisionPlan]] = {

@@ -114,6 +114,14 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         self.plan = plan
         self.config = config
         self.fixed = _is_fixed_plan(plan, config)
+        u = plan.units
+        want = ("exp2_lut", "table", "exact") if self.fixed else ("float", "float", "float")
+        have = (u.softmax, u.act, u.rsqrt)
+        if have != want:
+            kind = "fixed-point plans compute nonlinear ops with the integer units" if self.fixed else \
+                "float plans evaluate nonlinear ops in the tensor formats"
+            raise ValueError(f"plan {plan.name!r}: {kind}: set units.softmax = {want[0]!r}, units.act = {want[1]!r}, "
+                             f"units.rsqrt = {want[2]!r} (have {have[0]!r}, {have[1]!r}, {have[2]!r})")
         self.records: list[OpRecord] = []
         self.stats: dict[str, dict[str, int]] = {}
         self.seq_len = seq_len or config.seq_len
