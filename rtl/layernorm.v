@@ -23,7 +23,8 @@
  *   n      = round_half_up((x1 2^G - mu) rs / 2^SH), SH = K_EFF - e - EPS_G - N_F   s<N_W>.<N_F>
  *   z      = n gamma + beta 2^(P_F - B_F)       gamma s<G_W>.<G_F>, beta s<B_W>.<B_F>
  *   out    = sat(round(z / 2^(P_F - OUT_F)))   half_up (OUT_RNE = 0) or rne  s<OUT_W>.<OUT_F>
- * Every width below is the model's; no intermediate can overflow (proof in norm.py).
+ * Register widths follow the model's width formulas (a few internal products are computed
+ * wider); no intermediate can overflow (proof in norm.py, checked in its tests).
  * gamma/beta: D words each, loaded with $readmemh from GAMMA_MEMFILE / BETA_MEMFILE (absolute
  * paths; pass the string parameters with their quotes).
  *
@@ -31,10 +32,12 @@
  *   input  : D beats on s_* (s_ready high only while a row is being taken). A row is exactly D
  *            beats; s_last is checked, not used: framing_err (sticky until rst) goes high when
  *            s_last disagrees with the beat count.
- *   stats  : 4 cycles + rsqrt unit (3 RSQ_K + 3 cycles + handshakes).
+ *   stats  : m_valid rises 3 RSQ_K + 10 cycles after the last input transfer (mean, variance,
+ *            normalise: 3; rsqrt request 1 + rsqrt.v 3 RSQ_K + 3; capture 1; scale 1; load 1).
  *   output : D beats on m_* (m_last on the D-th), one per clock while m_ready is high; the
  *            datapath from the row buffer to the output register is combinational.
- *   The next row is accepted as soon as the last output beat is loaded.
+ *   The next row is accepted as soon as the last output beat is loaded: about
+ *   2 D + 3 RSQ_K + 10 cycles per row at full rate.
  * Reset: synchronous, active high; abandons the row in flight (control state cleared).
  */
 module layernorm #(
@@ -62,14 +65,17 @@ module layernorm #(
     parameter integer SQD_F = 21,
     // round_half_up(sqrt(D) * 2^SQD_F), from NormParams.sqd (checked below); default: D = 64
     parameter [63:0] SQD = 64'd16777216,
-    // gamma code width and fraction bits (s<G_W>.<G_F>)
+    // gamma code width (s<G_W>.<G_F>)
     parameter integer G_W = 16,
+    // gamma fraction bits
     parameter integer G_F = 12,
-    // beta code width and fraction bits (s<B_W>.<B_F>), B_F <= N_F + G_F
+    // beta code width (s<B_W>.<B_F>)
     parameter integer B_W = 16,
+    // beta fraction bits, B_F <= N_F + G_F
     parameter integer B_F = 12,
-    // output code width and fraction bits (s<OUT_W>.<OUT_F>), OUT_F <= N_F + G_F
+    // output code width (s<OUT_W>.<OUT_F>)
     parameter integer OUT_W = 16,
+    // output fraction bits, OUT_F <= N_F + G_F
     parameter integer OUT_F = 12,
     // output rounding: 0 = half_up (ties toward +inf), 1 = rne (ties to even)
     parameter integer OUT_RNE = 0,
@@ -187,6 +193,12 @@ module layernorm #(
     initial begin
         $readmemh(GAMMA_MEMFILE, g_mem);
         $readmemh(BETA_MEMFILE, b_mem);
+        // a missing or short file leaves the last word X: stop instead of computing with it
+        if ((^g_mem[D-1] === 1'bx) || (^b_mem[D-1] === 1'bx)) begin
+            $error("%m: gamma/beta not loaded from '%0s' / '%0s' (D=%0d words each)",
+                   GAMMA_MEMFILE, BETA_MEMFILE, D);
+            $finish;
+        end
     end
 
     // ---- control --------------------------------------------------------------------------------
@@ -272,23 +284,24 @@ module layernorm #(
     wire unused_deps = &{1'b0, DEPS128[127:A_W]};
 
     // ---- step 8/9: normalise (even left shift), truncate to W_R bits ---------------------------
-    function [E_W-1:0] norm_shift;  // (A_W - bitlen(a)) / 2, 0 for a = 0
+    function [E_W-1:0] norm_shift;  // (A_W - bitlen(a)) / 2, 0 for a = 0 (A_W is even)
         input [A_W-1:0] a;
         integer i;
         reg found;
-        /* verilator lint_off UNUSEDSIGNAL */
-        reg [31:0] sh;  // only the low E_W bits are the result
-        /* verilator lint_on UNUSEDSIGNAL */
+        reg [E_W-1:0] pairs;  // leading all-zero bit pairs seen so far
         begin
-            sh = 32'd0;
+            norm_shift = {E_W{1'b0}};
+            pairs = {E_W{1'b0}};
             found = 1'b0;
-            for (i = A_W - 1; i >= 0; i = i - 1) begin
-                if (!found && a[i]) begin
-                    found = 1'b1;
-                    sh = (A_W - 1 - i) / 2;
+            for (i = A_W - 2; i >= 0; i = i - 2) begin
+                if (!found) begin
+                    if (a[i+1] || a[i]) begin
+                        found = 1'b1;
+                        norm_shift = pairs;
+                    end
+                    pairs = pairs + 1'b1;
                 end
             end
-            norm_shift = sh[E_W-1:0];
         end
     endfunction
 

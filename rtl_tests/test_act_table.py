@@ -25,14 +25,24 @@ CONFIGS = [
 ]
 
 
-def _table_file(p: ActParams, short: bool = False):
+def _table_file(p: ActParams, variant: str = ""):
+    """Write the model's table; ``variant``: "" (as is), "poison" (the words at codes 0, 1,
+    max and min replaced by ``x`` digits, which $readmemh loads as X; the last word, code -1, is
+    left valid for the RTL's load check), "short" (half the words)."""
     d = SIM_ROOT / "act_tables"
     d.mkdir(parents=True, exist_ok=True)
-    name = f"{p.kind}_{p.in_fmt}_{p.out_fmt}{'_short' if short else ''}.hex"
+    path = d / f"{p.kind}_{p.in_fmt}_{p.out_fmt}{'_' + variant if variant else ''}.hex"
     table = act_table(p.kind, p.in_fmt, p.out_fmt)
-    if short:  # drop the upper half of the words: those addresses stay X in the ROM
-        return write_memh(d / name, table[: p.depth // 2], p.out_fmt.width)
-    return write_act_memh(d / name, table, p.out_fmt)
+    if variant == "short":
+        return write_memh(path, table[: p.depth // 2], p.out_fmt.width)
+    write_act_memh(path, table, p.out_fmt)
+    if variant == "poison":
+        lines = path.read_text().splitlines()
+        f = p.in_fmt
+        for code in (0, 1, f.max_code, f.min_code):
+            lines[code & (p.depth - 1)] = "x" * len(lines[0])
+        path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.mark.parametrize("kind,in_spec,out_spec,lanes", CONFIGS, ids=[f"{c[0]}-{c[1]}-{c[2]}-L{c[3]}" for c in CONFIGS])
@@ -50,9 +60,9 @@ def test_act_table(kind, in_spec, out_spec, lanes):
 
 
 def test_act_table_x_is_caught():
-    """A short table leaves ROM words X: the bench must report X/Z on the output."""
+    """Table words loaded as X: the bench must report X/Z on the output beats that read them."""
     p = ActParams("silu", "s8.4", "s8.4", 1)
-    path = _table_file(p, short=True)
+    path = _table_file(p, "poison")
     run_unit(
         "act_table",
         sources=["act_table.v"],
@@ -60,6 +70,22 @@ def test_act_table_x_is_caught():
         parameters=dict(p.to_hdl(), TABLE_MEMFILE=f'"{path}"'),
         extra_env={"RM_ACT_KIND": p.kind, "RM_ACT_IN": "s8.4", "RM_ACT_OUT": "s8.4", "RM_ACT_EXPECT_X": "1"},
     )
+
+
+def test_act_table_short_file_stops_elaboration(capfd):
+    """A short table file must stop the simulation at time 0 with the RTL's load check."""
+    p = ActParams("silu", "s8.4", "s8.4", 1)
+    path = _table_file(p, "short")
+    with pytest.raises(pytest.fail.Exception):
+        run_unit(
+            "act_table",
+            sources=["act_table.v"],
+            test_module="act_table_tests",
+            parameters=dict(p.to_hdl(), TABLE_MEMFILE=f'"{path}"'),
+            extra_env={"RM_ACT_KIND": p.kind, "RM_ACT_IN": "s8.4", "RM_ACT_OUT": "s8.4"},
+        )
+    out = capfd.readouterr()
+    assert "table not loaded" in out.out + out.err
 
 
 @pytest.mark.parametrize("kind,in_spec,out_spec,lanes", CONFIGS, ids=[f"{c[0]}-{c[1]}-{c[2]}-L{c[3]}" for c in CONFIGS])

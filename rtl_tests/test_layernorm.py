@@ -81,6 +81,18 @@ CONFIGS = {
         "gamma_extreme",
         {"RM_LN_ROWS": "200"},
     ),
+    # no output rounding (OSH = 0) and an output wider than z (sign extension, no clamp)
+    "ln_d12_osh0_wide": (
+        _params(d=12, in_fmt="s10.2", n_f=8, gamma_fmt="s6.2", beta_fmt="s6.1", out_fmt="s24.10"),
+        "random",
+        {"RM_LN_ROWS": "40", "RM_LN_STALLS": "some"},
+    ),
+    # one rounding bit (OSH = 1, no sticky bits) under rne: every odd z is a tie; OUT_W = Z_W
+    "ln_d12_osh1_rne": (
+        _params(d=12, in_fmt="s10.2", n_f=8, gamma_fmt="s6.2", beta_fmt="s6.1", out_fmt="s19.9", out_rounding="rne"),
+        "random",
+        {"RM_LN_ROWS": "40", "RM_LN_STALLS": "some"},
+    ),
 }
 
 
@@ -121,3 +133,24 @@ def test_layernorm_lint(name):
         capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr[:3000]
+
+
+def test_layernorm_x_is_caught():
+    """gamma word 0 loaded as X ($readmemh 'x' digits): the bench must report X/Z on m_data."""
+    p = _params(d=8, in_fmt="s12.4")
+    d = SIM_ROOT / "layernorm_tables"
+    d.mkdir(parents=True, exist_ok=True)
+    g, b = _tables("random", p, seed=1)
+    gpath = write_memh(d / "xcase_gamma.hex", g, p.gamma_fmt.width)
+    lines = gpath.read_text().splitlines()
+    lines[0] = "x" * len(lines[0])
+    gpath.write_text("\n".join(lines) + "\n")
+    bpath = write_memh(d / "xcase_beta.hex", b, p.beta_fmt.width)
+    run_unit(
+        "layernorm",
+        sources=SOURCES,
+        test_module="layernorm_tests",
+        parameters=dict(p.to_hdl(), GAMMA_MEMFILE=f'"{gpath}"', BETA_MEMFILE=f'"{bpath}"'),
+        extra_env={"RM_LN_PARAMS": json.dumps(_kwargs(p)), "RM_LN_GAMMA": str(gpath),
+                   "RM_LN_BETA": str(bpath), "RM_LN_EXPECT_X": "1"},
+    )

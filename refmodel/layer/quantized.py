@@ -59,7 +59,7 @@ from .plan import PrecisionPlan
 from .qtensor import QTensor, as_operand, store
 from .weights import LayerWeights
 
-__all__ = ["QuantOps", "OpRecord", "LayerRun", "run_quantized"]
+__all__ = ["QuantOps", "OpRecord", "LayerRun", "QuantizedLayer", "run_quantized", "quantize_weight"]
 
 
 @dataclass
@@ -109,8 +109,10 @@ def _clog2(n: int) -> int:
 class QuantOps(LayerOps[QTensor, QTensor]):
     """Backend of the quantized layer under ``plan`` (see module docstring)."""
 
-    def __init__(self, plan: PrecisionPlan, config: LayerConfig, seq_len: int | None = None) -> None:
+    def __init__(self, plan: PrecisionPlan, config: LayerConfig, seq_len: int | None = None,
+                 qweights: Mapping[str, QTensor] | None = None) -> None:
         super().__init__()
+        self._qweights = qweights or {}
         self.plan = plan
         self.config = config
         self.fixed = _is_fixed_plan(plan, config)
@@ -156,12 +158,15 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         output is accumulated into fp32 (one rounding) and then block-quantised along ``mx_axis``."""
         if out == "float64":
             return QTensor(a.values @ b.values)
-        if not (np.all(np.isfinite(a.values)) and np.all(np.isfinite(b.values))):
+        if not (a.finite() and b.finite()):
             # an earlier overflow (inf/NaN) propagates as IEEE arithmetic would; the result is
             # garbage by construction and is reported, not accumulated exactly
             with np.errstate(over="ignore", invalid="ignore"):
                 return store(a.values @ b.values, out, rounding, overflow, mx_axis=mx_axis)
         fmt = parse_format(out)
+        fast = _exact_blas_product(a, b, policy)
+        if fast is not None:
+            return store(fast, out, rounding, overflow, mx_axis=mx_axis)
         if not isinstance(fmt, (FixedFormat, FloatFormat)):  # MX block format
             r = acc.matmul(as_operand(a), as_operand(b), policy, "fp32", rounding, overflow)
             return store(r.to_float(), out, rounding, overflow, mx_axis=mx_axis)
@@ -183,8 +188,9 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         return self._finish(name, self._store(name, x))
 
     def weight(self, name: str, w: np.ndarray) -> QTensor:
-        wp = self.plan.weight(name)
-        t = store(np.asarray(w, dtype=np.float64), wp.format, wp.rounding, wp.overflow, mx_axis=-1)
+        t = self._qweights.get(name)
+        if t is None:
+            t = quantize_weight(self.plan, name, w)
         self.weights[name] = t
         return t
 
@@ -199,7 +205,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if self.fixed:
             y, det = self._fixed_matmul(name, x, w, b)
         else:
-            wt = QTensor(w.values.T, w.fmt, None if w.codes is None else w.codes.T, w.mx)
+            wt = QTensor(w.values.T, w.fmt, None if w.codes is None else w.codes.T, w.mx,
+                         f64_t=w.f64_t if not isinstance(w.fmt, FixedFormat) else None, all_finite=w.all_finite)
             # v feeds p @ v, whose reduction runs over the sequence: its MX blocks go along axis 0
             mx_axis = 0 if name == "v" else -1
             y = self._mm(x, wt, tp.format, tp.acc, tp.rounding, tp.overflow, mx_axis=mx_axis)
@@ -316,10 +323,25 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         return self._finish(name, y)
 
     # ---- float-plan internals ---------------------------------------------------------------
+    def _work_format(self, name: str) -> str:
+        """Format of a norm's / softmax's internal steps: the accumulator format of its policy
+        (sequential / blocked), or for ``exact`` fp32 unless the storage format is wider. The
+        result is then stored once in the tensor's format (e.g. fp8: compute in fp32, store e4m3)."""
+        tp = self._tp(name)
+        pol = acc.parse_policy(tp.acc)
+        if isinstance(pol, (acc.Sequential, acc.Blocked)):
+            return str(pol.fmt)
+        f = parse_format(tp.format) if tp.format != "float64" else None
+        if f is None:
+            return "float64"
+        if isinstance(f, FloatFormat) and f.man >= 23:
+            return tp.format
+        return "fp32"
+
     def _float_norm(self, name, x, gamma, beta, *, kind, eps, scale):
         tp = self._tp(name)
-        F, pol, rnd = tp.format, tp.acc, tp.rounding
-        st = lambda v: store(v, F, rnd, tp.overflow)  # noqa: E731  one rounding into F
+        W, pol, rnd = self._work_format(name), tp.acc, tp.rounding
+        st = lambda v: store(v, W, rnd, tp.overflow)  # noqa: E731  one rounding into the work format
         d = x.shape[-1]
         lead = x.shape[:-1]
         xs = st(x.values / scale) if scale != 1.0 else st(x.values)
@@ -329,13 +351,13 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if kind == "layernorm":
                 ssum = self._mm(QTensor(x2, xs.fmt, None if xs.codes is None else xs.codes.reshape(-1, d)),
-                                ones, F, pol, rnd, tp.overflow)
+                                ones, W, pol, rnd, tp.overflow)
                 mean = st(ssum.values / d)
                 c = st(x2 - mean.values)
             else:
                 c = QTensor(x2, xs.fmt, None if xs.codes is None else xs.codes.reshape(-1, d))
             sq = self._square(c)
-            V = self._mm(sq, ones, F, pol, rnd, tp.overflow)
+            V = self._mm(sq, ones, W, pol, rnd, tp.overflow)
             var = st(V.values / d)
             ve = st(var.values + eps_s.values)
             r = st(1.0 / np.sqrt(ve.values))
@@ -343,9 +365,10 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             y = st(n.values * gamma.values)
             if beta is not None:
                 y = st(y.values + beta.values)
-        out = QTensor(y.values.reshape(lead + (d,)), y.fmt, None if y.codes is None else y.codes.reshape(lead + (d,)),
-                      y.mx if y.mx is not None and tuple(y.mx.shape) == lead + (d,) else None)
-        return out, {"eps_format": self.plan.units.norm_eps, "var_nonfinite": int(np.count_nonzero(~np.isfinite(V.values)))}
+        out = self._store(name, y.values.reshape(lead + (d,))) if W != tp.format else \
+            QTensor(y.values.reshape(lead + (d,)), y.fmt, None if y.codes is None else y.codes.reshape(lead + (d,)))
+        return out, {"eps_format": self.plan.units.norm_eps, "work_format": W,
+                     "var_nonfinite": int(np.count_nonzero(~np.isfinite(V.values)))}
 
     @staticmethod
     def _square(c: QTensor) -> QTensor:
@@ -359,8 +382,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
 
     def _float_softmax(self, name, s, allowed, shifted):
         tp = self._tp(name)
-        F, pol, rnd = tp.format, tp.acc, tp.rounding
-        st = lambda v: store(v, F, rnd, tp.overflow)  # noqa: E731
+        F, pol, rnd = self._work_format(name), tp.acc, tp.rounding
+        st = lambda v: store(v, F, rnd, tp.overflow)  # noqa: E731  internal steps in the work format
         sv = s.values
         with np.errstate(over="ignore", invalid="ignore"):
             if shifted:
@@ -375,8 +398,9 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             S = self._mm(QTensor(e2, e.fmt, None if e.codes is None else e.codes.reshape(-1, n)), ones, F, pol, rnd,
                          tp.overflow) if np.all(np.isfinite(e2)) else QTensor(e2.sum(axis=-1, keepdims=True))
             Sv = S.values.reshape(sv.shape[:-1] + (1,))
-            p = st(np.where(allowed, e.values / Sv, 0.0))
-        return p, {}
+            p = np.where(allowed, e.values / Sv, 0.0)
+            p = st(p) if F == tp.format else self._store(name, p)  # one rounding of e / S
+        return p, {"work_format": F}
 
     # ---- fixed-plan internals ---------------------------------------------------------------
     def _fixed_round(self, name: str, codes: np.ndarray, frac: int) -> QTensor:
@@ -431,7 +455,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
                 det["bias_requant"] = {"from": str(b.fmt), "frac": pf}
             lim = (1 << (p.b_w - 1)) - 1
             bias = np.clip(bias, -lim - 1, lim)
-        codes = matmul_int(x.codes, w.codes.T, p, bias)
+        codes = _mac_matmul(x.codes, w, p, bias)
         return QTensor(FixedArray(codes, out).to_float(), out, codes), det
 
     def _fixed_scores(self, name, q: QTensor, kr: QTensor, scale: float, allowed: np.ndarray):
@@ -528,6 +552,94 @@ def _spec(f: FloatFormat) -> str:
     return str(f)
 
 
+def _exact_blas_product(a: QTensor, b: QTensor, policy: str) -> np.ndarray | None:
+    """The exact float64 value of ``a @ b`` from one BLAS call when it provably cannot round, else
+    None. Both operands must be minifloat tensors: every value is a multiple of the format's
+    smallest quantum 2^(emin - man) and at most its max, so every partial sum, in any order, is a
+    multiple of 2^(qa + qb) below K * max_a * max_b; when that is below 2^53 * 2^(qa + qb) each
+    one is a float64 (the argument of :mod:`refmodel.numerics.accumulate`, whose exact policy then
+    rounds the same value once). Only for the ``exact`` policy."""
+    if policy.strip() != "exact" or not (isinstance(a.fmt, FloatFormat) and isinstance(b.fmt, FloatFormat)):
+        return None
+    K = a.shape[-1]
+    qa, qb = a.fmt.emin - a.fmt.man, b.fmt.emin - b.fmt.man
+    if not K * a.fmt.max * b.fmt.max < math.ldexp(2.0**53 * (1 - 2.0**-20), qa + qb):
+        return None
+    bv = b.f64_t if b.f64_t is not None else b.values
+    return a.values @ bv
+
+
+def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
+    """One weight rounded into its plan format (offline, once). Linear weights are [out, in]: MX
+    blocks run along the input (reduction) axis."""
+    wp = plan.weight(name)
+    t = store(np.asarray(w, dtype=np.float64), wp.format, wp.rounding, wp.overflow, mx_axis=-1)
+    if t.codes is not None and isinstance(t.fmt, FixedFormat) and t.codes.ndim == 2:
+        t.f64_t = np.ascontiguousarray(t.codes.T, dtype=np.float64)  # cached BLAS operand (exact)
+    elif isinstance(t.fmt, FloatFormat) and t.values.ndim == 2:
+        t.f64_t = np.ascontiguousarray(t.values.T)  # decoded values, transposed once
+    t.all_finite = bool(np.all(np.isfinite(t.values)))
+    return t
+
+
+def _mac_matmul(a_codes: np.ndarray, w: QTensor, p: Any, bias: np.ndarray | None) -> np.ndarray:
+    """``units.mac.matmul_int(a, w.codes.T, p, bias)`` bit for bit, faster: when every partial
+    sum provably stays below 2^53 and inside the accumulator's range (so neither wrap nor
+    saturation can act), the exact sum is one float64 BLAS product of the codes; otherwise the
+    unit model itself runs."""
+    from ..numerics.units.mac import matmul_int, requantize_int
+
+    wf = getattr(w, "f64_t", None)
+    K = a_codes.shape[-1]
+    amax = int(np.abs(a_codes).max()) if a_codes.size else 0
+    wmax = int(np.abs(w.codes).max()) if w.codes.size else 0
+    bmax = (int(np.abs(bias).max()) << p.bias_lsh) if bias is not None and bias.size else 0
+    bound = K * amax * wmax + bmax
+    if wf is None or bound >= (1 << min(53, p.acc_w - 1)):
+        return matmul_int(a_codes, w.codes.T, p, bias)
+    acc_ = (a_codes.astype(np.float64) @ wf).astype(np.int64)
+    if bias is not None:
+        acc_ += np.asarray(bias, dtype=np.int64) << np.int64(p.bias_lsh)
+    return requantize_int(acc_, p)
+
+
+class QuantizedLayer:
+    """A layer prepared for a plan: weights quantized once (offline, as hardware stores them) and
+    the static SLaNC scales computed; :meth:`run` is then the forward alone."""
+
+    def __init__(self, config: LayerConfig, weights: LayerWeights, plan: PrecisionPlan | str, *,
+                 slanc: Any = None) -> None:
+        if isinstance(plan, str):
+            plan = PrecisionPlan.from_name(plan)
+        plan.check(config)
+        weights.validate(config)
+        self.config, self.weights, self.plan = config, weights, plan
+        self.qweights = {n: quantize_weight(plan, n, weights[n]) for n in weights}
+        self._slanc_arg = slanc
+        self._static_slanc = None
+        if slanc is None and plan.slanc and not (config.prenorm and plan.slanc_first == "input"):
+            self._static_slanc = self._compute_slanc(None)
+
+    def _compute_slanc(self, x: np.ndarray | None) -> Any:
+        from .slanc import compute_slanc
+
+        first = self.plan.slanc_first if self.config.prenorm else "none"  # bert's ln1 follows attention
+        return compute_slanc(self.config, self.weights, x=x, mlp=self.plan.slanc_mlp, first=first,
+                             pow2=self.plan.slanc_pow2)
+
+    def run(self, x: np.ndarray, *, pad_mask: np.ndarray | None = None,
+            positions: np.ndarray | None = None) -> LayerRun:
+        slanc = self._slanc_arg
+        if slanc is None and self.plan.slanc:
+            slanc = self._static_slanc if self._static_slanc is not None else self._compute_slanc(x)
+        elif slanc is False:
+            slanc = None
+        ops = QuantOps(self.plan, self.config, seq_len=np.asarray(x).shape[0], qweights=self.qweights)
+        layer_forward(ops, self.config, self.weights, x, pad_mask=pad_mask, slanc=slanc,
+                      softmax_shifted=self.plan.softmax_shifted, positions=positions)
+        return LayerRun(self.plan, self.config, dict(ops.tensors), dict(ops.weights), ops.records, ops.stats, slanc)
+
+
 def run_quantized(
     config: LayerConfig,
     weights: LayerWeights,
@@ -540,19 +652,6 @@ def run_quantized(
 ) -> LayerRun:
     """Run one layer under ``plan`` (a :class:`PrecisionPlan` or preset name). ``slanc``: the
     scales to use (None: computed from the weights when ``plan.slanc``; pass ``False`` to force
-    none). Checks the plan covers every tensor and weight before any work."""
-    if isinstance(plan, str):
-        plan = PrecisionPlan.from_name(plan)
-    plan.check(config)
-    weights.validate(config)
-    if slanc is None and plan.slanc:
-        from .slanc import compute_slanc
-
-        first = plan.slanc_first if config.prenorm else "none"  # bert's ln1 follows attention: no first rule
-        slanc = compute_slanc(config, weights, x=x, mlp=plan.slanc_mlp, first=first, pow2=plan.slanc_pow2)
-    elif slanc is False:
-        slanc = None
-    ops = QuantOps(plan, config, seq_len=np.asarray(x).shape[0])
-    layer_forward(ops, config, weights, x, pad_mask=pad_mask, slanc=slanc, softmax_shifted=plan.softmax_shifted,
-                  positions=positions)
-    return LayerRun(plan, config, dict(ops.tensors), dict(ops.weights), ops.records, ops.stats, slanc)
+    none). Checks the plan covers every tensor and weight before any work. For repeated runs of
+    the same weights, build a :class:`QuantizedLayer` once."""
+    return QuantizedLayer(config, weights, plan, slanc=slanc).run(x, pad_mask=pad_mask, positions=positions)

@@ -20,10 +20,11 @@ policy (spec string)        accumulation, for each output element
                             a k-wide exact dot-product unit whose result is rounded into ``fmt``
                             and added into a ``fmt`` accumulator.
 ``FixedAccumulator(w, f,    a w-bit fixed-point register with ``f`` fractional bits (default: the
-overflow)``                 products' fraction, so products enter exactly); each product is
-``acc:s48.24:sat``          rounded to ``f`` bits (``rounding``) if finer, then
-``acc:s40:wrap``            acc_k = ovf(acc_{k-1} + p_k) with ``ovf`` = wrap / saturate / error
-                            applied at EVERY add, as hardware does (acc_{-1} = 0).
+overflow)``                 products' fraction, fa + fb for fixed operands, the formats' finest
+``acc:s48.24:sat``          grid for float ones, e.g. 18 for e4m3fn x e4m3fn, so products enter
+``acc:s40:wrap``            exactly); each product is rounded to ``f`` bits (``rounding``) if
+                            finer, then acc_k = ovf(acc_{k-1} + p_k) with ``ovf`` = wrap /
+                            saturate / error applied at EVERY add, as hardware does (acc_{-1} = 0).
 ==========================  ====================================================================
 
 Spec grammar (``parse_policy``; ``str(policy)`` gives the canonical form back)::
@@ -61,15 +62,18 @@ How it is computed (all results are exact or rounded exactly once where the cont
   formats with at most 50 mantissa bits (Boldo & Melquiond), then :func:`minifloat.encode` rounds
   once. Sequential/blocked float accumulators add with TwoSum and round the exact sum to odd the
   same way, so each step is one correct rounding into ``fmt``.
-* A wrapping accumulator equals the exact sum modulo 2**width (modular arithmetic), so it uses
-  the exact path. Saturating / erroring accumulators and sequential/blocked policies loop over K
-  (vectorised over all M*N outputs) unless a bound shows that no partial sum can leave the range
-  and nothing needs rounding, in which case they equal the exact sum.
+* A wrapping accumulator whose products enter exactly (frac >= the products' fraction) equals the
+  exact sum modulo 2**width (modular arithmetic), so it uses the exact path (in int64 modulo
+  2**64). Saturating / erroring accumulators loop over K, vectorised over all M*N outputs, unless
+  a bound shows that no partial sum can leave the range (then they equal the exact sum).
+  Sequential policies loop over K, blocked policies over the blocks.
+* These loops run on int64 while the aligned accumulator plus a product provably fits; wider cases
+  run the same loop on Python ints (object arrays: exact, slower).
 
 Restrictions (each a ``ValueError`` naming the shapes / formats): operands must be finite; stochastic
-rounding is not supported here; float accumulator / output formats need <= 50 mantissa bits; a
-fixed accumulator or sequential/blocked fixed ``fmt`` needs its intermediate (acc aligned to the
-product fraction, plus a product) to fit int64.
+rounding is not supported here; float accumulator / output formats need <= 50 mantissa bits
+(round-to-odd headroom); float-accumulator products must be exact in float64 (<= 53 significant
+bits, e.g. not s40 x s40).
 
 >>> from refmodel.numerics.fixed import FixedArray, FixedFormat
 >>> ones = FixedArray([1] * 10, FixedFormat.parse("s8.0"))
@@ -85,6 +89,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass
 from typing import Union
 
@@ -117,6 +122,37 @@ _LIM53 = 2.0**53 * (1.0 - 2.0**-20)
 _MAX_FLOAT_MAN = 50  # round-to-odd at 53 bits needs 2 guard bits below the target's last bit
 
 _FIXED_SPEC = re.compile(r"^\s*[su]-?\d+(\.-?\d+)?\s*$", re.IGNORECASE)
+
+
+# Reused per-thread float64 scratch buffers for the BLAS operands and product of fixed-point
+# matmuls: converting int64 codes into fresh arrays costs more in page faults than the 256^3 BLAS
+# call itself. Buffers never escape this module (results are always fresh arrays); arrays above
+# _SCRATCH_MAX elements are allocated normally, so at most 3 * 16 MiB per thread stay cached.
+_SCRATCH_MAX = 1 << 21
+_tls = threading.local()
+
+
+def _scratch(role: str, shape: tuple[int, ...]) -> np.ndarray:
+    n = int(np.prod(shape))
+    if n > _SCRATCH_MAX:
+        return np.empty(shape)
+    bufs = _tls.__dict__.setdefault("bufs", {})
+    buf = bufs.get(role)
+    if buf is None or buf.size < n:
+        buf = bufs[role] = np.empty(n)
+    return buf[:n].reshape(shape)
+
+
+def _f64(codes: np.ndarray, role: str) -> np.ndarray:
+    """int64 codes as float64 (exact for |code| < 2^53) in a scratch buffer."""
+    out = _scratch(role, codes.shape)
+    np.copyto(out, codes, casting="unsafe")
+    return out
+
+
+def _blas(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """xa @ xb into the scratch product buffer (valid until the next call in this thread)."""
+    return np.matmul(xa, xb, out=_scratch("r", (xa.shape[0], xb.shape[1])))
 
 
 # ==== formats and policies ====================================================================
@@ -204,9 +240,13 @@ class FixedAccumulator:
         object.__setattr__(self, "width", int(self.width))
         object.__setattr__(self, "overflow", Overflow.parse(self.overflow))
 
-    def format_for(self, product_frac: int) -> FixedFormat:
-        """The accumulator's :class:`FixedFormat` for products with ``product_frac`` fractional bits."""
-        return FixedFormat(self.width, product_frac if self.frac is None else self.frac, self.signed)
+    def format_for(self, product_frac: int | None) -> FixedFormat:
+        """The accumulator's :class:`FixedFormat`: ``frac`` if set, else ``product_frac`` (the
+        products' fractional bits)."""
+        frac = self.frac if self.frac is not None else product_frac
+        if frac is None:
+            raise ValueError(f"FixedAccumulator {self}: no frac given and no product fraction to default to")
+        return FixedFormat(self.width, frac, self.signed)
 
     def __str__(self) -> str:
         body = f"{'s' if self.signed else 'u'}{self.width}" + ("" if self.frac is None else f".{self.frac}")
@@ -347,7 +387,7 @@ class _Op:
 
     def x(self) -> np.ndarray:
         """float64 matrix X (exact: fixed codes need |code| < 2^53, checked by the callers' bounds)."""
-        return self.codes.astype(np.float64) if self.is_fixed else self.vals
+        return _f64(self.codes, self.name) if self.is_fixed else self.vals
 
     def exact_values(self) -> np.ndarray | None:
         """Exact float64 values, or None when some fixed code does not fit 53 bits."""
@@ -423,7 +463,8 @@ def _as_op(x, name: str) -> _Op:
 # ==== exact sums ===============================================================================
 @dataclass
 class _Sum:
-    """An exact sum: either ``f64`` (the exact values, as float64) or ``ints`` (int64 with
+    """An exact sum: either ``f64`` (the exact values, as float64; possibly the thread's scratch
+    product buffer, so it must be consumed before the next BLAS call) or ``ints`` (int64 with
     |ints| <= bound < 2^62, or an object array of Python ints), value = ints * 2^exp."""
 
     f64: np.ndarray | None = None
@@ -486,9 +527,9 @@ def _int_matmul(Na: np.ndarray, Nb: np.ndarray, *, modular: bool = False) -> tup
     bound = K * ma * mb
     if bound == 0:
         return np.zeros((M, N), np.int64), 0
-    fa, fb = Na.astype(np.float64), Nb.astype(np.float64)
+    fa, fb = _f64(Na, "a"), _f64(Nb, "b")
     if bound < (1 << 53) or _rowsum_bound(fa, fb, ma, mb) < _LIM53:
-        return (fa @ fb).astype(np.int64), min(bound, 1 << 53)
+        return _blas(fa, fb).astype(np.int64), min(bound, 1 << 53)
     na, la, nb, lb = _limb_plan(ma.bit_length(), mb.bit_length(), K)
     la_parts, lb_parts = _limbs(Na, na, la), _limbs(Nb, nb, lb)
     if modular or bound < (1 << 62):
@@ -523,10 +564,11 @@ def _exact_sum(a: _Op, b: _Op) -> _Sum:
             xa, xb = a.x(), b.x()
             ok = _rowsum_bound(xa, xb, ma, mb) < math.ldexp(_LIM53, qa + qb)
     if ok:
-        R = a.x() @ b.x()  # exact: see the module docstring
         e = a.scale + b.scale
         if both_fixed:
+            R = _blas(a.x(), b.x())  # exact: see the module docstring
             return _Sum(ints=R.astype(np.int64), exp=e, bound=min(K * int(ma) * int(mb), 1 << 53))
+        R = _blas(a.x(), b.x())  # exact; a scratch buffer: every caller rounds it at once (_sum_to)
         return _Sum(f64=np.ldexp(R, e) if e else R)
     # integer path: limbs (and exponent bands for very wide float operands)
     results = []
@@ -583,6 +625,11 @@ def _ints_to_fixed(S: np.ndarray, exp: int, bound: int | None, fmt: FixedFormat,
     S = S.astype(object)
     sh = -(exp + fmt.frac)
     c = S * (1 << -sh) if sh <= 0 else _round_shift_obj(S, sh, rounding)
+    return FixedArray(_overflow_obj(c, fmt, overflow, what).astype(np.int64), fmt)
+
+
+def _overflow_obj(c: np.ndarray, fmt: FixedFormat, overflow: Overflow, what: str) -> np.ndarray:
+    """apply_overflow on an object array of Python ints (any magnitude); returns Python ints."""
     lo, hi = fmt.min_code, fmt.max_code
     bad = (c < lo).astype(bool) | (c > hi).astype(bool)
     if bad.any():
@@ -593,7 +640,7 @@ def _ints_to_fixed(S: np.ndarray, exp: int, bound: int | None, fmt: FixedFormat,
             c = np.where((c > hi).astype(bool), hi, np.where((c < lo).astype(bool), lo, c))
         else:
             c = (c - lo) % (1 << fmt.width) + lo
-    return FixedArray(c.astype(np.int64), fmt)
+    return c
 
 
 def _ints_to_f64_ro(S: np.ndarray, exp: int, fmt: FloatFormat) -> np.ndarray:
@@ -637,20 +684,10 @@ def _sum_to(s: _Sum, fmt: Format, rounding: Rounding, overflow: Overflow, what: 
     return _encode(v, fmt, rounding)
 
 
-_NATIVE = {"fp32": (np.float32, np.uint32), "fp16": (np.float16, np.uint16)}
-
-
 def _encode(v: np.ndarray, fmt: FloatFormat, rounding: Rounding) -> FloatArray:
-    """minifloat.encode of exact float64 values. For fp32 / fp16 (IEEE, overflow to inf) under
-    rne, numpy's float64 -> float32 / float16 casts are that same single correctly rounded
-    conversion (IEEE hardware conversion; numpy's direct double -> half routine), much faster;
-    tests compare both against the Fraction oracle."""
-    if rounding is Rounding.RNE:
-        for name, (dt, ut) in _NATIVE.items():
-            if fmt == _mf.PRESETS[name]:
-                with np.errstate(over="ignore"):
-                    return FloatArray(np.asarray(v, dtype=np.float64).astype(dt).view(ut), fmt)
-    return _mf.encode(v, fmt, rounding)
+    """minifloat.encode of exact float64 values (fp32 / fp16 rne take numpy's correctly rounded
+    casts inside encode)."""
+    return _mf.encode(np.asarray(v, dtype=np.float64), fmt, rounding)
 
 
 def _add_ro(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -704,12 +741,9 @@ def _seq_fixed(a: _Op, b: _Op, fmt: FixedFormat, rounding: Rounding, overflow: O
     mb = max(-int(Nb.min()), int(Nb.max()), 0) if Nb.size else 0
     pbits = (ma * mb).bit_length()
     d = Fp - fmt.frac  # > 0: the sum has d bits below the accumulator's LSB
-    need = max(fmt.width - 1 + max(d, 0), pbits + max(-d, 0)) + 1
-    if need > 62:
-        raise ValueError(
-            f"{what}: products of {a.fmt} x {b.fmt} (frac {Fp}) added into {fmt} need a "
-            f"{need + 1}-bit intermediate, above int64; use a narrower accumulator or operands"
-        )
+    need = max(fmt.width - 1 + max(d, 0), pbits + max(-d, 0)) + 1  # magnitude bits of acc + p
+    if need > 62:  # beyond int64: the same loop on Python ints (exact, slower)
+        return _loop_obj(Na, Nb, d, fmt, rounding, overflow, what, sequential=True)
     acc = np.zeros((M, N), np.int64)
     for k in range(K):
         p = Na[:, k, None] * Nb[None, k, :]
@@ -755,7 +789,7 @@ def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Round
                 f"{what}: the products of {a.fmt} x {b.fmt} have no fixed fraction that fits 62 bits; "
                 f"give the accumulator an explicit frac (acc:s<width>.<frac>:...)"
             )
-        fmt = policy.format_for(0 if policy.frac is not None else -(a.fmt_scale() + b.fmt_scale()))
+        fmt = policy.format_for(None if policy.frac is not None else -(a.fmt_scale() + b.fmt_scale()))
         Na, ea = a.single_int(what)
         Nb, eb = b.single_int(what)
         d = -(ea + eb) - fmt.frac  # > 0: products have d bits below the accumulator's LSB
@@ -820,32 +854,38 @@ def _acc_loop(Na, Nb, d: int, fmt: FixedFormat, ovf: Overflow, rounding: Roundin
     ma = max(-int(Na.min()), int(Na.max()), 0) if Na.size else 0
     mb = max(-int(Nb.min()), int(Nb.max()), 0) if Nb.size else 0
     pbits = (ma * mb).bit_length() + max(-d, 0)  # |aligned product| < 2^pbits
-    # int64 holds |p| < 2^63. With |acc| < 2^(w-1) <= 2^62, a saturating/erroring add of a product
-    # beyond +-2^w lands outside the range on the same side whatever acc is, so such products can be
-    # clamped to +-2^w (w <= 62); wrapping adds are modular and need no headroom.
-    clamp = None
-    if pbits > 62 and ovf is not Overflow.WRAP:
-        if fmt.width > 62 or pbits > 63:
-            raise ValueError(
-                f"{what}: products of {a.fmt} x {b.fmt} aligned to {fmt} need {pbits + 1} bits, above int64"
-            )
-        clamp = 1 << fmt.width
-    elif pbits > 63:
-        raise ValueError(
-            f"{what}: products of {a.fmt} x {b.fmt} aligned to {fmt} need {pbits + 1} bits, above int64"
-        )
+    if pbits > 62:  # acc + p could leave int64: the same loop on Python ints (exact, slower)
+        return _loop_obj(Na, Nb, d, fmt, rounding, ovf, what, sequential=False)
     acc = np.zeros((M, N), np.int64)
     for k in range(K):
         p = Na[:, k, None] * Nb[None, k, :]
         p = round_shift(p, d, rounding) if d > 0 else p << np.int64(-d)
-        if clamp is not None:
-            p = np.clip(p, -clamp, clamp)
-        acc = acc + p  # wrap: int64 wraps mod 2^64, then mod 2^w; else |acc| + |p| < 2^63
+        acc = acc + p  # |acc| <= 2^62 and |p| < 2^62: no int64 overflow
         if ovf is Overflow.WRAP:
             acc = _fx.apply_overflow(acc, fmt, "wrap")
         else:
             acc = _fx.apply_overflow(acc, fmt, ovf, what=f"{what} at k={k}")
     return FixedArray(acc, fmt)
+
+
+def _loop_obj(Na, Nb, d: int, fmt: FixedFormat, rounding: Rounding, ovf: Overflow, what: str,
+              sequential: bool) -> FixedArray:
+    """The K loop of :func:`_seq_fixed` (``sequential``: acc = ovf(round(acc + p))) or of
+    :func:`_acc_loop` (acc = ovf(acc + round(p))) on object arrays of Python ints: exact for any
+    operand widths, vectorised over M*N, but much slower than int64."""
+    M, K = Na.shape
+    N = Nb.shape[1]
+    A, B = Na.astype(object), Nb.astype(object)
+    acc = np.zeros((M, N), dtype=object)
+    for k in range(K):
+        p = A[:, k, None] * B[None, k, :]
+        if sequential:
+            t = acc * (1 << d) + p if d > 0 else acc + p * (1 << -d)
+            acc = _round_shift_obj(t, d, rounding) if d > 0 else t
+        else:
+            acc = acc + (_round_shift_obj(p, d, rounding) if d > 0 else p * (1 << -d))
+        acc = _overflow_obj(acc, fmt, ovf, f"{what} at k={k}")
+    return FixedArray(acc.astype(np.int64), fmt)
 
 
 # ==== public API ===================================================================================

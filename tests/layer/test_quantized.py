@@ -190,3 +190,44 @@ def test_bad_input_named_before_work(layers, bad, match):
         w = LayerWeights(d)
     with pytest.raises(ValueError, match=match):
         run_quantized(c, w, x, plan)
+
+
+@pytest.mark.parametrize("acc_w, sat", [(40, False), (24, False), (24, True), (26, True)])
+def test_fast_mac_path_equals_unit_model(acc_w, sat):
+    """The BLAS shortcut of the quantized layer equals units.mac.matmul_int bit for bit, including
+    accumulators narrow enough to wrap or saturate (where the shortcut must step aside)."""
+    from refmodel.layer.quantized import _mac_matmul, quantize_weight
+    from refmodel.layer.plan import WeightPrecision
+    from refmodel.numerics.units.mac import MacParams, matmul_int
+
+    rng = np.random.default_rng(acc_w)
+    a = rng.integers(-(1 << 15), 1 << 15, size=(9, 200))
+    wv = rng.normal(0, 0.4, size=(37, 200))
+    plan = PrecisionPlan.from_name("hw")
+    plan = plan.replace(weights={**plan.weights, "wq": WeightPrecision("s8.7")})
+    w = quantize_weight(plan, "wq", wv)
+    bias = rng.integers(-(1 << 10), 1 << 10, size=37)
+    p = MacParams(a_w=16, w_w=8, acc_w=acc_w, out_w=16, shift=9, rounding="rne",
+                  acc_overflow="saturate" if sat else "wrap", b_w=12, bias_lsh=3)
+    want = matmul_int(a, w.codes.T, p, bias)
+    got = _mac_matmul(a, w, p, bias)
+    assert np.array_equal(got, want)
+
+
+def test_exact_blas_shortcut_equals_accumulate():
+    """fp8 x fp8 products summed by one float64 BLAS call, then rounded once, equal
+    accumulate.matmul's exact policy bit for bit (the shortcut's exactness argument)."""
+    from refmodel.layer.qtensor import QTensor, as_operand, store
+    from refmodel.layer.quantized import _exact_blas_product
+    from refmodel.numerics import accumulate
+
+    rng = np.random.default_rng(1)
+    a = store(rng.normal(0, 30, size=(17, 3072)), "e4m3fn")
+    b = store(rng.normal(0, 0.05, size=(3072, 29)), "e4m3fn")
+    b.values[0, 0] = 448.0  # extremes too
+    b = store(b.values, "e4m3fn")
+    fast = store(_exact_blas_product(a, b, "exact"), "fp32")
+    ref = accumulate.matmul(as_operand(a), as_operand(b), "exact", "fp32")
+    assert np.array_equal(fast.codes, ref.codes)
+    assert _exact_blas_product(a, b, "sequential:fp16") is None
+    assert _exact_blas_product(a, QTensor(b.values), "exact") is None  # float64 operand: no proof

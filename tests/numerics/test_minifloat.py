@@ -600,3 +600,29 @@ def test_encode_oracle_ties_on_definitions():
     assert encode_oracle(1.0625, e4, "half_away") == 0x39
     assert encode_oracle(-1.0625, e4, "half_up") == 0xB8
     assert encode_oracle(-1.0625, e4, "floor") == 0xB9
+
+
+@pytest.mark.parametrize("name", ["fp16", "fp32"])
+def test_float64_native_rne_path_is_correctly_rounded(name):
+    """float64 -> fp16 / fp32 under rne takes numpy's cast inside encode; it must equal both the
+    integer kernel and the Fraction oracle on hard cases: exact ties of the target, one float64
+    ulp either side, the overflow threshold, subnormal boundaries, both signs."""
+    fmt = FloatFormat.parse(name)
+    rng = np.random.default_rng(11)
+    codes = rng.integers(0, 1 << (fmt.bits - 1), size=400).astype(np.uint64)
+    vals = decode(codes, fmt)
+    vals = vals[np.isfinite(vals)]
+    nxt = decode(codes[: vals.size] + np.uint64(1), fmt)
+    ties = (vals + nxt) / 2  # exact in float64: 2 extra bits are enough
+    ties = ties[np.isfinite(ties)]
+    edges = np.array([fmt.max, fmt.max * (1 + 2.0 ** -(fmt.man + 1)), fmt.min_normal, fmt.min_subnormal,
+                      fmt.min_subnormal / 2, fmt.min_subnormal * 1.5, fmt.min_normal - fmt.min_subnormal / 2])
+    base = np.concatenate([ties, edges, vals])
+    x = np.concatenate([base, np.nextafter(base, np.inf), np.nextafter(base, -np.inf)])
+    x = np.concatenate([x, -x])
+    got = encode(x, fmt).codes.astype(np.uint64)
+    kernel = _encode_kernel(x, fmt, Rounding.RNE, None, 32).astype(np.uint64)
+    assert np.array_equal(got, kernel)
+    sample = rng.choice(x.size, size=600, replace=False)
+    for i in sample:
+        assert int(got[i]) == encode_oracle(float(x[i]), fmt, "rne"), x[i]

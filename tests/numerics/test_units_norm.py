@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.norm import (
@@ -145,6 +147,9 @@ def test_vectorised_over_leading_axes():
     out = norm_int(rows, g, b, p)
     assert out.shape == rows.shape
     assert np.array_equal(out.reshape(-1, 16), norm_int(rows.reshape(-1, 16), g, b, p))
+    one = rows.reshape(-1, 16)[5]
+    assert np.array_equal(norm_int(one, g, b, p), out.reshape(-1, 16)[5])  # a single 1-D row
+    assert norm_int(np.zeros((0, 16), np.int64), g, b, p).shape == (0, 16)
 
 
 # ---- proofs the contract relies on ----------------------------------------------------------
@@ -373,3 +378,53 @@ def test_to_hdl_matches_rtl_parameters():
     head = text[text.index("module layernorm"):text.index(") (")]
     names = set(re.findall(r"parameter\s+(?:integer\s+)?(?:\[[^\]]*\]\s*)?([A-Z_][A-Z0-9_]*)\s*=", head))
     assert names - {"GAMMA_MEMFILE", "BETA_MEMFILE"} == set(NormParams(d=8).to_hdl())
+
+
+# ---- property test over random configurations ---------------------------------------------------
+
+
+
+@st.composite
+def _config_and_rows(draw):
+    in_w = draw(st.integers(2, 24))
+    kw = dict(
+        d=draw(st.integers(2, 40)),
+        in_fmt=f"s{in_w}.{draw(st.integers(-2, in_w))}",
+        shift=draw(st.integers(0, in_w - 1)),
+        rms=draw(st.booleans()),
+        mean_g=draw(st.integers(0, 8)),
+        eps_g=draw(st.integers(0, 6)),
+        n_f=draw(st.integers(0, 16)),
+        rsq_k=draw(st.integers(16, 31)),
+        gamma_fmt=f"s{draw(st.integers(2, 16))}.{draw(st.integers(0, 8))}",
+        beta_fmt=f"s{draw(st.integers(2, 16))}.{draw(st.integers(0, 8))}",
+        out_fmt=f"s{draw(st.integers(2, 20))}.{draw(st.integers(0, 8))}",
+        out_rounding=draw(st.sampled_from(["half_up", "rne"])),
+    )
+    try:
+        p0 = NormParams(**kw)
+        eps = draw(st.integers(0, ((1 << (p0.v_w + 2 * p0.eps_g)) - 1) // p0.d))
+        p = NormParams(**{**kw, "eps": eps})
+    except ValueError:
+        assume(False)
+    f = p.in_fmt
+    code = st.integers(f.min_code, f.max_code)
+    rows = draw(st.lists(st.lists(code, min_size=p.d, max_size=p.d), min_size=1, max_size=3))
+    g = draw(st.lists(st.integers(p.gamma_fmt.min_code, p.gamma_fmt.max_code), min_size=p.d, max_size=p.d))
+    b = draw(st.lists(st.integers(p.beta_fmt.min_code, p.beta_fmt.max_code), min_size=p.d, max_size=p.d))
+    return p, rows, g, b
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(_config_and_rows())
+def test_model_matches_oracle_random_configs(case):
+    p, rows, g, b = case
+    got = norm_int(np.array(rows, dtype=np.int64), np.array(g), np.array(b), p)
+    for r, row in enumerate(rows):
+        assert got[r].tolist() == oracle_row(row, g, b, p)
+    bound = norm_error_bound(np.array(rows, dtype=np.int64), np.array(g), np.array(b), p)
+    x = np.ldexp(np.array(rows, dtype=np.float64), -p.in_fmt.frac)
+    ref = norm_ref(x, np.ldexp(np.array(g, float), -p.gamma_fmt.frac), np.ldexp(np.array(b, float), -p.beta_fmt.frac),
+                   p.eps_real, p.rms)
+    ref = np.clip(np.ldexp(ref, p.out_fmt.frac), p.out_fmt.min_code, p.out_fmt.max_code)
+    assert np.all(np.abs(got - ref) <= bound)

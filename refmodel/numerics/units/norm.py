@@ -64,15 +64,16 @@ Why the truncation (step 9): the shared rsqrt unit divides ``2^(2K)`` by its inp
 result bits. The default balances the two errors: ``RSQ_P = min(N_F + HALF_LOG_D + 4, 20)``,
 ``RSQ_W = 2 (RSQ_K - RSQ_P)`` (22 at ``RSQ_P = 20``), relative error ``< 2^-RSQ_P + 2^-(W_R-1)``.
 
-RTL latency (``rtl/layernorm.v``): ``D`` input beats, then ``4 + (3 RSQ_K + 3)`` cycles of row
-statistics (rsqrt unit latency included), then ``D`` output beats (one per clock while ``m_ready``
-is high); one row at a time.
+RTL timing (``rtl/layernorm.v``, one row at a time): ``D`` input beats; ``m_valid`` rises
+``3 RSQ_K + 10`` cycles after the last input transfer (the rsqrt unit takes ``3 RSQ_K + 3`` of
+them); then ``D`` output beats, one per clock while ``m_ready`` is high. About
+``2 D + 3 RSQ_K + 10`` cycles per row at full rate.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -375,7 +376,13 @@ def _shift_sum_half_up(hi: np.ndarray, lo: np.ndarray, f: int) -> np.ndarray:
     return (hi << np.int64(31 - f)) + ((lo + (np.int64(1) << np.int64(f - 1))) >> np.int64(f))
 
 
-_bitlen = np.frompyfunc(lambda v: int(v).bit_length(), 1, 1)
+def _bitlen(a: np.ndarray) -> np.ndarray:
+    """Exact bit length of non-negative int64 values (0 for 0), any shape."""
+    a = np.asarray(a, dtype=np.int64)
+    bl = np.zeros(a.shape, dtype=np.int64)
+    for k in range(63):
+        bl += (a >> np.int64(k)) != 0
+    return bl
 
 
 @dataclass
@@ -395,11 +402,12 @@ class NormStats:
     rs: np.ndarray
     sh: np.ndarray
     n: np.ndarray
-    extra: dict = field(default_factory=dict)
 
 
 def norm_stats_int(x_codes, params: NormParams) -> NormStats:
-    """Steps 2-11 of the contract: every intermediate integer, for tests and RTL debugging."""
+    """Steps 2-12 of the contract: every intermediate integer, for tests and RTL debugging.
+    ``r`` and ``rs`` are 0 for rows with ``A = 0`` (their ``y`` are all 0; the RTL's rsqrt returns
+    all ones there, which ``rs = 0`` makes irrelevant)."""
     p = params
     x = _check_row(x_codes, p)
     x1 = round_shift(x, p.shift, Rounding.HALF_UP)
@@ -413,17 +421,16 @@ def norm_stats_int(x_codes, params: NormParams) -> NormStats:
         y = (x1 << g) - mu[..., None]
     v = (y * y).sum(axis=-1)
     a = (v << np.int64(2 * p.eps_g)) + np.int64(p.d * int(p.eps))
-    bl = _bitlen(a.astype(object)).astype(np.int64) if a.size else a.copy()
-    e = np.where(a == 0, 0, (np.int64(p.a_w) - bl) // 2)
+    e = np.where(a == 0, np.int64(0), (np.int64(p.a_w) - _bitlen(a)) // 2)
     a_norm = a << (2 * e)
     a_t = a_norm >> np.int64(p.tr)
-    r = rsqrt(a_t, p.rsqrt_params())  # exact floor(2^RSQ_K / sqrt(A_t)); all ones at A_t = 0
+    # exact floor(2^RSQ_K / sqrt(A_t)); A_t = 0 only when A = 0, where r is unused: forced to 0
+    r = np.where(a == 0, np.int64(0), rsqrt(a_t, p.rsqrt_params()))
     # r * SQD can pass 2^63: split SQD = hi 2^31 + lo so each partial product stays in int64
     lo_mask = (1 << 31) - 1
-    t = r * np.int64(p.sqd >> 31)  # < 2^(R_W + SQD bits - 31)
+    t = r * np.int64(p.sqd >> 31)  # r <= 2^(RSQ_P+1) <= 2^31: both partial products < 2^62
     t_lo = r * np.int64(p.sqd & lo_mask)
     rs = _shift_sum_half_up(t, t_lo, p.sqd_f)
-    rs = np.where(a == 0, np.int64(0), rs)
     sh = np.int64(p.k_eff - p.eps_g - p.n_f) - e
     shb = sh[..., None]
     prod = y * rs[..., None]

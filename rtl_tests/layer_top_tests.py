@@ -1,0 +1,193 @@
+"""cocotb bench for ``rtl/layer_top.v`` through its simulation wrapper ``rtl/layer_top_tb.v``
+(run by ``test_layer_top.py``).
+
+The wrapper streams the golden input x into the layer, collects the output stream and, when the
+layer is done, dumps every stage buffer with ``$writememh``. This module then compares every stage
+(x ln1 q k v scores probs attn proj res1 ln2 up act down out, forward order) bit-exactly with the
+golden set's codes -- the integer model ``refmodel.layer.quantized.run_quantized(.., "hw")`` -- and
+reports, per mismatching stage, the first mismatch (index in the golden tensor's shape, expected
+and got as hex code and decoded value) and the mismatch count. It also checks the output stream
+against the golden out codes, the ``err`` flag, and the decoded out against the float64 reference:
+within the per-element tolerance when the set has one, otherwise the measured max error is
+reported (no tolerance is invented).
+
+Python only wakes at the start, at ``done`` and on a timeout: no per-cycle callbacks.
+
+Environment (set by the runner):
+  RM_LAYER_GOLDEN    golden set directory (manifest.json + .hex files)
+  RM_LAYER_DUMP      directory the wrapper dumps into (its +DUMP_DIR)
+  RM_LAYER_TIMEOUT   cycles allowed for one run
+  RM_LAYER_STALL     "1": pseudo-random source idle cycles and sink backpressure
+  RM_LAYER_RESET_AT  >0: start a run, reset after that many cycles, then run again and check
+  RM_LAYER_REPORT    file the run summary (JSON) is written to
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+
+from refmodel.golden.hexfile import read_memh
+from refmodel.golden.manifest import load_tensor, read_manifest
+from refmodel.layer.config import LayerConfig
+from refmodel.layer.forward import tensor_names
+from refmodel.numerics.fixed import FixedFormat
+from tb_common import CLK_NS, Stopwatch, reset, start_clock
+
+STAGES = ["LOAD", "LN1", "Q", "K", "V", "SC", "SM", "MIX", "PROJ", "RES1", "LN2", "UP", "ACT", "DOWN", "OUT",
+          "DRAIN"]
+MAX_REPORT = 5
+
+
+def from_rtl_layout(name: str, flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A flat DUT dump in the golden tensor's shape: the DUT keeps q/k/v as [S, H*hd] (head h at
+    columns h*hd..), the golden set as [H, S, hd]; every other buffer has the golden layout."""
+    if name in ("q", "k", "v"):
+        h, s, hd = shape
+        return flat.reshape(s, h, hd).transpose(1, 0, 2)
+    return flat.reshape(shape)
+
+
+def read_dump(path: Path, width: int, signed: bool, count: int) -> np.ndarray:
+    """A ``$writememh`` dump as int codes; AssertionError naming the file on X/Z or a bad size."""
+    text = path.read_text() if path.exists() else None
+    if text is None:
+        raise AssertionError(f"dump {path} missing: the wrapper did not finish")
+    body = "\n".join(line.split("//", 1)[0] for line in text.splitlines())
+    if any(c in body.lower() for c in "xz"):
+        bad = [i for i, w in enumerate(body.split()) if any(c in w.lower() for c in "xz")]
+        raise AssertionError(f"{path.name}: {len(bad)} words hold X/Z (first at index {bad[0]})")
+    return read_memh(path, width, signed, count=count)
+
+
+def compare_stage(name: str, got: np.ndarray, exp: np.ndarray, fmt: FixedFormat) -> str | None:
+    """None when identical, else a report: count and the first MAX_REPORT mismatches."""
+    bad = np.argwhere(got != exp)
+    if bad.size == 0:
+        return None
+    lines = [f"stage {name} ({fmt}, shape {list(exp.shape)}): {len(bad)} of {exp.size} codes differ"]
+    for ix in bad[:MAX_REPORT]:
+        t = tuple(int(i) for i in ix)
+        e, g = int(exp[t]), int(got[t])
+        w = fmt.width
+        lines.append(f"  {name}{list(t)}: expected 0x{e & ((1 << w) - 1):0{(w + 3) // 4}x} ({e * fmt.lsb:+.6g})"
+                     f" got 0x{g & ((1 << w) - 1):0{(w + 3) // 4}x} ({g * fmt.lsb:+.6g})")
+    return "\n".join(lines)
+
+
+def stage_cycles(path: Path) -> dict[str, int]:
+    """Cycles spent in each stage from the wrapper's stages.txt ("<stage> <cycle>" lines)."""
+    marks = []
+    for line in path.read_text().split("\n"):
+        if line.strip():
+            a, b = line.split()
+            marks.append((a, int(b)))
+    out: dict[str, int] = {}
+    for (st, c0), (_, c1) in zip(marks, marks[1:]):
+        key = STAGES[int(st)] if st.isdigit() else st
+        out[key] = out.get(key, 0) + (c1 - c0)
+    return out
+
+
+async def run_layer(dut, timeout: int) -> None:
+    """Pulse start and wait for done (or fail after ``timeout`` cycles)."""
+    dut.start.value = 1
+    await RisingEdge(dut.clk)
+    dut.start.value = 0
+    done = RisingEdge(dut.done)
+    res = await First(done, Timer(timeout * CLK_NS, unit="ns"))
+    if res is not done:
+        raise AssertionError(f"layer did not finish within {timeout} cycles (stage {int(dut.stage.value)} = "
+                             f"{STAGES[int(dut.stage.value)]})")
+    await ClockCycles(dut.clk, 2)  # the dumps are written 1 ns after the last output edge
+
+
+@cocotb.test()
+async def layer_end_to_end(dut):
+    """Run the layer on the golden input; every stage bit-exact, then out against float64."""
+    gdir = Path(os.environ["RM_LAYER_GOLDEN"])
+    ddir = Path(os.environ["RM_LAYER_DUMP"])
+    timeout = int(os.environ.get("RM_LAYER_TIMEOUT", "3000000"))
+    reset_at = int(os.environ.get("RM_LAYER_RESET_AT", "0"))
+    man = read_manifest(gdir)
+    cfg = LayerConfig.from_dict(man["config"])
+
+    start_clock(dut)
+    dut.start.value = 0
+    dut.stall.value = 1 if os.environ.get("RM_LAYER_STALL") == "1" else 0
+    await reset(dut)
+
+    with Stopwatch() as sw:
+        if reset_at > 0:  # abandon a run part-way, then a full run must still be exact
+            dut.start.value = 1
+            await RisingEdge(dut.clk)
+            dut.start.value = 0
+            await ClockCycles(dut.clk, reset_at)
+            stage_at_reset = STAGES[int(dut.stage.value)]
+            assert int(dut.done.value) == 0, f"layer finished before the reset at cycle {reset_at}"
+            await reset(dut)
+            assert int(dut.stage.value) == 0, "reset did not return the layer to LOAD"
+            dut._log.info("reset in stage %s after %d cycles, then a full run", stage_at_reset, reset_at)
+        await run_layer(dut, timeout)
+    cycles = int(dut.cycles.value)
+    assert int(dut.err.value) == 0, "err is high: framing error on the input stream or in a layernorm"
+
+    reports = []
+    checked = 0
+    dumps: dict[str, np.ndarray] = {}
+    for name in tensor_names(cfg):
+        g = load_tensor(gdir, name, man)
+        e = g["entry"]
+        fmt = FixedFormat.parse(e["format"])
+        exp = g["codes"]
+        flat = read_dump(ddir / f"{name}.hex", e["word_width"], e["signed"], exp.size)
+        got = from_rtl_layout(name, flat, exp.shape)
+        dumps[name] = got
+        checked += exp.size
+        r = compare_stage(name, got, exp, fmt)
+        if r:
+            reports.append(r)
+        if name == "out":
+            stream = read_dump(ddir / "out_stream.hex", e["word_width"], e["signed"], exp.size).reshape(exp.shape)
+            r = compare_stage("out (m_* stream)", stream, exp, fmt)
+            if r:
+                reports.append(r)
+    if reports:
+        raise AssertionError(f"{len(reports)} stage(s) mismatch (forward order; first is the first wrong stage):\n"
+                             + "\n".join(reports))
+
+    # the output against the float64 reference
+    g = load_tensor(gdir, "out", man)
+    fmt = FixedFormat.parse(g["entry"]["format"])
+    out_vals = dumps["out"] * fmt.lsb  # the DUT's out buffer (bit-exact, checked above)
+    err = np.abs(out_vals - g["reference"])
+    summary = {
+        "cycles": cycles,
+        "stage_cycles": stage_cycles(ddir / "stages.txt"),
+        "codes_checked": int(checked),
+        "out_max_abs_err": float(err.max()),
+        "out_max_abs_err_lsb": float(err.max() / fmt.lsb),
+        "out_mean_abs_err": float(err.mean()),
+        "tolerance": "tolerance" in g,
+        "sim_seconds": sw.seconds,
+    }
+    if "tolerance" in g:
+        tol = g["tolerance"]
+        over = np.argwhere(err > tol)
+        if over.size:
+            t = tuple(int(i) for i in over[0])
+            raise AssertionError(f"out{list(t)}: |rtl - float64| = {err[t]:.6g} > tolerance {tol[t]:.6g} "
+                                 f"({len(over)} elements over)")
+        summary["out_max_err_over_tol"] = float((err / np.where(tol > 0, tol, np.inf)).max())
+    dut._log.info("layer: %d stages bit-exact (%d codes), %d cycles, out max |err| vs float64 = %.3g (%.2f LSB)%s",
+                  len(tensor_names(cfg)), checked, cycles, summary["out_max_abs_err"],
+                  summary["out_max_abs_err_lsb"], "" if "tolerance" in g else " (no tolerance in the set)")
+    dut._log.info("cycles per stage: %s", summary["stage_cycles"])
+    rep = os.environ.get("RM_LAYER_REPORT")
+    if rep:
+        Path(rep).write_text(json.dumps(summary, indent=1))
