@@ -319,7 +319,6 @@ module layer_top #(
     wire is_sm   = (stage_reg == ST_SM);
     wire is_mix  = (stage_reg == ST_MIX);
     wire is_proj = (stage_reg == ST_PROJ);
-    wire is_res1 = (stage_reg == ST_RES1);
     wire is_ln2  = (stage_reg == ST_LN2);
     wire is_up   = (stage_reg == ST_UP);
     wire is_act  = (stage_reg == ST_ACT);
@@ -396,9 +395,7 @@ module layer_top #(
     reg              seq_start_reg;
     reg  [CW-1:0]    n1, n2, n3, klen;
     wire [CW-1:0]    c1, c2, c3, kk, idx;
-    wire             seq_valid, seq_last;
-    reg              seq_ready;
-    wire             seq_fire = seq_valid && seq_ready;
+    wire             seq_valid, seq_last, seq_ready;
 
     // scores of a masked (key > query) pair: one all-zero beat
     wire zero_beat = is_sc && (c3 > c2);
@@ -427,16 +424,41 @@ module layer_top #(
         .m_last(seq_last), .m_valid(seq_valid), .m_ready(seq_ready)
     );
 
-    // ---- MAC operand addresses (per dot product) ---------------------------------------------------
+    // ---- fetch: one register stage between the loop nest and the units --------------------------------
+    // Every buffer / ROM read is registered here (synchronous-read memories). The fetch register
+    // is a one-deep pipeline stage: it takes a beat when empty or when its consumer takes the
+    // current one. In DRAIN it is the output register of m_*.
+    reg               f_valid_reg;
+    reg               f_last_reg;
+    reg               f_mask_reg;
+    reg  [ACT_W-1:0]  f_data_reg;     // streamed element (x, res1, scores, up, out; residual operand a)
+    reg  [ACT_W-1:0]  f_b_reg;        // residual operand b (proj, down)
+    reg  [BIAS_W-1:0] f_bias_reg;     // bias code of the dot product (first beat)
+    reg               f_ready;
+
+    assign seq_ready = !f_valid_reg || f_ready;
+    wire f_load = seq_valid && seq_ready;
+
+    // addresses in exactly the width of the largest memory they index (counters are < 2^A_MAX,
+    // 2^W_MAX). MAC beats:
     //   linear  : c1 = token i, c3 = output n, k = input index       a[i][k], W[n][k]
     //   scores  : c1 = head h, c2 = query i, c3 = key j, k = dim     q[i][h*HD+k], k[j][h*HD+k]
     //   mix     : c1 = query i, c2 = head h, c3 = dim n, k = key j   probs[h][i][k], v[k][h*HD+n]
-    wire [CW-1:0] a_base = is_sc  ? c2 * D_C + c1 * HD_C :
-                           is_mix ? (c2 * S_C + c1) * S_C :
-                           is_down ? c1 * F_C : c1 * D_C;
-    wire [CW-1:0] w_base = is_sc  ? c3 * D_C + c1 * HD_C :
-                           is_mix ? c2 * HD_C + c3 :
-                           is_down ? c3 * F_C : c3 * D_C;
+    localparam [A_MAX-1:0] S_A  = SEQ[A_MAX-1:0];
+    localparam [A_MAX-1:0] D_A  = D_MODEL[A_MAX-1:0];
+    localparam [A_MAX-1:0] F_A  = D_FF[A_MAX-1:0];
+    localparam [A_MAX-1:0] HD_A = HEAD_DIM[A_MAX-1:0];
+    localparam [W_MAX-1:0] D_W  = D_MODEL[W_MAX-1:0];
+    localparam [W_MAX-1:0] F_W  = D_FF[W_MAX-1:0];
+    localparam [W_MAX-1:0] HD_W = HEAD_DIM[W_MAX-1:0];
+    wire [A_MAX-1:0] c1_a = c1[A_MAX-1:0], c2_a = c2[A_MAX-1:0];
+    wire [W_MAX-1:0] c1_w = c1[W_MAX-1:0], c2_w = c2[W_MAX-1:0], c3_w = c3[W_MAX-1:0];
+    wire [A_MAX-1:0] a_base = is_sc   ? c2_a * D_A + c1_a * HD_A :
+                              is_mix  ? (c2_a * S_A + c1_a) * S_A :
+                              is_down ? c1_a * F_A : c1_a * D_A;
+    wire [W_MAX-1:0] w_base = is_sc   ? c3_w * D_W + c1_w * HD_W :
+                              is_mix  ? c2_w * HD_W + c3_w :
+                              is_down ? c3_w * F_W : c3_w * D_W;
 
     wire [LANES*MAC_A_W-1:0] mac_a;
     wire [LANES*MAC_W_W-1:0] mac_w;
@@ -446,57 +468,97 @@ module layer_top #(
         for (l = 0; l < LANES; l = l + 1) begin : g_lane
             localparam integer  LI  = l;
             localparam [CW-1:0] L_C = LI[CW-1:0];
-            wire [CW-1:0] k_l   = kk + L_C;
-            wire          ok    = (k_l < klen) && !zero_beat;
-            wire [CW-1:0] a_idx = a_base + k_l;
-            wire [CW-1:0] w_idx = w_base + (is_mix ? k_l * D_C : k_l);
+            wire [CW-1:0]    k_l   = kk + L_C;
+            wire             ok    = (k_l < klen) && !zero_beat;   // lane inside the dot product
+            wire [A_MAX-1:0] a_idx = a_base + k_l[A_MAX-1:0];
+            wire [W_MAX-1:0] w_idx = w_base + (is_mix ? k_l[W_MAX-1:0] * D_W : k_l[W_MAX-1:0]);
 
-            // operand a: an activation buffer, or probs (unsigned)
-            wire [ACT_W-1:0]  a_ln1  = ln1_mem[a_idx[SD_AW-1:0]];
-            wire [ACT_W-1:0]  a_q    = q_mem[a_idx[SD_AW-1:0]];
-            wire [ACT_W-1:0]  a_attn = attn_mem[a_idx[SD_AW-1:0]];
-            wire [ACT_W-1:0]  a_ln2  = ln2_mem[a_idx[SD_AW-1:0]];
-            wire [ACT_W-1:0]  a_act  = act_mem[a_idx[SF_AW-1:0]];
-            wire [PROB_W-1:0] a_pr   = probs_mem[a_idx[HSS_AW-1:0]];
-            wire [ACT_W-1:0]  a_sel  = (is_q | is_k | is_v) ? a_ln1 : is_sc ? a_q : is_proj ? a_attn :
-                                       is_up ? a_ln2 : a_act;
+            reg [ACT_W-1:0]  a_act_reg;   // operand a from an activation buffer
+            reg [PROB_W-1:0] a_pr_reg;    // operand a from probs (unsigned)
+            reg [WGT_W-1:0]  w_wgt_reg;   // operand w from a weight ROM
+            reg [ACT_W-1:0]  w_act_reg;   // operand w from the k / v buffer
+            reg              ok_reg;
+
+            always @(posedge clk) begin
+                if (f_load && is_mac) begin
+                    ok_reg <= ok;
+                    case (stage_reg)
+                        ST_Q, ST_K, ST_V: a_act_reg <= ln1_mem[a_idx[SD_AW-1:0]];
+                        ST_SC:   a_act_reg <= q_mem[a_idx[SD_AW-1:0]];
+                        ST_PROJ: a_act_reg <= attn_mem[a_idx[SD_AW-1:0]];
+                        ST_UP:   a_act_reg <= ln2_mem[a_idx[SD_AW-1:0]];
+                        ST_DOWN: a_act_reg <= act_mem[a_idx[SF_AW-1:0]];
+                        default: a_pr_reg  <= probs_mem[a_idx[HSS_AW-1:0]];   // ST_MIX
+                    endcase
+                    case (stage_reg)
+                        ST_Q:    w_wgt_reg <= wq_mem[w_idx[DD_AW-1:0]];
+                        ST_K:    w_wgt_reg <= wk_mem[w_idx[DD_AW-1:0]];
+                        ST_V:    w_wgt_reg <= wv_mem[w_idx[DD_AW-1:0]];
+                        ST_PROJ: w_wgt_reg <= wo_mem[w_idx[DD_AW-1:0]];
+                        ST_UP:   w_wgt_reg <= w_up_mem[w_idx[FD_AW-1:0]];
+                        ST_DOWN: w_wgt_reg <= w_down_mem[w_idx[FD_AW-1:0]];
+                        ST_SC:   w_act_reg <= k_mem[w_idx[SD_AW-1:0]];
+                        default: w_act_reg <= v_mem[w_idx[SD_AW-1:0]];     // ST_MIX
+                    endcase
+                end
+            end
+
             wire [MAC_A_W-1:0] a_sx, a_zx;
-            layer_ext #(.IN_W(ACT_W), .OUT_W(MAC_A_W), .SIGNED(1)) u_ax (.in(a_sel), .out(a_sx));
-            layer_ext #(.IN_W(PROB_W), .OUT_W(MAC_A_W), .SIGNED(0)) u_px (.in(a_pr), .out(a_zx));
-            assign mac_a[l*MAC_A_W +: MAC_A_W] = !ok ? {MAC_A_W{1'b0}} : is_mix ? a_zx : a_sx;
-
-            // operand w: a weight ROM, or the k / v buffer
-            wire [WGT_W-1:0] w_q    = wq_mem[w_idx[DD_AW-1:0]];
-            wire [WGT_W-1:0] w_k    = wk_mem[w_idx[DD_AW-1:0]];
-            wire [WGT_W-1:0] w_v    = wv_mem[w_idx[DD_AW-1:0]];
-            wire [WGT_W-1:0] w_o    = wo_mem[w_idx[DD_AW-1:0]];
-            wire [WGT_W-1:0] w_u    = w_up_mem[w_idx[FD_AW-1:0]];
-            wire [WGT_W-1:0] w_d    = w_down_mem[w_idx[FD_AW-1:0]];
-            wire [ACT_W-1:0] w_kb   = k_mem[w_idx[SD_AW-1:0]];
-            wire [ACT_W-1:0] w_vb   = v_mem[w_idx[SD_AW-1:0]];
-            wire [WGT_W-1:0] w_sel  = is_q ? w_q : is_k ? w_k : is_v ? w_v : is_proj ? w_o : is_up ? w_u : w_d;
-            wire [ACT_W-1:0] w_asel = is_sc ? w_kb : w_vb;
             wire [MAC_W_W-1:0] w_wx, w_ax;
-            layer_ext #(.IN_W(WGT_W), .OUT_W(MAC_W_W), .SIGNED(1)) u_wx (.in(w_sel), .out(w_wx));
-            layer_ext #(.IN_W(ACT_W), .OUT_W(MAC_W_W), .SIGNED(1)) u_kx (.in(w_asel), .out(w_ax));
-            assign mac_w[l*MAC_W_W +: MAC_W_W] = !ok ? {MAC_W_W{1'b0}} : (is_sc | is_mix) ? w_ax : w_wx;
-
-            // address bits above the largest memory each index addresses
-            wire unused_idx = &{1'b0, a_idx[CW-1:A_MAX], w_idx[CW-1:W_MAX]};
+            layer_ext #(.IN_W(ACT_W),  .OUT_W(MAC_A_W), .SIGNED(1)) u_ax (.in(a_act_reg), .out(a_sx));
+            layer_ext #(.IN_W(PROB_W), .OUT_W(MAC_A_W), .SIGNED(0)) u_px (.in(a_pr_reg),  .out(a_zx));
+            layer_ext #(.IN_W(WGT_W),  .OUT_W(MAC_W_W), .SIGNED(1)) u_wx (.in(w_wgt_reg), .out(w_wx));
+            layer_ext #(.IN_W(ACT_W),  .OUT_W(MAC_W_W), .SIGNED(1)) u_kx (.in(w_act_reg), .out(w_ax));
+            assign mac_a[l*MAC_A_W +: MAC_A_W] = !ok_reg ? {MAC_A_W{1'b0}} : is_mix ? a_zx : a_sx;
+            assign mac_w[l*MAC_W_W +: MAC_W_W] = !ok_reg ? {MAC_W_W{1'b0}} : (is_sc | is_mix) ? w_ax : w_wx;
         end
     endgenerate
 
+    // streamed elements, residual operands, bias, flags
+    always @(posedge clk) begin
+        if (f_load) begin
+            f_mask_reg <= (c3 > c2);                                          // SM: key > query
+            case (stage_reg)
+                ST_LN1, ST_LN2: f_last_reg <= (c3 == D_C - ONE_C);            // row end
+                ST_SM:          f_last_reg <= (c3 == S_C - ONE_C);            // row end
+                ST_DRAIN:       f_last_reg <= (idx == N_SD_C - ONE_C);        // last word
+                default:        f_last_reg <= seq_last;                       // MAC: dot product end
+            endcase
+            case (stage_reg)
+                ST_LN1:  f_data_reg <= x_mem[idx[SD_AW-1:0]];
+                ST_LN2:  f_data_reg <= res1_mem[idx[SD_AW-1:0]];
+                ST_SM:   f_data_reg <= scores_mem[idx[HSS_AW-1:0]];
+                ST_ACT:  f_data_reg <= up_mem[idx[SF_AW-1:0]];
+                ST_DRAIN: f_data_reg <= out_mem[idx[SD_AW-1:0]];
+                ST_RES1: begin
+                    f_data_reg <= x_mem[idx[SD_AW-1:0]];
+                    f_b_reg    <= proj_mem[idx[SD_AW-1:0]];
+                end
+                ST_OUT: begin
+                    f_data_reg <= res1_mem[idx[SD_AW-1:0]];
+                    f_b_reg    <= down_mem[idx[SD_AW-1:0]];
+                end
+                ST_Q:    f_bias_reg <= bq_mem[c3[D_AW-1:0]];
+                ST_K:    f_bias_reg <= bk_mem[c3[D_AW-1:0]];
+                ST_V:    f_bias_reg <= bv_mem[c3[D_AW-1:0]];
+                ST_PROJ: f_bias_reg <= bo_mem[c3[D_AW-1:0]];
+                ST_UP:   f_bias_reg <= b_up_mem[c3[F_AW-1:0]];
+                ST_DOWN: f_bias_reg <= b_down_mem[c3[D_AW-1:0]];
+                default: f_bias_reg <= {BIAS_W{1'b0}};                        // SC, MIX: no bias
+            endcase
+        end
+        if (seq_ready) begin
+            f_valid_reg <= seq_valid;
+        end
+        if (rst) begin
+            f_valid_reg <= 1'b0;
+        end
+    end
+
     // ---- bias: sign-extended, aligned to the accumulator LSB ------------------------------------------
-    wire [BIAS_W-1:0] b_q    = bq_mem[c3[D_AW-1:0]];
-    wire [BIAS_W-1:0] b_k    = bk_mem[c3[D_AW-1:0]];
-    wire [BIAS_W-1:0] b_v    = bv_mem[c3[D_AW-1:0]];
-    wire [BIAS_W-1:0] b_o    = bo_mem[c3[D_AW-1:0]];
-    wire [BIAS_W-1:0] b_u    = b_up_mem[c3[F_AW-1:0]];
-    wire [BIAS_W-1:0] b_d    = b_down_mem[c3[D_AW-1:0]];
-    wire [BIAS_W-1:0] b_sel  = is_q ? b_q : is_k ? b_k : is_v ? b_v : is_proj ? b_o : is_up ? b_u : b_d;
-    wire [ACC_W-1:0]  b_x;
-    layer_ext #(.IN_W(BIAS_W), .OUT_W(ACC_W), .SIGNED(1)) u_bx (.in(b_sel), .out(b_x));
-    reg  [ACC_W-1:0]  mac_bias;
+    wire [ACC_W-1:0] b_x;
+    layer_ext #(.IN_W(BIAS_W), .OUT_W(ACC_W), .SIGNED(1)) u_bx (.in(f_bias_reg), .out(b_x));
+    reg  [ACC_W-1:0] mac_bias;
     always @* begin
         case (stage_reg)
             ST_Q:    mac_bias = b_x << Q_BIAS_LSH;
@@ -505,7 +567,7 @@ module layer_top #(
             ST_PROJ: mac_bias = b_x << PROJ_BIAS_LSH;
             ST_UP:   mac_bias = b_x << UP_BIAS_LSH;
             ST_DOWN: mac_bias = b_x << DOWN_BIAS_LSH;
-            default: mac_bias = {ACC_W{1'b0}};   // scores, mix: no bias
+            default: mac_bias = {ACC_W{1'b0}};
         endcase
     end
 
@@ -520,8 +582,8 @@ module layer_top #(
         .B_W(ACC_W), .BIAS_LSH(0), .SHIFT(0), .ROUND_MODE(ROUND_MODE), .OUT_W(ACC_W)
     ) u_mac (
         .clk(clk), .rst(rst),
-        .s_a(mac_a), .s_w(mac_w), .s_bias(mac_bias), .s_last(seq_last),
-        .s_valid(seq_valid && is_mac), .s_ready(mac_s_ready),
+        .s_a(mac_a), .s_w(mac_w), .s_bias(mac_bias), .s_last(f_last_reg),
+        .s_valid(f_valid_reg && is_mac), .s_ready(mac_s_ready),
         .m_data(mac_m_data), .m_acc(mac_m_acc), .m_valid(mac_m_valid), .m_ready(rq_s_ready)
     );
 
@@ -547,20 +609,10 @@ module layer_top #(
         .m_valid(rq_m_valid), .m_ready(1'b1), .m_data(rq_m_data), .m_sat(rq_m_sat)
     );
 
-    // ---- streamed stages: sources read at idx ------------------------------------------------------------
-    wire [ACT_W-1:0] x_rd      = x_mem[idx[SD_AW-1:0]];
-    wire [ACT_W-1:0] res1_rd   = res1_mem[idx[SD_AW-1:0]];
-    wire [ACT_W-1:0] proj_rd   = proj_mem[idx[SD_AW-1:0]];
-    wire [ACT_W-1:0] down_rd   = down_mem[idx[SD_AW-1:0]];
-    wire [ACT_W-1:0] out_rd    = out_mem[idx[SD_AW-1:0]];
-    wire [ACT_W-1:0] scores_rd = scores_mem[idx[HSS_AW-1:0]];
-    wire [ACT_W-1:0] up_rd     = up_mem[idx[SF_AW-1:0]];
-
-    // LayerNorms
+    // ---- streamed units ----------------------------------------------------------------------------------
     wire              ln1_s_ready, ln1_m_valid, ln1_m_last, ln1_err;
     wire              ln2_s_ready, ln2_m_valid, ln2_m_last, ln2_err;
     wire [ACT_W-1:0]  ln1_m_data, ln2_m_data;
-    wire              row_last = (c3 == D_C - ONE_C);
 
     layernorm #(
         .D(D_MODEL), .IN_W(ACT_W), .SHIFT(LN1_SHIFT), .RMS(0), .MEAN_G(LN1_MEAN_G), .EPS_G(LN1_EPS_G),
@@ -569,7 +621,7 @@ module layer_top #(
         .OUT_RNE(LN1_OUT_RNE), .GAMMA_MEMFILE(LN1_G_MEMFILE), .BETA_MEMFILE(LN1_B_MEMFILE)
     ) u_ln1 (
         .clk(clk), .rst(rst),
-        .s_data(x_rd), .s_valid(seq_valid && is_ln1), .s_ready(ln1_s_ready), .s_last(row_last),
+        .s_data(f_data_reg), .s_valid(f_valid_reg && is_ln1), .s_ready(ln1_s_ready), .s_last(f_last_reg),
         .m_data(ln1_m_data), .m_valid(ln1_m_valid), .m_ready(1'b1), .m_last(ln1_m_last),
         .framing_err(ln1_err)
     );
@@ -581,7 +633,7 @@ module layer_top #(
         .OUT_RNE(LN2_OUT_RNE), .GAMMA_MEMFILE(LN2_G_MEMFILE), .BETA_MEMFILE(LN2_B_MEMFILE)
     ) u_ln2 (
         .clk(clk), .rst(rst),
-        .s_data(res1_rd), .s_valid(seq_valid && is_ln2), .s_ready(ln2_s_ready), .s_last(row_last),
+        .s_data(f_data_reg), .s_valid(f_valid_reg && is_ln2), .s_ready(ln2_s_ready), .s_last(f_last_reg),
         .m_data(ln2_m_data), .m_valid(ln2_m_valid), .m_ready(1'b1), .m_last(ln2_m_last),
         .framing_err(ln2_err)
     );
@@ -596,8 +648,8 @@ module layer_top #(
         .K(SM_K), .EXP2_MEMFILE(EXP2_MEMFILE)
     ) u_sm (
         .clk(clk), .rst(rst),
-        .s_valid(seq_valid && is_sm), .s_ready(sm_s_ready), .s_data(scores_rd),
-        .s_mask(c3 > c2), .s_last(c3 == S_C - ONE_C),
+        .s_valid(f_valid_reg && is_sm), .s_ready(sm_s_ready), .s_data(f_data_reg),
+        .s_mask(f_mask_reg), .s_last(f_last_reg),
         .m_valid(sm_m_valid), .m_ready(1'b1), .m_data(sm_m_data), .m_last(sm_m_last)
     );
 
@@ -611,7 +663,7 @@ module layer_top #(
         .IN_W(ACT_W), .M_W(1), .SHIFT(ACT_SHIFT), .OUT_W(ACT_IN_W), .ROUND_MODE(ROUND_MODE)
     ) u_rqa (
         .clk(clk), .rst(rst),
-        .s_valid(seq_valid && is_act), .s_ready(rqa_s_ready), .s_data(up_rd), .s_mult(1'b1),
+        .s_valid(f_valid_reg && is_act), .s_ready(rqa_s_ready), .s_data(f_data_reg), .s_mult(1'b1),
         .m_valid(rqa_m_valid), .m_ready(act_s_ready), .m_data(rqa_m_data), .m_sat(rqa_m_sat)
     );
 
@@ -623,29 +675,20 @@ module layer_top #(
         .m_data(act_m_data), .m_valid(act_m_valid), .m_ready(1'b1), .m_last(act_m_last)
     );
 
-    // residual adds
+    // residual adds: x + proj (RES1), res1 + down (OUT)
     wire [ACT_W-1:0] res_y;
-    layer_sat_add #(.W(ACT_W)) u_res (
-        .a(is_res1 ? x_rd : res1_rd), .b(is_res1 ? proj_rd : down_rd), .y(res_y)
-    );
+    layer_sat_add #(.W(ACT_W)) u_res (.a(f_data_reg), .b(f_b_reg), .y(res_y));
 
-    // ---- output register (DRAIN) -------------------------------------------------------------------------
-    reg              out_valid_reg;
-    reg [ACT_W-1:0]  out_data_reg;
-    reg              out_last_reg;
-    wire             out_load = seq_valid && is_drain && (!out_valid_reg || m_ready);
-
-    // ---- handshake of the loop nest --------------------------------------------------------------------
+    // ---- the consumer of the fetch register in each stage ---------------------------------------------
     always @* begin
         case (stage_reg)
-            ST_LN1:  seq_ready = ln1_s_ready;
-            ST_LN2:  seq_ready = ln2_s_ready;
-            ST_SM:   seq_ready = sm_s_ready;
-            ST_ACT:  seq_ready = rqa_s_ready;
-            ST_RES1, ST_OUT: seq_ready = 1'b1;
-            ST_DRAIN: seq_ready = !out_valid_reg || m_ready;
-            ST_LOAD: seq_ready = 1'b0;
-            default: seq_ready = mac_s_ready;
+            ST_LN1:  f_ready = ln1_s_ready;
+            ST_LN2:  f_ready = ln2_s_ready;
+            ST_SM:   f_ready = sm_s_ready;
+            ST_ACT:  f_ready = rqa_s_ready;
+            ST_DRAIN: f_ready = m_ready;
+            ST_LOAD, ST_RES1, ST_OUT: f_ready = 1'b1;
+            default: f_ready = mac_s_ready;
         endcase
     end
 
@@ -668,15 +711,14 @@ module layer_top #(
             ST_SM:   begin wr_en = sm_m_valid; n_out = N_HSS_C; end
             ST_UP:   begin wr_en = rq_m_valid; n_out = N_SF_C; end
             ST_ACT:  begin wr_en = act_m_valid; wr_data = act_m_data; n_out = N_SF_C; end
-            ST_RES1, ST_OUT: begin wr_en = seq_fire; wr_data = res_y; end
+            ST_RES1, ST_OUT: begin wr_en = f_valid_reg; wr_data = res_y; end
             ST_DRAIN: wr_en = 1'b0;
             default: wr_en = rq_m_valid;   // Q K V MIX PROJ DOWN
         endcase
     end
 
-    wire wr_end    = wr_en && (wr_ptr_reg == n_out - ONE_C);
-    wire m_fire    = out_valid_reg && m_ready;
-    wire stage_end = is_drain ? (m_fire && out_last_reg) : wr_end;
+    wire m_fire    = f_valid_reg && is_drain && m_ready;
+    wire stage_end = is_drain ? (m_fire && f_last_reg) : (wr_en && (wr_ptr_reg == n_out - ONE_C));
 
     wire [SD_AW-1:0]  wr_sd  = wr_ptr_reg[SD_AW-1:0];
     wire [HSS_AW-1:0] wr_hss = wr_ptr_reg[HSS_AW-1:0];
@@ -685,21 +727,21 @@ module layer_top #(
     always @(posedge clk) begin
         if (wr_en) begin
             case (stage_reg)
-                ST_LOAD: x_mem[wr_sd]      <= wr_data;
-                ST_LN1:  ln1_mem[wr_sd]    <= wr_data;
-                ST_Q:    q_mem[wr_sd]      <= wr_data;
-                ST_K:    k_mem[wr_sd]      <= wr_data;
-                ST_V:    v_mem[wr_sd]      <= wr_data;
+                ST_LOAD: x_mem[wr_sd]       <= wr_data;
+                ST_LN1:  ln1_mem[wr_sd]     <= wr_data;
+                ST_Q:    q_mem[wr_sd]       <= wr_data;
+                ST_K:    k_mem[wr_sd]       <= wr_data;
+                ST_V:    v_mem[wr_sd]       <= wr_data;
                 ST_SC:   scores_mem[wr_hss] <= wr_data;
-                ST_SM:   probs_mem[wr_hss] <= sm_m_data;
-                ST_MIX:  attn_mem[wr_sd]   <= wr_data;
-                ST_PROJ: proj_mem[wr_sd]   <= wr_data;
-                ST_RES1: res1_mem[wr_sd]   <= wr_data;
-                ST_LN2:  ln2_mem[wr_sd]    <= wr_data;
-                ST_UP:   up_mem[wr_sf]     <= wr_data;
-                ST_ACT:  act_mem[wr_sf]    <= wr_data;
-                ST_DOWN: down_mem[wr_sd]   <= wr_data;
-                ST_OUT:  out_mem[wr_sd]    <= wr_data;
+                ST_SM:   probs_mem[wr_hss]  <= sm_m_data;
+                ST_MIX:  attn_mem[wr_sd]    <= wr_data;
+                ST_PROJ: proj_mem[wr_sd]    <= wr_data;
+                ST_RES1: res1_mem[wr_sd]    <= wr_data;
+                ST_LN2:  ln2_mem[wr_sd]     <= wr_data;
+                ST_UP:   up_mem[wr_sf]      <= wr_data;
+                ST_ACT:  act_mem[wr_sf]     <= wr_data;
+                ST_DOWN: down_mem[wr_sd]    <= wr_data;
+                ST_OUT:  out_mem[wr_sd]     <= wr_data;
                 default: ;
             endcase
         end
@@ -724,31 +766,18 @@ module layer_top #(
             wr_ptr_reg    <= {CW{1'b0}};
             seq_start_reg <= !is_drain;
         end
-
-        if (out_load) begin
-            out_data_reg <= out_rd;
-            out_last_reg <= (idx == N_SD_C - ONE_C);
-        end
-        if (out_load) begin
-            out_valid_reg <= 1'b1;
-        end else if (m_ready) begin
-            out_valid_reg <= 1'b0;
-        end
-
         if (rst) begin
             stage_reg     <= ST_LOAD;
             wr_ptr_reg    <= {CW{1'b0}};
             seq_start_reg <= 1'b0;
             err_reg       <= 1'b0;
-            out_valid_reg <= 1'b0;
-            out_last_reg  <= 1'b0;
         end
     end
 
     assign s_ready = is_load;
-    assign m_data  = out_data_reg;
-    assign m_valid = out_valid_reg;
-    assign m_last  = out_last_reg;
+    assign m_data  = f_data_reg;
+    assign m_valid = f_valid_reg && is_drain;
+    assign m_last  = f_last_reg;
     assign stage   = stage_reg;
     assign err     = err_reg;
 

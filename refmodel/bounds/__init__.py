@@ -8,7 +8,7 @@ no-guarantee ``reasons``), so a propagation pass can chain them op by op. See ``
 from .accum import Accum, PartialSums
 from .attention import attention_factor_table, attention_forward, attention_lipschitz, omega_kq, omega_ov
 from .elementwise import (ACTIVATIONS, activation, activation_bound, activation_constants, add_bound, cast_bound,
-                          mul_bound, scale_bound)
+                          mul_bound, rope_bound, scale_bound)
 from .matmul import attention_mix_bound, linear_bound, logits_bound, matmul_bound
 from .model import (DEFAULT_ALPHA, EXACT, Bound, Gamma, RoundingModel, as_tiers, gamma, gamma_tilde, lambda_azuma,
                     lambda_hm, output_rounding, range_mask, range_reason, rounding_model)
@@ -19,7 +19,7 @@ __all__ = [
     "Accum", "PartialSums",
     "attention_factor_table", "attention_forward", "attention_lipschitz", "omega_kq", "omega_ov",
     "ACTIVATIONS", "activation", "activation_bound", "activation_constants", "add_bound", "cast_bound",
-    "mul_bound", "scale_bound",
+    "mul_bound", "rope_bound", "scale_bound",
     "attention_mix_bound", "linear_bound", "logits_bound", "matmul_bound",
     "DEFAULT_ALPHA", "EXACT", "Bound", "Gamma", "RoundingModel", "as_tiers", "gamma", "gamma_tilde",
     "lambda_azuma", "lambda_hm", "output_rounding", "range_mask", "range_reason", "rounding_model",

@@ -42,6 +42,8 @@ __all__ = [
     "mul_bound",
     "cast_bound",
     "scale_bound",
+    "rope_angles",
+    "rope_bound",
 ]
 
 _K = math.sqrt(2.0 / math.pi)
@@ -230,3 +232,53 @@ def scale_bound(x_hat: Any, E_x: Any = None, *, c: float, c_hat: float | None = 
     z = ch * x
     slack = np.zeros_like(z) if x_mag is None else abs(ch) * np.maximum(np.asarray(x_mag) - np.abs(x), 0.0)
     return _finish(pr, ps, z, out, what, {}, slack)
+
+
+def rope_angles(positions: Any, head_dim: int, base: float) -> np.ndarray:
+    """``[s, head_dim/2]`` angles ``pos * base^(-2i/head_dim)`` (float64, as the reference layer)."""
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
+    pos = np.asarray(positions, dtype=np.float64)
+    inv = float(base) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    return pos[:, None] * inv[None, :]
+
+
+def rope_bound(x_hat: Any, E_x: Any = None, *, positions: Any, base: float, out: RoundingModel = EXACT,
+               layout: str = "half", const: RoundingModel = EXACT, what: str = "rope") -> Bound:
+    """Rotary embedding of ``x_hat`` (``[..., s, hd]``): each pair ``(a, b)`` rotated by its angle,
+    ``(a c - b s, b c + a s)``, computed exactly from the stored ``c_hat = fl_const(cos)``,
+    ``s_hat = fl_const(sin)`` (``const`` EXACT: float64 tables) and rounded once by ``out``.
+    ``layout``: ``half`` (pairs ``i, i + hd/2``, HF rotate_half) or ``pairs`` (``2i, 2i+1``).
+
+    Rigorous: ``|c_hat| E_a + |s_hat| E_b + (|a_hat| + E_a) dc + (|b_hat| + E_b) ds + out.err``
+    with ``dc = const.err(|cos|)``, ``ds = const.err(|sin|)`` (exact algebra)."""
+    x = np.asarray(x_hat, dtype=np.float64)
+    hd = x.shape[-1]
+    ang = rope_angles(positions, hd, base)
+    c, s = np.cos(ang), np.sin(ang)
+    dc, ds = const.err(np.abs(c)), const.err(np.abs(s))
+    ch, sh = np.abs(c) + dc, np.abs(s) + ds  # bounds on the stored constants
+    Er, Es = as_tiers(E_x, x.shape)
+    if layout == "half":
+        ia, ib = np.arange(hd // 2), np.arange(hd // 2, hd)
+    elif layout == "pairs":
+        ia, ib = np.arange(0, hd, 2), np.arange(1, hd, 2)
+    else:
+        raise ValueError(f"rope layout must be 'half' or 'pairs', got {layout!r}")
+    a, b = x[..., ia], x[..., ib]
+    z = np.empty_like(x)
+    z[..., ia] = a * c - b * s
+    z[..., ib] = b * c + a * s
+
+    def prop(E):
+        Ea, Eb = E[..., ia], E[..., ib]
+        p = np.empty_like(x)
+        p[..., ia] = ch * Ea + sh * Eb + (np.abs(a) + Ea) * dc + (np.abs(b) + Eb) * ds
+        p[..., ib] = ch * Eb + sh * Ea + (np.abs(b) + Eb) * dc + (np.abs(a) + Ea) * ds
+        return p
+
+    # the value rounded is within |a| dc + |b| ds of z (stored constants)
+    slack = np.empty_like(x)
+    slack[..., ia] = np.abs(a) * dc + np.abs(b) * ds
+    slack[..., ib] = np.abs(b) * dc + np.abs(a) * ds
+    return _finish(prop(Er), prop(Es), z, out, what, {}, slack)

@@ -9,8 +9,8 @@ weight), ``tie`` (near-tie scores), ``masked`` (causal rows), ``long`` (rows / K
 ``prop`` (inputs carry errors: the exact inputs sit at corners of the error box).
 
 ``run_cases(scale)`` runs the registry; ``scale`` multiplies the trial counts (the slow test uses
-``scale >= 25`` for >= 1e5 trials). ``python -m refmodel.bounds.validate [scale]`` prints the
-tightness table in markdown.
+``scale = 14`` for >= 1e5 trials). ``python -m refmodel.bounds.validate [scale [seed]]`` prints
+the tightness tables in markdown.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .model import EXACT, Bound, RoundingModel, rounding_model
 from .norm import NormSteps, norm_bound
 from .softmax import SoftmaxSteps, softmax_bound
 
-__all__ = ["CaseResult", "Case", "CASES", "run_cases", "summarize", "markdown_table"]
+__all__ = ["CaseResult", "Case", "CASES", "run_cases", "summarize", "markdown_table", "op_summary_markdown"]
 
 RANDOM_KINDS = ("random", "long")
 
@@ -461,6 +461,38 @@ def _elementwise(case: Case, T: int, rng: np.random.Generator, *, eop: str, fmt:
     return _result(case.op, case.config, case.kind, T, y, ref, B, t0)
 
 
+def _rope(case: Case, T: int, rng: np.random.Generator, *, fmt: str, const: str | None, hd: int = 64,
+          layout: str = "half") -> CaseResult:
+    """RoPE of x_hat = fl(x) (x at a corner of its error box), tables rounded into ``const``."""
+    from .elementwise import rope_angles, rope_bound
+    from .emulate import two_prod, two_sum
+
+    t0 = time.perf_counter()
+    m = rounding_model(fmt)
+    cm = rounding_model(const) if const else EXACT
+    S = 32
+    pos = np.arange(S) * 37 + rng.integers(0, 1000)
+    x = 3 * rng.standard_normal((T, S, hd))
+    xh = rnd(m, x)
+    Ex = m.err(np.abs(xh)) / (1 - m.rel)
+    xt = xh + Ex * rng.choice([-1.0, 1.0], size=x.shape)
+    ang = rope_angles(pos, hd, 10000.0)
+    c, sn = np.cos(ang), np.sin(ang)
+    ch, sh = rnd(cm, c), rnd(cm, sn)
+    ia, ib = (np.arange(hd // 2), np.arange(hd // 2, hd)) if layout == "half" else (np.arange(0, hd, 2), np.arange(1, hd, 2))
+    y = np.empty_like(xh)
+    ref = np.empty_like(xh)
+    for (u_, v_, sign, dst) in ((xh[..., ia], xh[..., ib], -1.0, ia), (xh[..., ib], xh[..., ia], 1.0, ib)):
+        p1, e1 = two_prod(u_, ch)
+        p2, e2 = two_prod(v_, sign * sh)
+        s_, e_ = two_sum(p1, p2)
+        y[..., dst] = rnd(m, s_, e_ + e1 + e2)
+    ref[..., ia] = xt[..., ia] * c - xt[..., ib] * sn
+    ref[..., ib] = xt[..., ib] * c + xt[..., ia] * sn
+    B = rope_bound(xh, Ex, positions=pos, base=10000.0, out=m, layout=layout, const=cm)
+    return _result(case.op, case.config, case.kind, T, y, ref, B, t0)
+
+
 def _mix(case: Case, T: int, rng: np.random.Generator, *, fmt: str, S: int, dh: int = 16, acc: str = "fp32") -> CaseResult:
     """Attention P V with P from the emulated softmax (its bound as E_p) and V = fl(V_exact)."""
     t0 = time.perf_counter()
@@ -579,6 +611,9 @@ CASES: list[Case] = [
     _c("cast", "fp16 -> e4m3fn:sat", "outlier", 100, _elementwise, eop="cast", fmt="fp16", out="e4m3fn:sat"),
     _c("cast", "fp16 -> s16.8", "prop", 100, _elementwise, eop="cast", fmt="fp16", out="s16.8"),
     _c("scale", "fp16 * fl(1/sqrt 48)", "prop", 100, _elementwise, eop="scale", fmt="fp16"),
+    _c("rope", "x fp16 with errors, float64 tables, out fp16, half", "prop", 50, _rope, fmt="fp16", const=None),
+    _c("rope", "x bf16 with errors, bf16 tables, out bf16, pairs", "prop", 50, _rope, fmt="bf16", const="bf16",
+       layout="pairs"),
 ]
 
 
@@ -615,11 +650,41 @@ def markdown_table(results: list[CaseResult]) -> str:
     return "\n".join(lines)
 
 
+def op_summary_markdown(results: list[CaseResult]) -> str:
+    """Per op: trials, violations, and max / median over trials of max_i observed/bound, for all
+    inputs and for the random ones (``random``, ``long``), both tiers."""
+    lines = ["| op | trials | rig viol | rig max | rig median | stat max | stat median | random: rig max | "
+             "random: stat max | random: stat median |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for op in dict.fromkeys(r.op for r in results):
+        rs = [r for r in results if r.op == op]
+        rr = np.concatenate([r.ratio_rig for r in rs])
+        st = np.concatenate([r.ratio_stat for r in rs])
+        rand = [r for r in rs if r.kind in RANDOM_KINDS]
+        rr_r = np.concatenate([r.ratio_rig for r in rand]) if rand else np.array([np.nan])
+        st_r = np.concatenate([r.ratio_stat for r in rand]) if rand else np.array([np.nan])
+
+        def mx(a):
+            a = a[np.isfinite(a)]
+            return _f(float(a.max())) if a.size else "n/a"
+
+        def md(a):
+            a = a[np.isfinite(a)]
+            return _f(float(np.median(a))) if a.size else "n/a"
+
+        lines.append(f"| {op} | {sum(r.trials for r in rs)} | {sum(r.viol_rig for r in rs)} | {mx(rr)} | {md(rr)} | "
+                     f"{mx(st)} | {md(st)} | {mx(rr_r)} | {mx(st_r)} | {md(st_r)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     scale = float(argv[0]) if argv else 1.0
-    res = run_cases(scale)
+    seed = int(argv[1]) if len(argv) > 1 else 0
+    res = run_cases(scale, seed=seed)
     print(markdown_table(res))
+    print()
+    print(op_summary_markdown(res))
     print()
     print(summarize(res))
     return 0

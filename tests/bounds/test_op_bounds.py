@@ -52,7 +52,7 @@ def test_total_trials():
     assert s["viol_rig"] == 0
     ops = {r.op for r in res}
     assert {"matmul", "linear", "logits", "attn_mix", "layernorm", "rmsnorm", "softmax", "gelu", "silu", "swiglu",
-            "add", "cast", "scale", "mul"} <= ops
+            "add", "cast", "scale", "mul", "rope"} <= ops
 
 
 def test_emulator_matches_project_accumulate():
