@@ -460,8 +460,8 @@ module layer_top #(
                               is_mix  ? c2_w * HD_W + c3_w :
                               is_down ? c3_w * F_W : c3_w * D_W;
 
-    wire [LANES*MAC_A_W-1:0] mac_a;
-    wire [LANES*MAC_W_W-1:0] mac_w;
+    wire [LANES*MAC_A_W-1:0] op_a;      // MAC operands of the fetched beat (extended, masked)
+    wire [LANES*MAC_W_W-1:0] op_w;
 
     genvar l;
     generate
@@ -509,8 +509,8 @@ module layer_top #(
             layer_ext #(.IN_W(PROB_W), .OUT_W(MAC_A_W), .SIGNED(0)) u_px (.in(a_pr_reg),  .out(a_zx));
             layer_ext #(.IN_W(WGT_W),  .OUT_W(MAC_W_W), .SIGNED(1)) u_wx (.in(w_wgt_reg), .out(w_wx));
             layer_ext #(.IN_W(ACT_W),  .OUT_W(MAC_W_W), .SIGNED(1)) u_kx (.in(w_act_reg), .out(w_ax));
-            assign mac_a[l*MAC_A_W +: MAC_A_W] = !ok_reg ? {MAC_A_W{1'b0}} : is_mix ? a_zx : a_sx;
-            assign mac_w[l*MAC_W_W +: MAC_W_W] = !ok_reg ? {MAC_W_W{1'b0}} : (is_sc | is_mix) ? w_ax : w_wx;
+            assign op_a[l*MAC_A_W +: MAC_A_W] = !ok_reg ? {MAC_A_W{1'b0}} : is_mix ? a_zx : a_sx;
+            assign op_w[l*MAC_W_W +: MAC_W_W] = !ok_reg ? {MAC_W_W{1'b0}} : (is_sc | is_mix) ? w_ax : w_wx;
         end
     endgenerate
 
@@ -558,17 +558,42 @@ module layer_top #(
     // ---- bias: sign-extended, aligned to the accumulator LSB ------------------------------------------
     wire [ACC_W-1:0] b_x;
     layer_ext #(.IN_W(BIAS_W), .OUT_W(ACC_W), .SIGNED(1)) u_bx (.in(f_bias_reg), .out(b_x));
-    reg  [ACC_W-1:0] mac_bias;
+    reg  [ACC_W-1:0] op_bias;
     always @* begin
         case (stage_reg)
-            ST_Q:    mac_bias = b_x << Q_BIAS_LSH;
-            ST_K:    mac_bias = b_x << K_BIAS_LSH;
-            ST_V:    mac_bias = b_x << V_BIAS_LSH;
-            ST_PROJ: mac_bias = b_x << PROJ_BIAS_LSH;
-            ST_UP:   mac_bias = b_x << UP_BIAS_LSH;
-            ST_DOWN: mac_bias = b_x << DOWN_BIAS_LSH;
-            default: mac_bias = {ACC_W{1'b0}};
+            ST_Q:    op_bias = b_x << Q_BIAS_LSH;
+            ST_K:    op_bias = b_x << K_BIAS_LSH;
+            ST_V:    op_bias = b_x << V_BIAS_LSH;
+            ST_PROJ: op_bias = b_x << PROJ_BIAS_LSH;
+            ST_UP:   op_bias = b_x << UP_BIAS_LSH;
+            ST_DOWN: op_bias = b_x << DOWN_BIAS_LSH;
+            default: op_bias = {ACC_W{1'b0}};
         endcase
+    end
+
+    // ---- operand register: the MAC's inputs, each bus updated by one assignment per beat -------------
+    // (a second pipeline stage for the MAC stages: the MAC sees each operand bus change once per
+    // clock, which also keeps Icarus from re-evaluating the lane products per lane update)
+    reg                      op_valid_reg;
+    reg                      op_last_reg;
+    reg  [LANES*MAC_A_W-1:0] mac_a_reg;
+    reg  [LANES*MAC_W_W-1:0] mac_w_reg;
+    reg  [ACC_W-1:0]         mac_bias_reg;
+    wire                     op_ready = !op_valid_reg || mac_s_ready;
+
+    always @(posedge clk) begin
+        if (op_ready) begin
+            op_valid_reg <= f_valid_reg && is_mac;
+            if (f_valid_reg && is_mac) begin
+                mac_a_reg    <= op_a;
+                mac_w_reg    <= op_w;
+                mac_bias_reg <= op_bias;
+                op_last_reg  <= f_last_reg;
+            end
+        end
+        if (rst) begin
+            op_valid_reg <= 1'b0;
+        end
     end
 
     // ---- MAC + shared requantiser ---------------------------------------------------------------------
@@ -582,8 +607,8 @@ module layer_top #(
         .B_W(ACC_W), .BIAS_LSH(0), .SHIFT(0), .ROUND_MODE(ROUND_MODE), .OUT_W(ACC_W)
     ) u_mac (
         .clk(clk), .rst(rst),
-        .s_a(mac_a), .s_w(mac_w), .s_bias(mac_bias), .s_last(f_last_reg),
-        .s_valid(f_valid_reg && is_mac), .s_ready(mac_s_ready),
+        .s_a(mac_a_reg), .s_w(mac_w_reg), .s_bias(mac_bias_reg), .s_last(op_last_reg),
+        .s_valid(op_valid_reg), .s_ready(mac_s_ready),
         .m_data(mac_m_data), .m_acc(mac_m_acc), .m_valid(mac_m_valid), .m_ready(rq_s_ready)
     );
 
@@ -688,7 +713,7 @@ module layer_top #(
             ST_ACT:  f_ready = rqa_s_ready;
             ST_DRAIN: f_ready = m_ready;
             ST_LOAD, ST_RES1, ST_OUT: f_ready = 1'b1;
-            default: f_ready = mac_s_ready;
+            default: f_ready = op_ready;              // MAC stages
         endcase
     end
 

@@ -142,7 +142,14 @@ def activation_constants(name: str, h: float = 1e-4, R: float = 10.0) -> Activat
     S, B = _SB[name]
     xs = np.arange(0.0, R + h, h)
     m2_grid = float(np.max(S(xs[:-1]) * B(xs[1:])))
-    m2_tail = float(S(np.array(R)) * B(np.array(R))) if name == "gelu_erf" else float(4 * np.exp(-2 * _g(R)) * B(np.array(R))) if name == "gelu_tanh" else float(np.exp(-R) * (2 + R))
+    # tail x >= R: S B is decreasing there; bound it by its value at R (sech^2 <= 4 e^{-2g},
+    # s(1-s) <= e^{-x} for the tanh and SiLU factors)
+    if name == "gelu_erf":
+        m2_tail = float(S(np.array(R)) * B(np.array(R)))
+    elif name == "gelu_tanh":
+        m2_tail = float(4 * np.exp(-2 * _g(R)) * B(np.array(R)))
+    else:
+        m2_tail = float(np.exp(-R) * (2 + R))
     M2 = max(m2_grid, m2_tail) + 1e-12
     xg = np.arange(-R, R + h, h)
     d1 = activation_derivative(name, xg)

@@ -138,15 +138,15 @@ def matmul_bound(
             ps = _partial_sums(a, b, shape, Accum("exact"), bvec if init else None)
         max_partial = ps.max_abs + prod_r
     final = (z if init or bvec is None else z - bvec)
-    acc_mask, rs = accum.range_reasons(what, terms_abs, acc_r, final=np.abs(final) + prod_r, max_partial=max_partial)
+    acc_mask, rs = accum.range_reasons(what, terms_abs, acc_r, final=np.abs(final) + prod_r,
+                                       max_partial=max_partial)
     reasons += rs
     if not products.exact and math.isfinite(products.max):
-        pm = float(np.max(P)) if P.size else 0.0
         top = (float(np.max(absa)) * float(np.max(absb))) if a.size and b.size else 0.0
         if top * (1 + products.rel) + products.abs > products.max:
-            reasons.append(f"no guarantee: {what} products may reach {top:.6g} > max {products.max:.6g} of {products.label}")
+            reasons.append(f"no guarantee: {what} products may reach {top:.6g} > max {products.max:.6g} "
+                           f"of {products.label}")
             acc_mask = np.ones(shape, bool)
-        del pm
     L_r = prod_r + acc_r
     L_s = prod_s + acc_s
     out_r, out_s, out_mask, rs, ns = output_rounding(z, L_r, L_s, out, f"{what} output")

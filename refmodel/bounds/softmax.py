@@ -110,8 +110,10 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     their output is exactly 0 in both); ``E_l``: bound on ``|l_hat - l|``; ``steps``: see
     :class:`SoftmaxSteps`; ``shifted``: subtract the row max before exp. Assumes no overflow
     (checked: exp output, accumulator, reciprocal and output ranges), float64 as exact reference.
-    ``parts`` holds ``weighted_gap`` (``s^T a``), ``max_gap`` and ``generic_local`` (the local bound
-    with the largest gap in place of the attention-weighted one, for comparison).
+    ``parts`` holds ``weighted_gap`` (``s^T a``), ``max_gap``, ``generic_local`` (the local bound
+    with the largest gap in place of the attention-weighted one, for comparison) and the
+    propagated part in three forms: ``propagated`` (rigorous, used), ``propagated_coarse``
+    (``s (e^{2M} - 1)``) and ``propagated_first_order`` (``s (E + s^T E)``, not rigorous).
     """
     l = np.asarray(l_hat, dtype=np.float64)
     if l.ndim < 1 or l.shape[-1] < 1:
@@ -141,7 +143,8 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     nog = np.zeros(l.shape[:-1] + (1,), dtype=bool)  # overflow: both tiers void
     vac = np.zeros(l.shape[:-1] + (1,), dtype=bool)  # rigorous tier vacuous only
     W = np.sum(w, axis=-1, keepdims=True)
-    s = np.where(keep, w / W, 0.0) if np.all(np.isfinite(W)) else np.where(keep, np.exp(lk - m) / np.sum(np.exp(lk - m), -1, keepdims=True), 0.0)
+    ws = np.exp(lk - m)  # shift-invariant: the exact probabilities even when exp(l) overflows
+    s = np.where(keep, ws / np.sum(ws, axis=-1, keepdims=True), 0.0)
     with np.errstate(over="ignore"):
         rho = np.expm1(Delta) * (1 + st.exp.rel) + st.exp.rel
     af = st.exp.abs
@@ -223,7 +226,9 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     with np.errstate(invalid="ignore", divide="ignore"):
         rS_g = rmax + (n * af + acc_r) / W
     D_g, _ = D_of(rS_g, np.where(keep, rmax, 0.0))
-    parts = {"propagated": prop_r, "propagated_coarse": coarse, "local": loc_r, "s": s, "z": s,
+    first = s * (Er + np.sum(s * Er, axis=-1, keepdims=True))  # first order, NOT rigorous (report only)
+    parts = {"propagated": prop_r, "propagated_coarse": coarse, "propagated_first_order": first, "local": loc_r,
+             "s": s, "z": s,
              "weighted_gap": np.sum(s * (a if shifted else ref_arg), -1, keepdims=True),
              "max_gap": np.max(np.where(keep, ref_arg, 0.0), -1, keepdims=True),
              "rho_S": rS_r, "generic_local": D_g + out_r}

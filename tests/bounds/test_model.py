@@ -47,7 +47,8 @@ def test_float64_and_model_passthrough_are_exact():
 
 @pytest.mark.parametrize("spec,mode", [("fp16", "rne"), ("bf16", "rne"), ("e4m3fn:sat", "rne"), ("fp32", "rne"),
                                        ("fp16", "rtz"), ("bf16", "floor"), ("e5m2", "ceil"), ("fp16", "stochastic"),
-                                       (FloatFormat(5, 2, subnormals=False), "rne"), ("s16.8", "rne"), ("s12.4", "floor"), ("s16.8", "stochastic")])
+                                       (FloatFormat(5, 2, subnormals=False), "rne"), ("s16.8", "rne"),
+                                       ("s12.4", "floor"), ("s16.8", "stochastic")])
 def test_rounding_model_holds_on_measured_roundings(spec, mode):
     """|fl(z) - z| <= rel |z| + abs over values spanning normal and subnormal ranges, and the model
     is attained (max ratio close to 1) -- so it is neither violated nor loose."""

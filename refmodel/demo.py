@@ -1,0 +1,176 @@
+"""The whole chain on one layer: build it, compute SLaNC scales, write a golden set, bound every
+stage's error, simulate the RTL layer on Icarus (when present), and judge every stage.
+
+A stage passes when the RTL codes equal the golden (integer model) codes bit for bit and every
+element of its decoded value lies within the bound-derived tolerance of the float64 reference.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .golden.generate import generate_set
+from .golden.manifest import load_tensor, read_manifest
+from .layer.config import LayerConfig
+from .layer.plan import PrecisionPlan
+from .numerics.fixed import FixedFormat, decode
+
+__all__ = ["StageResult", "DemoResult", "run_demo", "plot_stages"]
+
+
+@dataclass
+class StageResult:
+    stage: str
+    bit_exact: bool | None  # None: no RTL run
+    max_err: float  # max |decoded - float64 reference|
+    bound: float  # max tolerance (inf: no guarantee)
+    ratio: float  # max over elements of err / tolerance
+    verdict: str
+
+
+@dataclass
+class DemoResult:
+    stages: list[StageResult]
+    golden_dir: Path
+    slanc: dict[str, Any] | None
+    rtl_ran: bool
+    rtl_note: str
+    rtl_seconds: float | None
+    cycles: int | None
+
+    @property
+    def passed(self) -> bool:
+        return all(s.verdict == "PASS" for s in self.stages)
+
+
+def _decode_entry(codes: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
+    from .numerics.formats import parse_format
+    from .numerics.minifloat import FloatFormat
+    from .numerics.minifloat import decode as fdecode
+
+    fmt = parse_format(entry["format"])
+    if isinstance(fmt, FixedFormat):
+        return decode(codes, fmt)
+    if isinstance(fmt, FloatFormat):
+        return fdecode(codes, fmt)
+    raise ValueError(f"cannot decode format {entry['format']}")
+
+
+def _judge(stage: str, got: np.ndarray, t: dict[str, Any], bit_exact: bool | None) -> StageResult:
+    ref = t["reference"]
+    tol = t.get("tolerance")
+    err = np.abs(got - ref)
+    max_err = float(err.max()) if err.size else 0.0
+    if tol is None:
+        return StageResult(stage, bit_exact, max_err, float("nan"), float("nan"), "NO BOUND")
+    finite = np.isfinite(tol)
+    bound = float(tol.max()) if tol.size else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(tol > 0, err / tol, np.where(err > 0, np.inf, 0.0))
+    ratio = float(r[finite].max()) if finite.any() else float("nan")
+    if bit_exact is False:
+        verdict = "FAIL (RTL != model)"
+    elif not finite.all():
+        verdict = "NO GUARANTEE"
+    elif np.all(err <= tol):
+        verdict = "PASS"
+    else:
+        verdict = "FAIL (error > bound)"
+    return StageResult(stage, bit_exact, max_err, bound, ratio, verdict)
+
+
+def run_demo(
+    out_dir: str | Path,
+    config: LayerConfig | str = "tiny",
+    plan: PrecisionPlan | str = "hw",
+    seed: int = 0,
+    *,
+    rtl: bool = True,
+    log: Callable[[str], None] = print,
+) -> DemoResult:
+    """Run the chain; golden set in ``out_dir/golden``, RTL build in ``out_dir/rtl_build``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = LayerConfig.from_name(config) if isinstance(config, str) else config
+    p = PrecisionPlan.from_name(plan) if isinstance(plan, str) else plan
+    log(f"layer: {cfg.arch}, d_model {cfg.d_model}, {cfg.n_heads} heads, d_ff {cfg.d_ff}, seq {cfg.seq_len}; "
+        f"plan {p.name}; seed {seed}")
+    gdir = out_dir / "golden"
+    t0 = time.perf_counter()
+    generate_set(cfg, p, seed, gdir)
+    m = read_manifest(gdir)
+    log(f"golden set: {gdir} ({len(m['tensors'])} tensors) in {time.perf_counter() - t0:.2f} s")
+    if m.get("slanc"):
+        for k, e in m["slanc"].items():
+            log(f"SLaNC {k}: s = {e['s']:.4g} -> input shift 2^-{e['shift']}")
+    stages = [n for n, e in m["tensors"].items() if e["role"] in ("input", "output")]
+    rtl_codes: dict[str, np.ndarray] | None = None
+    note, secs, cycles = "", None, None
+    if rtl:
+        from .rtl_layer import RtlUnavailable, simulate_layer
+
+        try:
+            t1 = time.perf_counter()
+            sim = simulate_layer(gdir, out_dir / "rtl_build", log=log)
+            secs = time.perf_counter() - t1
+            rtl_codes, cycles = sim.codes, sim.cycles
+            note = f"RTL layer simulated on Icarus in {secs:.1f} s ({cycles} cycles)"
+        except RtlUnavailable as e:
+            note = f"RTL simulation skipped: {e}"
+    else:
+        note = "RTL simulation not requested"
+    log(note)
+    results = []
+    for name in stages:
+        t = load_tensor(gdir, name, m)
+        codes = t["codes"]
+        be = None
+        if rtl_codes is not None and name in rtl_codes:
+            be = bool(np.array_equal(np.asarray(rtl_codes[name]).reshape(codes.shape), codes))
+            got = _decode_entry(np.asarray(rtl_codes[name]).reshape(codes.shape), t["entry"])
+        else:
+            got = _decode_entry(codes, t["entry"])
+        results.append(_judge(name, got, t, be))
+    return DemoResult(results, gdir, m.get("slanc"), rtl_codes is not None, note, secs, cycles)
+
+
+def plot_stages(res: DemoResult, path: str | Path, title: str) -> Path:
+    """Bars of max error vs float64 and the bound, per stage, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    st = res.stages
+    x = np.arange(len(st))
+    err = np.array([max(s.max_err, 1e-12) for s in st])
+    bnd = np.array([s.bound if np.isfinite(s.bound) else np.nan for s in st])
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(st)), 4.5))
+    ax.bar(x - 0.2, err, 0.4, label="max |error| vs float64", color="tab:blue")
+    ax.bar(x + 0.2, np.nan_to_num(bnd, nan=0.0), 0.4, label="bound (max tolerance)", color="tab:orange", alpha=0.8)
+    for i, s in enumerate(st):
+        mark = "ok" if s.verdict == "PASS" else ("NG" if s.verdict.startswith("NO") else "FAIL")
+        color = "green" if mark == "ok" else ("gray" if mark == "NG" else "red")
+        ax.annotate(mark, (i, max(err[i], np.nan_to_num(bnd[i], nan=err[i])) * 1.6), ha="center", fontsize=7,
+                    color=color)
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels([s.stage for s in st], rotation=45, ha="right")
+    ax.set_ylabel("absolute error")
+    ax.set_title(title)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def clean(out_dir: str | Path) -> None:
+    shutil.rmtree(out_dir, ignore_errors=True)
