@@ -31,9 +31,13 @@ module layer_ext #(
     end
 
     generate
-        if (OUT_W > IN_W) begin : g_ext
-            wire fill = (SIGNED != 0) ? in[IN_W-1] : 1'b0;
-            assign out = {{(OUT_W - IN_W){fill}}, in};
+        if (OUT_W > IN_W && SIGNED != 0) begin : g_sext
+            // arithmetic shift of the left-aligned code: no run-time replication (which Icarus
+            // evaluates bit by bit, several times slower, whenever the sign bit toggles)
+            wire signed [OUT_W-1:0] left = {in, {(OUT_W - IN_W){1'b0}}};
+            assign out = left >>> (OUT_W - IN_W);
+        end else if (OUT_W > IN_W) begin : g_zext
+            assign out = {{(OUT_W - IN_W){1'b0}}, in};
         end else begin : g_same
             assign out = in;
         end

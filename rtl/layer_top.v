@@ -574,6 +574,8 @@ module layer_top #(
     // ---- operand register: the MAC's inputs, each bus updated by one assignment per beat -------------
     // (a second pipeline stage for the MAC stages: the MAC sees each operand bus change once per
     // clock, which also keeps Icarus from re-evaluating the lane products per lane update)
+    wire                     mac_s_ready, mac_m_valid;
+    wire [ACC_W-1:0]         mac_m_data, mac_m_acc;
     reg                      op_valid_reg;
     reg                      op_last_reg;
     reg  [LANES*MAC_A_W-1:0] mac_a_reg;
@@ -597,8 +599,6 @@ module layer_top #(
     end
 
     // ---- MAC + shared requantiser ---------------------------------------------------------------------
-    wire              mac_s_ready, mac_m_valid;
-    wire [ACC_W-1:0]  mac_m_data, mac_m_acc;
     wire              rq_s_ready, rq_m_valid, rq_m_sat;
     wire [ACT_W-1:0]  rq_m_data;
 
