@@ -42,15 +42,19 @@
  * gives 0, the model's masked value) and their softmax element is masked; the attention mix
  * sums over keys 0..i only (the masked probabilities are exactly 0).
  *
- * Sequencing: the stages run one after another (table order); layer_seq issues each stage's
- * loop nest, every unit's output is written in order into the stage's buffer (write pointer),
- * and the stage ends when its last output is written. All units run with m_ready = 1 except the
- * act requantiser (feeds act_table) and the final output register (m_ready).
+ * Sequencing: the stages run one after another (table order). layer_seq issues each stage's
+ * loop nest; a fetch register reads the buffers / ROMs (synchronous reads) and feeds the stage's
+ * unit (in DRAIN it is the m_* output register); for the MAC stages an operand register holds
+ * the extended, lane-assembled buses. Every unit's output is written in order into the stage's
+ * buffer (write pointer) and the stage ends when its last output is written. All units run with
+ * m_ready = 1 except the act requantiser (feeds act_table); back-pressure reaches the loop nest
+ * through the units' s_ready. MAC stages take exactly (beats + 6) cycles.
  * Buffers: one per tensor (x ln1 q k v scores probs attn proj res1 ln2 up act down out), all
  * kept until the next LOAD for inspection (rtl/layer_top_tb.v dumps them); q, k, v and attn are
  * stored [SEQ][D_MODEL] (head h at columns h*HEAD_DIM..), scores/probs [N_HEADS][SEQ][SEQ],
- * up/act [SEQ][D_FF]. Reads are asynchronous (register/LUT RAM); weights are ROMs loaded with
- * $readmemh from the *_MEMFILE parameters (absolute paths, golden-set files, [out][in] row-major).
+ * up/act [SEQ][D_FF]. Weights are ROMs loaded with $readmemh from the *_MEMFILE parameters
+ * (absolute paths, the golden set's files, [out][in] row-major). rtl/README_layer.md has the
+ * schedule, memory map and parameter table.
  *
  * Handshake: s_* takes the SEQ*D_MODEL input words (row-major x) only in LOAD (s_ready high
  * there); the layer then runs by itself and presents out row-major on m_* (m_valid registered,
