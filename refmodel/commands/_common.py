@@ -22,7 +22,8 @@ def load_plan(spec: str):
         try:
             return PrecisionPlan.load(p)
         except ValueError as e:
-            raise UserError(f"plan file {spec}: {e}") from None
+            msg = str(e)
+            raise UserError(msg if spec in msg else f"plan file {spec}: {msg}") from None
     raise UserError(f"unknown plan {spec!r}: use a preset ({', '.join(PRESET_NAMES)}) or a .json/.toml plan file")
 
 

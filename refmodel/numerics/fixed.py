@@ -79,7 +79,10 @@ class FixedFormat:
             raise ValueError(
                 f"bad fixed-point spec {spec!r}: expected s<width>.<frac> or u<width>.<frac>, e.g. s16.12"
             )
-        return cls(int(m.group(2)), int(m.group(3)), m.group(1).lower() == "s")
+        try:
+            return cls(int(m.group(2)), int(m.group(3)), m.group(1).lower() == "s")
+        except ValueError as e:
+            raise ValueError(f"bad fixed-point spec {spec!r}: {e}") from None
 
     def __str__(self) -> str:
         return f"{'s' if self.signed else 'u'}{self.width}.{self.frac}"
