@@ -109,7 +109,9 @@ def run_demo(
     if m.get("slanc"):
         for k, e in m["slanc"].items():
             log(f"SLaNC {k}: s = {e['s']:.4g} -> input shift 2^-{e['shift']}")
-    stages = [n for n, e in m["tensors"].items() if e["role"] in ("input", "output")]
+    from .layer.forward import tensor_names
+
+    stages = [n for n in tensor_names(cfg) if n in m["tensors"]]  # forward order
     rtl_codes: dict[str, np.ndarray] | None = None
     note, secs, cycles = "", None, None
     if rtl:

@@ -3,9 +3,12 @@ mac_dot_tests.py; model refmodel.numerics.units.mac)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from harness import run_unit
+from golden_common import GoldenSet, MacStage, mac_groups
+from harness import ROOT, build_dir_for, run_unit
 from refmodel.numerics.units.mac import MacParams
 
 PARAM_SETS = {
@@ -26,3 +29,24 @@ PARAM_SETS = {
 def test_mac_dot(name: str) -> None:
     p = PARAM_SETS[name]
     run_unit("mac_dot", sources=["mac_dot.v"], test_module="mac_dot_tests", parameters=p.to_hdl())
+
+
+# ---- golden set (cocotb module mac_dot_golden_tests.py, top rtl_tests/mac_dot_golden_tb.v) --------
+
+GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+GOLDEN_MAC_GROUPS = mac_groups(GoldenSet(GOLDEN_HW))
+
+
+@pytest.mark.parametrize("stages", list(GOLDEN_MAC_GROUPS))
+def test_mac_dot_golden(stages: str) -> None:
+    """Every linear/mix stage of the hw golden set (q, k, v, attn, proj, up, down) through mac_dot
+    with the manifest's MAC parameters, one build per parameter set, at full rate: bit-exact vs
+    the golden codes, decoded vs float64 within the manifest tolerance."""
+    gs = GoldenSet(GOLDEN_HW)
+    depth = max(MacStage(gs, s).n_beats for s in stages.split(","))
+    params = dict(GOLDEN_MAC_GROUPS[stages], DEPTH=depth)
+    bdir = build_dir_for("mac_dot_golden_tb", params)
+    stim = bdir / "golden_stim.hex"
+    run_unit("mac_dot_golden_tb", sources=["mac_dot.v", Path(__file__).with_name("mac_dot_golden_tb.v")],
+             test_module="mac_dot_golden_tests", parameters=params, plusargs=[f"+STIM={stim}"],
+             extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW), "RM_GOLDEN_STAGES": stages, "RM_GOLDEN_STIM": str(stim)})

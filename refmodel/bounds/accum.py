@@ -5,6 +5,9 @@ accumulator, optionally started from an initial value ``b`` (a bias added inside
 accumulator). Policies (:class:`Accum`):
 
 * ``exact``: the sum is exact (Kulisch / wide accumulator); 0 error.
+* ``rounded(fmt)``: the sum is exact, then rounded ONCE into ``fmt`` (``numerics.accumulate``'s
+  ``exact`` policy with a float output format, e.g. a norm's mean sum held in fp32):
+  ``u |S| + eta <= u A + eta``.
 * ``sequential(fmt)``: ``acc = fl(acc + p_k)`` for k = 1..K; K roundings (K+1 with an initial
   value; the first add is counted as a rounding, which is conservative by at most one).
 * ``blocked(fmt, block, inner=None, round_block=False)``: blocks of ``block`` terms are summed
@@ -65,8 +68,8 @@ class Accum:
     round_block: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in ("exact", "sequential", "blocked", "fixed"):
-            raise ValueError(f"Accum kind must be exact|sequential|blocked|fixed, got {self.kind!r}")
+        if self.kind not in ("exact", "rounded", "sequential", "blocked", "fixed"):
+            raise ValueError(f"Accum kind must be exact|rounded|sequential|blocked|fixed, got {self.kind!r}")
         if self.block < 1:
             raise ValueError(f"Accum block size must be >= 1, got {self.block}")
 
@@ -75,6 +78,13 @@ class Accum:
     def exact(cls) -> "Accum":
         """Exact sum (one rounding happens later, into the output)."""
         return cls("exact")
+
+    @classmethod
+    def rounded(cls, fmt: Any, rounding: "Rounding | str" = "rne") -> "Accum":
+        """Exact sum, then one rounding into ``fmt`` (``fmt`` may be a :class:`RoundingModel`)."""
+        r = Rounding.parse(rounding).value
+        m = fmt if isinstance(fmt, RoundingModel) else rounding_model(fmt, r)
+        return cls("rounded", m, 1, None, EXACT, None if isinstance(fmt, RoundingModel) else _parse(fmt), None, r)
 
     @classmethod
     def sequential(cls, fmt: Any, rounding: "Rounding | str" = "rne") -> "Accum":
@@ -136,12 +146,16 @@ class Accum:
             return K + int(init)
         if self.kind == "blocked":
             return -(-K // self.block) + int(init)
+        if self.kind == "rounded":
+            return 1
         return 0
 
     @property
     def label(self) -> str:
         if self.kind == "exact":
             return "exact"
+        if self.kind == "rounded":
+            return f"exact->{self.fmt if self.fmt is not None else self.model.label}"
         if self.kind == "sequential":
             return f"seq({self.fmt})"
         if self.kind == "blocked":
@@ -152,7 +166,7 @@ class Accum:
     @property
     def needs_partial_sums(self) -> bool:
         """True when the statistical tier uses partial sums (float accumulators with unbiased rounding)."""
-        return self.kind in ("sequential", "blocked") and self.model.unbiased and (
+        return self.kind in ("sequential", "blocked", "rounded") and self.model.unbiased and (
             self.inner is None or self.inner.unbiased)
 
     # ---- bounds ---------------------------------------------------------------------------
@@ -170,6 +184,13 @@ class Accum:
         zero = np.zeros_like(A)
         if self.kind == "exact":
             return zero, zero, []
+        if self.kind == "rounded":
+            # one rounding of the exact sum S, |S| <= A (the terms' exact sum is only first-order
+            # known to the caller, so the rigorous tier uses A; the statistical one |S| when given)
+            u, eta = self.model.rel, self.model.abs
+            rig = u * A + eta
+            stat = rig if ss_outer is None else np.minimum(u * np.asarray(ss_outer, dtype=np.float64) + eta, rig)
+            return rig, stat, []
         if self.kind == "fixed":
             rig = zero + K * self.term.abs
             if self.term.unbiased and self.term.abs > 0:
@@ -223,6 +244,43 @@ class Accum:
                 st_inner = u * A
             stat = (1 + gt) * st_inner + gt * A + lin_abs
         return rig, np.minimum(stat, rig), reasons
+
+    def proxy(self, K: int, A: Any, *, init: bool = False, ss_outer: Any = None, ss_inner: Any = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """First-order split of the accumulation error for the statistical tier of a propagation:
+        ``(V, D)`` with ``V`` the sub-Gaussian variance proxy of the mean-zero, independent part
+        (``sum (u t_k)^2`` over the rounding points, from :class:`PartialSums`) and ``D`` a
+        deterministic bound on the rest (subnormal quanta, biased roundings: their rigorous bound).
+        Without partial sums, an unbiased accumulation falls back to ``D`` = the HM form."""
+        A = np.asarray(A, dtype=np.float64)
+        zero = np.zeros_like(A)
+        if self.kind == "exact":
+            return zero, zero
+        if self.kind == "fixed":
+            if self.term.abs == 0:
+                return zero, zero
+            if self.term.unbiased:
+                return zero + K * self.term.abs ** 2, zero
+            return zero, zero + K * self.term.abs
+        rig, stat, _ = self.error(K, A, init=init, ss_outer=ss_outer, ss_inner=ss_inner)
+        u, eta = self.model.rel, self.model.abs
+        if self.kind == "rounded":
+            if not self.model.unbiased:
+                return zero, rig
+            S = A if ss_outer is None else np.asarray(ss_outer, dtype=np.float64)
+            return (u * S) ** 2 + zero, zero + eta
+        if not self.needs_partial_sums or ss_outer is None:
+            return zero, np.where(np.isfinite(rig), stat, stat)
+        n = self.outer_roundings(K, init)
+        V = (u * np.asarray(ss_outer, dtype=np.float64)) ** 2
+        lin = n * eta
+        if self.kind == "blocked" and self.inner is not None:
+            V = V + (self.inner.rel * np.asarray(ss_inner, dtype=np.float64)) ** 2
+            lin += K * self.inner.abs
+        elif self.kind == "blocked" and self.round_block:
+            V = V + (u * np.asarray(ss_inner, dtype=np.float64)) ** 2
+            lin += (n - int(init)) * eta
+        return V + zero, zero + lin
 
     def range_reasons(self, what: str, A: Any, err: Any, *, final: Any = None,
                       max_partial: Any = None) -> tuple[np.ndarray, list[str]]:
@@ -295,6 +353,8 @@ class PartialSums:
 
     @property
     def ss_outer(self) -> np.ndarray:
+        if self.acc.kind == "rounded":
+            return np.abs(self.total)  # the one rounding point: the final sum
         return np.sqrt(self._so)
 
     @property

@@ -167,7 +167,8 @@ def _finish(prop_r, prop_s, z, out: RoundingModel, what: str, parts: dict, slack
     rig = prop_r + out_r
     stat = prop_s + out_s
     rig = np.where(nog, np.inf, rig)
-    parts = dict(parts, propagated=prop_r, local=out_r, z=z)
+    stat = np.where(nog, np.inf, stat)  # an overflow voids both tiers
+    parts = dict(parts, propagated=prop_r, local=out_r, z=z, propagated_stat=prop_s, local_stat=out_s)
     return Bound(rig, stat, reasons, notes, parts)
 
 

@@ -130,6 +130,8 @@ def matmul_bound(
                                    ss_outer=None if ps is None else ps.ss_outer,
                                    ss_inner=None if ps is None else ps.ss_inner, alpha=alpha)
     reasons += rs
+    acc_V, acc_D = accum.proxy(K, terms_abs, init=init, ss_outer=None if ps is None else ps.ss_outer,
+                               ss_inner=None if ps is None else ps.ss_inner)
     acc_r = np.broadcast_to(acc_r, shape)
     # accumulator overflow
     max_partial = None
@@ -154,6 +156,16 @@ def matmul_bound(
     notes += ns
     local_r = L_r + out_r
     local_s = L_s + out_s
+    # first-order split of the local error for a propagation's statistical tier (independent
+    # mean-zero part as a variance proxy V, the rest as a deterministic D)
+    if products.exact:
+        prod_V, prod_D = np.zeros(shape), np.zeros(shape)
+    elif products.unbiased:
+        prod_V, prod_D = (products.rel ** 2) * ((a * a) @ (b * b)) + np.zeros(shape), K * products.abs + np.zeros(shape)
+    else:
+        prod_V, prod_D = np.zeros(shape), prod_r + np.zeros(shape)
+    out_1 = out.step_err(z) + np.zeros(shape)  # first order: the half-ulp of the value's binade
+    out_V, out_D = (out_1 ** 2, np.zeros(shape)) if out.unbiased else (np.zeros(shape), out_1)
     rig = prop_r + local_r
     stat = prop_s + local_s
     nog_range = np.broadcast_to(acc_mask | out_mask, shape)
@@ -161,7 +173,9 @@ def matmul_bound(
     rig = np.where(nog | ~np.isfinite(acc_r), np.inf, rig)
     stat = np.where(nog_range, np.inf, stat)
     parts = {"propagated": prop_r, "products": prod_r, "accumulation": acc_r, "output": out_r,
-             "local": local_r, "sum_abs": P, "z": z}
+             "local": local_r, "sum_abs": P, "z": z, "local_stat": local_s, "propagated_stat": prop_s,
+             "nog_range": nog_range, "local_V": np.broadcast_to(acc_V, shape) + prod_V + out_V,
+             "local_D": np.broadcast_to(acc_D, shape) + prod_D + out_D}
     return Bound(rig, stat, reasons, notes, parts)
 
 

@@ -39,7 +39,7 @@ which the op bounds use with the actual partial sums (see ``docs/bounds.md``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -92,6 +92,10 @@ class RoundingModel:
     #: emulators round with them, bounds never read them
     fmt: Any = field(default=None, compare=False)
     mode: str = field(default="rne", compare=False)
+    #: a ``saturate`` target clamps out-of-range values; True: the clamp error is bounded as an
+    #: overshoot (``output_rounding``); False: saturation voids the guarantee (layer bounds, where a
+    #: clamped value must be reported, never absorbed into a large tolerance)
+    saturation_ok: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         if not (self.rel >= 0 and self.abs >= 0):
@@ -107,10 +111,19 @@ class RoundingModel:
         """Bound on the error of rounding values of magnitude at most ``mag``."""
         return self.rel * np.asarray(mag, dtype=np.float64) + self.abs
 
+    def step_err(self, mag: Any) -> Any:
+        """Per-value bound for a first-order (statistical) model: ``rel 2^floor(log2 mag) + abs``,
+        the half-ulp of ``mag``'s binade for a nearest rounding (``<= err(mag)``; an error bound
+        of the rounding of a value in that binade, first order in the value itself)."""
+        m = np.abs(np.asarray(mag, dtype=np.float64))
+        fin = np.isfinite(m) & (m > 0)
+        _, e = np.frexp(np.where(fin, m, 1.0))
+        floor2 = np.where(fin, np.ldexp(1.0, (e - 1).astype(np.int64)), np.where(m > 0, m, 0.0))
+        return self.rel * floor2 + self.abs
+
     def widened(self, rel: float = 0.0, abs: float = 0.0, label: str | None = None) -> "RoundingModel":
         """Same step with ``rel``/``abs`` added (for units whose error exceeds one rounding)."""
-        return RoundingModel(self.rel + rel, self.abs + abs, self.max, self.min, self.overflow, self.unbiased,
-                             label or self.label, self.fmt, self.mode)
+        return replace(self, rel=self.rel + rel, abs=self.abs + abs, label=label or self.label)
 
     @classmethod
     def measured(cls, err_lsb: float, fmt: "FixedFormat | str", label: str | None = None) -> "RoundingModel":
@@ -310,7 +323,7 @@ def output_rounding(z: Any, L_rig: Any, L_stat: Any, out: RoundingModel, what: s
         lo, hi = z - Lc, z + Lc
         mask = range_mask(lo, hi, out)
         if np.any(mask):
-            if out.overflow == "saturate":
+            if out.overflow == "saturate" and out.saturation_ok:
                 over_r = np.maximum(np.maximum(z + L_rig - out.max, out.min - (z - L_rig)), 0.0)
                 over_s = np.maximum(np.maximum(z + L_stat - out.max, out.min - (z - L_stat)), 0.0)
                 err_r = err_r + over_r

@@ -316,7 +316,8 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
     stat = prop_s + loc_s
     rig = np.where(np.broadcast_to(nog | vac, rig.shape), np.inf, rig)
     stat = np.where(np.broadcast_to(nog, stat.shape), np.inf, stat)
-    parts = {"propagated": prop_r, "local": loc_r, "mean_subtraction": (1 + rho_r_r) * R * e_mu_r * np.ones_like(x),
+    parts = {"propagated": prop_r, "local": loc_r, "propagated_stat": prop_s, "local_stat": loc_s,
+             "rho_r_stat": rho_r_s, "e_mu_stat": e_mu_s, "c": c, "T": T, "mean_subtraction": (1 + rho_r_r) * R * e_mu_r * np.ones_like(x),
              "normalised": e_n_r, "rho_r": rho_r_r, "R": R, "n": n, "z": z,
              "outlier_ratio": np.mean(np.abs(x), -1, keepdims=True) / np.maximum(np.min(ac, -1, keepdims=True), 1e-300)}
     return Bound(rig, stat, list(dict.fromkeys(reasons)), notes, parts)

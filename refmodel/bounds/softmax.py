@@ -31,6 +31,8 @@ the upper side, the chord of exp on [0, M] for the lower side):
     |s_j(l) - s_j(l_hat)| <= s_j max(exp(E_j + s^T E) - 1, 1 - e^{-E_j} / (1 + s^T E (e^M - 1)/M))
 
 which is ``s_j (E_j + s^T E)`` to first order and never exceeds the coarse ``s_j (e^{2M} - 1)``.
+Since ``0 <= s_j(l) <= 1`` the upper side is also capped at ``1 - s_j`` (large ``E``: the bound stays
+a probability instead of growing like ``e^{2M}``).
 """
 
 from __future__ import annotations
@@ -96,8 +98,9 @@ def softmax_propagation(s: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.nd
         chord = np.where(M > 0, np.expm1(M) / np.where(M > 0, M, 1.0), 1.0)
         up = np.expm1(E + sE)
         down = -np.expm1(-E) / (1 + sE * chord) + (1 - 1 / (1 + sE * chord))
-        fine = s * np.maximum(up, down)
-        coarse = s * np.expm1(2 * M)
+        # s_j(l) <= 1: the upper side never exceeds 1 - s_j (the lower side is <= s_j already)
+        fine = np.maximum(np.minimum(s * up, 1.0 - s), s * down)
+        coarse = np.maximum(np.minimum(s * np.expm1(2 * M), 1.0 - s), -s * np.expm1(-2 * M))
     fine = np.where(M == 0, 0.0, fine)
     return np.minimum(fine, coarse), coarse
 
@@ -227,7 +230,7 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
         rS_g = rmax + (n * af + acc_r) / W
     D_g, _ = D_of(rS_g, np.where(keep, rmax, 0.0))
     first = s * (Er + np.sum(s * Er, axis=-1, keepdims=True))  # first order, NOT rigorous (report only)
-    parts = {"propagated": prop_r, "propagated_coarse": coarse, "propagated_first_order": first, "local": loc_r,
+    parts = {"propagated": prop_r, "propagated_stat": prop_s, "local_stat": loc_s, "propagated_coarse": coarse, "propagated_first_order": first, "local": loc_r,
              "s": s, "z": s,
              "weighted_gap": np.sum(s * (a if shifted else ref_arg), -1, keepdims=True),
              "max_gap": np.max(np.where(keep, ref_arg, 0.0), -1, keepdims=True),

@@ -36,7 +36,7 @@ GENERATOR = {"name": "refmodel", "version": __version__}
 
 def _codes_entry(name: str, t: QTensor, role: str, **kw: Any) -> list[GoldenTensor]:
     if isinstance(t.fmt, FixedFormat):
-        return [GoldenTensor(name, t.codes, str(t.fmt), t.fmt.width, True, role=role, **kw)]
+        return [GoldenTensor(name, t.codes, str(t.fmt), t.fmt.width, t.fmt.signed, role=role, **kw)]
     if isinstance(t.fmt, FloatFormat):
         return [GoldenTensor(name, t.codes, str(t.fmt), t.fmt.bits, False, role=role, **kw)]
     if t.mx is not None:

@@ -48,7 +48,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..numerics import accumulate as acc
-from ..numerics.fixed import FixedArray, FixedFormat, apply_overflow, cast
+from ..numerics.fixed import FixedArray, FixedFormat, apply_overflow
 from ..numerics.formats import parse_format
 from ..numerics.minifloat import FloatFormat
 from ..numerics.rounding import Overflow, Rounding, round_shift
@@ -236,7 +236,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         return out
 
     def rope(self, name: str, x: QTensor, positions: np.ndarray, *, base: float) -> QTensor:
-        self._log(name, "rope", (self._name_of(x),), 0, base=base)
+        self._log(name, "rope", (self._name_of(x),), 0, base=base, positions=np.asarray(positions))
         return self._finish(name, self._store(name, rope_half(x.values, positions, base)))
 
     def scores(self, name: str, q: QTensor, k: QTensor, *, scale: float, mask: np.ndarray | None) -> QTensor:
@@ -256,7 +256,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             v = self._store(name, np.where(allowed, raw * scale, 0.0)) if True else None
             y = v
             det = {"scale": scale, "scale_exact": pow2}
-        self._log(name, "scores", (self._name_of(q), self._name_of(k)), hd, **det)
+        self._log(name, "scores", (self._name_of(q), self._name_of(k)), hd, mask=mask, **det)
         return self._finish(name, y)
 
     def softmax(self, name: str, s: QTensor, *, mask: np.ndarray | None, shifted: bool = True) -> QTensor:
@@ -268,7 +268,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             y, det = self._fixed_softmax(name, s, allowed, shifted)
         else:
             y, det = self._float_softmax(name, s, allowed, shifted)
-        self._log(name, "softmax", (self._name_of(s),), n, shifted=shifted, **det)
+        self._log(name, "softmax", (self._name_of(s),), n, shifted=shifted, mask=mask, **det)
         return self._finish(name, y)
 
     def mix(self, name: str, p: QTensor, v: QTensor) -> QTensor:
@@ -441,8 +441,6 @@ class QuantOps(LayerOps[QTensor, QTensor]):
                          rounding=tp.rounding, acc_overflow=ovf, **kw), out
 
     def _fixed_matmul(self, name, x: QTensor, w: QTensor, b: QTensor | None):
-        from ..numerics.units.mac import matmul_int
-
         K = x.shape[-1]
         p, out = self._mac_params(name, x.fmt, w.fmt, K, None if b is None else b.fmt)
         det: dict[str, Any] = {"mac": p}

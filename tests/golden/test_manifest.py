@@ -89,3 +89,15 @@ def test_memh_matches_readmemh_conventions(tmp_path):
     (tmp_path / "b.hex").write_text("12\nzz\n")
     with pytest.raises(ValueError, match=r"b\.hex:2: not a hex word"):
         read_memh(tmp_path / "b.hex", 8)
+
+
+def test_unsigned_codes_decode_unsigned(tmp_path):
+    """probs (u16.15) of 1.0 - 2^-15 and exactly representable values read back non-negative: the
+    manifest records the format's signedness (issue found by the layer bench: 0x8000 read as -1)."""
+    from refmodel.golden.generate import generate_set
+
+    d = generate_set("tiny", "hw", 0, tmp_path / "s")
+    m = read_manifest(d)
+    assert m["tensors"]["probs"]["signed"] is False and m["tensors"]["q"]["signed"] is True
+    p = load_tensor(d, "probs", m)["codes"]
+    assert p.min() >= 0 and p.max() >= 1 << 14
