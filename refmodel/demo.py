@@ -162,6 +162,8 @@ def plot_stages(res: DemoResult, path: str | Path, title: str) -> Path:
         ax.annotate(mark, (i, max(err[i], np.nan_to_num(bnd[i], nan=err[i])) * 1.6), ha="center", fontsize=7,
                     color=color)
     ax.set_yscale("log")
+    top = np.nanmax(np.concatenate([err, bnd]))
+    ax.set_ylim(top=top * 8)  # room for the verdict marks
     ax.set_xticks(x)
     ax.set_xticklabels([s.stage for s in st], rotation=45, ha="right")
     ax.set_ylabel("absolute error")

@@ -11,7 +11,7 @@
  *
  * Model: refmodel.layer.quantized.run_quantized(config, weights, x, "hw") (fixed-point branch).
  * Every tensor below is the model's tensor of the same name, code for code; the golden set's
- * manifest ("units") gives every parameter (rtl/README_layer.md maps manifest keys to them).
+ * manifest ("units") gives every parameter (rtl/README.md maps manifest keys to them).
  *
  *   stage  tensor  computed by                                   format (hw)      model
  *   LOAD   x       input stream s_* (SEQ*D_MODEL words)          s16.8            input
@@ -53,7 +53,7 @@
  * kept until the next LOAD for inspection (rtl/layer_top_tb.v dumps them); q, k, v and attn are
  * stored [SEQ][D_MODEL] (head h at columns h*HEAD_DIM..), scores/probs [N_HEADS][SEQ][SEQ],
  * up/act [SEQ][D_FF]. Weights are ROMs loaded with $readmemh from the *_MEMFILE parameters
- * (absolute paths, the golden set's files, [out][in] row-major). rtl/README_layer.md has the
+ * (absolute paths, the golden set's files, [out][in] row-major). rtl/README.md has the
  * schedule, memory map and parameter table.
  *
  * Handshake: s_* takes the SEQ*D_MODEL input words (row-major x) only in LOAD (s_ready high

@@ -7,7 +7,7 @@
 
 /*
  * layer_top_tb: simulation wrapper of layer_top for the cocotb bench (rtl_tests/layer_top_tests.py).
- * NOT synthesisable; excluded from the Verilator lint (rtl/README_layer.md).
+ * NOT synthesisable; excluded from the Verilator lint (rtl/README.md).
  *
  * The parameters are layer_top's, passed through unchanged (the list is a verbatim copy of
  * layer_top's parameter list: keep the two in sync). Plusargs:

@@ -3,12 +3,10 @@ mac_dot_tests.py; model refmodel.numerics.units.mac)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from golden_common import GoldenSet, MacStage, mac_groups
-from harness import ROOT, build_dir_for, run_unit
+from golden_common import GoldenSet, mac_groups
+from harness import ROOT, run_unit
 from refmodel.numerics.units.mac import MacParams
 
 PARAM_SETS = {
@@ -31,22 +29,33 @@ def test_mac_dot(name: str) -> None:
     run_unit("mac_dot", sources=["mac_dot.v"], test_module="mac_dot_tests", parameters=p.to_hdl())
 
 
-# ---- golden set (cocotb module mac_dot_golden_tests.py, top rtl_tests/mac_dot_golden_tb.v) --------
+# ---- golden set (cocotb module mac_dot_golden_tests.py) ------------------------------------------
 
 GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
 GOLDEN_MAC_GROUPS = mac_groups(GoldenSet(GOLDEN_HW))
+#: per-stage beat budget of the default run (up and down have 262,144 beats each: 4 of their 16
+#: sequence rows run by default, all of them with --run-slow)
+GOLDEN_MAX_BEATS = 65536
+
+
+def _run_golden(stages: str, max_beats: int) -> None:
+    run_unit("mac_dot", sources=["mac_dot.v"], test_module="mac_dot_golden_tests",
+             parameters=GOLDEN_MAC_GROUPS[stages],
+             extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW), "RM_GOLDEN_STAGES": stages,
+                        "RM_GOLDEN_MAX_BEATS": str(max_beats)})
 
 
 @pytest.mark.parametrize("stages", list(GOLDEN_MAC_GROUPS))
 def test_mac_dot_golden(stages: str) -> None:
     """Every linear/mix stage of the hw golden set (q, k, v, attn, proj, up, down) through mac_dot
-    with the manifest's MAC parameters, one build per parameter set, at full rate: bit-exact vs
-    the golden codes, decoded vs float64 within the manifest tolerance."""
-    gs = GoldenSet(GOLDEN_HW)
-    depth = max(MacStage(gs, s).n_beats for s in stages.split(","))
-    params = dict(GOLDEN_MAC_GROUPS[stages], DEPTH=depth)
-    bdir = build_dir_for("mac_dot_golden_tb", params)
-    stim = bdir / "golden_stim.hex"
-    run_unit("mac_dot_golden_tb", sources=["mac_dot.v", Path(__file__).with_name("mac_dot_golden_tb.v")],
-             test_module="mac_dot_golden_tests", parameters=params, plusargs=[f"+STIM={stim}"],
-             extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW), "RM_GOLDEN_STAGES": stages, "RM_GOLDEN_STIM": str(stim)})
+    with the manifest's MAC parameters (one build per parameter set), full rate: m_data bit-exact
+    vs the golden codes, decoded vs float64 within the manifest tolerance. Stages above
+    GOLDEN_MAX_BEATS beats run evenly spread sequence rows (the log says which)."""
+    _run_golden(stages, GOLDEN_MAX_BEATS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stages", list(GOLDEN_MAC_GROUPS))
+def test_mac_dot_golden_all_rows(stages: str) -> None:
+    """test_mac_dot_golden on every sequence row of every stage (about 800k beats in all)."""
+    _run_golden(stages, 0)

@@ -21,7 +21,7 @@ Numeric contract (one output per dot product of length K)
 
 RTL latency: the result of a dot product is presented on the output one clock after its last beat
 is accepted (``s_valid & s_ready & s_last``); throughput one beat per clock while the output side
-is ready. See ``rtl/README_mac.md``.
+is ready. See ``rtl/README.md``.
 """
 
 from __future__ import annotations
