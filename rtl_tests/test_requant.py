@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import run_unit
+from golden_common import GoldenSet
+from harness import ROOT, run_unit
 from refmodel.numerics.units.requant import RequantParams
 
 CONFIGS = {
@@ -26,3 +27,16 @@ def test_requant(name):
     # the first configuration carries the 10k-vector run; the others check corners more briefly
     env = {} if name == "i32m16s20o8_half_up" else {"RM_REQUANT_N": "1500", "RM_STALL_N": "300"}
     run_unit("requant", sources=["requant.v"], test_module="requant_tests", parameters=p.to_hdl(), extra_env=env)
+
+
+# ---- golden set (cocotb module requant_golden_tests.py) --------------------------------------------
+
+GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+
+
+def test_requant_golden():
+    """The hw golden set's attention scores: exact q.k accumulators of the golden q, k codes
+    through requant with units.scores (requant parameters, multiplier) -> golden scores codes."""
+    h = GoldenSet(GOLDEN_HW).units["scores"]["requant"]
+    run_unit("requant", sources=["requant.v"], test_module="requant_golden_tests",
+             parameters={k: int(v) for k, v in h.items()}, extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW)})

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import SIM_ROOT, run_unit
+from golden_common import GoldenSet, softmax_params
+from harness import ROOT, SIM_ROOT, run_unit
 from refmodel.numerics.units.softmax import SoftmaxParams
 
 # name -> (params, environment)
@@ -31,3 +32,17 @@ def test_softmax(name):
     p.write_lut(lut)
     run_unit("softmax_row", sources=["softmax_row.v", "reciprocal.v"], test_module="softmax_tests",
              parameters=p.to_hdl(lut_path=lut), extra_env=env)
+
+
+# ---- golden set (cocotb module softmax_golden_tests.py) --------------------------------------------
+
+GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+
+
+def test_softmax_golden():
+    """The hw golden set's scores rows (causal masks) -> golden probs, with units.probs.softmax and
+    the set's own exp2_lut.hex as EXP2_MEMFILE."""
+    gs = GoldenSet(GOLDEN_HW)
+    p = softmax_params(gs.units["probs"]["softmax"])
+    run_unit("softmax_row", sources=["softmax_row.v", "reciprocal.v"], test_module="softmax_golden_tests",
+             parameters=p.to_hdl(lut_path=gs.file("exp2_lut")), extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW)})

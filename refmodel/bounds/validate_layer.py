@@ -79,7 +79,7 @@ class TensorStats:
     _stat: list[np.ndarray] = field(default_factory=list, repr=False)
     _iso: list[np.ndarray] = field(default_factory=list, repr=False)
     _random_stat_max: float = 0.0
-    _points: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    _points: list[tuple[float, float, float]] = field(default_factory=list, repr=False)
 
     def add(self, obs: np.ndarray, tb: Any, kind: str, obs_iso: np.ndarray | None, keep_points: int = 0,
             rng: np.random.Generator | None = None) -> None:
@@ -114,9 +114,9 @@ class TensorStats:
                 pi = (ib > 0) & np.isfinite(ib)
                 self._iso.append(np.where(obs_iso[pi] == 0, 0.0, obs_iso[pi] / ib[pi]).astype(np.float32))
         if keep_points and pr.any():
-            o, b = obs[pr].ravel(), rig[pr].ravel()
+            o, b, sb = obs[pr].ravel(), rig[pr].ravel(), stat[pr].ravel()
             idx = np.arange(o.size) if o.size <= keep_points or rng is None else rng.choice(o.size, keep_points, False)
-            self._points.extend(zip(b[idx].tolist(), o[idx].tolist()))
+            self._points.extend(zip(b[idx].tolist(), sb[idx].tolist(), o[idx].tolist()))
 
     @staticmethod
     def _mm(parts: list[np.ndarray]) -> tuple[float, float]:
@@ -158,8 +158,8 @@ class TensorStats:
         return self._random_stat_max
 
     @property
-    def points(self) -> list[tuple[float, float]]:
-        """Sampled (rigorous bound, observed) pairs, for plots."""
+    def points(self) -> list[tuple[float, float, float]]:
+        """Sampled (rigorous bound, statistical bound, observed) triples, for plots."""
         return self._points
 
 
