@@ -13,7 +13,8 @@ tensors, with the unit parameters recorded in the manifest (``units``), and comp
 
 Files are read through :mod:`refmodel.golden.manifest` (schema, sha256 and word counts checked).
 
-Environment (set by the pytest runners): ``RM_GOLDEN_SET`` the set directory (absolute),
+This module does not import cocotb, so the pytest runners import it too. Environment (set by
+the pytest runners): ``RM_GOLDEN_SET`` the set directory (absolute),
 ``RM_GOLDEN_STAGES`` a comma-separated list of stage tensors a build checks (units whose
 parameters differ per stage get one build per parameter set).
 """
@@ -37,11 +38,23 @@ __all__ = [
     "GOLDEN_ROOT",
     "GoldenSet",
     "golden_set",
+    "collect",
     "stages_from_env",
     "heads_to_flat",
+    "decode_codes",
     "check_tolerance",
     "drive_full_rate",
     "log_golden",
+    "MacStage",
+    "mac_params",
+    "mac_groups",
+    "select_rows",
+    "Fp8Stage",
+    "fp8_beats",
+    "allowed_mask",
+    "softmax_params",
+    "norm_params",
+    "quoted",
 ]
 
 GOLDEN_ROOT = Path(__file__).resolve().parent.parent / "golden"
@@ -107,6 +120,16 @@ def golden_set(default: str | None = None) -> GoldenSet:
     return GoldenSet(path)
 
 
+def collect(fn: Callable[[], dict]) -> dict:
+    """``fn()`` for a runner's collection-time parametrisation; on any error one entry
+    ``"unavailable"`` holding the error text (a ``str``), so a missing or broken golden set fails
+    the golden tests only, not the collection of the other benches in the file."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 -- reported by the test that uses it
+        return {"unavailable": f"golden set unusable: {type(e).__name__}: {e}"}
+
+
 def stages_from_env(default: Sequence[str]) -> list[str]:
     s = os.environ.get("RM_GOLDEN_STAGES", "")
     return [x for x in s.split(",") if x] or list(default)
@@ -158,7 +181,8 @@ def check_tolerance(log, gs: GoldenSet, name: str, got_codes: np.ndarray, *, whe
         inp = f" inputs {describe(i)}" if describe else ""
         raise AssertionError(
             f"{gs.name}/{name}: {len(bad)} of {int(mask.sum())} decoded outputs outside the manifest tolerance; "
-            f"first at {i}:{inp} got {got[i]!r} (code {int(np.asarray(got_codes)[i])}), reference {ref[i]!r}, "
+            f"first at {i}:{inp} got {float(got[i])!r} (code {int(np.asarray(got_codes)[i])}), "
+            f"reference {float(ref[i])!r}, "
             f"|err| {err[i]:.6g} > tol {tol[i]:.6g}")
     m = mask & np.isfinite(err)
     worst = float((err[m] / np.where(tol[m] > 0, tol[m], np.inf)).max()) if m.any() else 0.0
@@ -379,15 +403,16 @@ class Fp8Stage:
       one fp32 rounding; numpy float32 addition is that rounding).
 
     ``post(raw_codes)`` maps the unit's fp32 codes to golden codes; ``raw_expected`` are the
-    unit's exact expected codes where the map can be inverted exactly (scores: golden normal and
-    ``|golden| >= 2^-126 / scale``), else -1 (not compared directly)."""
+    unit's exact expected codes where the map can be inverted exactly (scores: ``|golden| >= 2^-125``
+    and ``golden / scale`` a finite normal fp32), else -1 (only ``post`` compared there)."""
 
-    def __init__(self, gs: GoldenSet, name: str):
+    def __init__(self, gs: GoldenSet, name: str, max_beats: int = 0):
         u = gs.units[name]
         self.name = name
         self.kind = u.get("kind")
         self.inputs = tuple(u["inputs"])
         g = gs.codes(name)
+        self.total = int(g.size)
         self.golden_shape = g.shape
         if gs.entry(name)["format"] != "fp32":
             raise AssertionError(f"{name}: golden format {gs.entry(name)['format']} is not fp32: not derivable exactly")
@@ -400,7 +425,7 @@ class Fp8Stage:
                 raise AssertionError(f"{name}: scale {scale} is not an exact power of two")
             h, s, _ = q.shape
             t = k.shape[1]
-            allowed = np.tril(np.ones((s, t), dtype=bool)) if gs.manifest["config"].get("causal") else np.ones((s, t), bool)
+            allowed = allowed_mask(gs, s, t)
             hh, ss, tt = np.nonzero(np.broadcast_to(allowed, (h, s, t)))
             self.index = (hh, ss, tt)
             self.where = np.broadcast_to(allowed, (h, s, t))
@@ -409,8 +434,12 @@ class Fp8Stage:
             self.golden = gv
             self.scale = np.float32(scale)
             gf = f32(gv)
-            inv = np.isfinite(gf) & (np.abs(gf) >= F32_MIN_NORMAL / scale)
-            self.raw_expected = np.where(inv, f32_bits(gf / self.scale), -1)
+            with np.errstate(over="ignore", under="ignore"):
+                rf = gf / self.scale  # exact where both gf and rf are normal (power-of-two scale)
+            # invertible: |golden| >= 2^-125 (a product rounded from the subnormal range is at most
+            # 2^-126), and raw = golden / scale normal and finite
+            inv = np.isfinite(rf) & (np.abs(gf) >= 2 * F32_MIN_NORMAL) & (np.abs(rf) >= F32_MIN_NORMAL)
+            self.raw_expected = np.where(inv, f32_bits(rf), -1)
             self.post = lambda raw: f32_bits(f32(raw) * self.scale)  # noqa: E731
             self.what = f"fp32(fp32({self.inputs[0]}.{self.inputs[1]}) * {scale})"
         elif self.kind == "linear":
@@ -419,14 +448,17 @@ class Fp8Stage:
             if bias is not None and gs.entry(self.inputs[2])["format"] != "fp32":
                 raise AssertionError(f"{name}: bias format is not fp32")
             s, n = x.shape[0], w.shape[0]
-            self.a = np.repeat(x, n, axis=0)
-            self.b = np.tile(w, (s, 1))
-            self.index = None
-            self.where = None
-            self.golden = g.reshape(-1)
-            bt = np.tile(bias, s) if bias is not None else np.zeros(s * n, np.int64)
+            self.rows = select_rows(s, n * x.shape[1], max_beats)
+            r = np.repeat(self.rows, n)
+            c = np.tile(np.arange(n), len(self.rows))
+            self.index = (r, c)
+            self.where = np.zeros(g.shape, dtype=bool)
+            self.where[r, c] = True
+            self.a, self.b = x[r], w[c]
+            self.golden = g[r, c]
+            bt = bias[c] if bias is not None else np.zeros(len(r), np.int64)
             self.post = lambda raw: f32_bits(f32(raw) + f32(bt))  # noqa: E731
-            self.raw_expected = np.full(s * n, -1, dtype=np.int64)
+            self.raw_expected = np.full(len(r), -1, dtype=np.int64)
             self.what = f"fp32(fp32({self.inputs[0]}.{self.inputs[1]}^T) + {self.inputs[2] if bias is not None else 0})"
         else:
             raise AssertionError(f"{name}: kind {self.kind!r} is not an fp8_mac stage")
@@ -435,17 +467,27 @@ class Fp8Stage:
                 raise AssertionError(f"{name}: input {nm} is {gs.entry(nm)['format']}, not fp8")
         self.format = gs.entry(self.inputs[0])["format"]
 
+    @property
+    def n_beats(self) -> int:
+        return int(self.a.size)
+
+    @property
+    def coverage(self) -> str:
+        n = len(self.golden)
+        if self.kind == "scores":
+            return f"all {n} causal entries of {self.total}"
+        if n == self.total:
+            return f"all {n} outputs"
+        return f"{n} of {self.total} outputs, sequence rows {self.rows.tolist()} (all rows with --run-slow)"
+
     def to_golden_layout(self, codes: np.ndarray) -> np.ndarray:
         """Codes in compute order -> the golden tensor's shape (uncomputed entries 0)."""
-        if self.index is None:
-            return np.asarray(codes, dtype=np.int64).reshape(self.golden_shape)
         out = np.zeros(self.golden_shape, dtype=np.int64)
         out[self.index] = codes
         return out
 
     def describe(self, i: int) -> str:
-        at = f"{self.name}{[int(x[i]) for x in self.index]}" if self.index is not None else \
-            f"{self.name}[{i // self.golden_shape[-1]},{i % self.golden_shape[-1]}]"
+        at = f"{self.name}{[int(x[i]) for x in self.index]}"
         return (f"{at} = {self.what}: a[:6]={[hex(int(c)) for c in self.a[i, :6]]} "
                 f"b[:6]={[hex(int(c)) for c in self.b[i, :6]]} K={self.a.shape[1]}")
 
@@ -453,19 +495,12 @@ class Fp8Stage:
 FP8_STAGES = ("scores", "proj", "up", "down")
 
 
-def fp8_stages(gs: GoldenSet, names: Sequence[str] = FP8_STAGES) -> list[Fp8Stage]:
-    return [Fp8Stage(gs, n) for n in names]
-
-
-def fp8_stim(stages: Sequence[Fp8Stage]) -> np.ndarray:
-    """``fp8_mac_hex_tb`` stimulus words ``{last, a, b}`` (17 bits) of every stage, in order."""
-    parts = []
-    for st in stages:
-        n, k = st.a.shape
-        last = np.zeros((n, k), dtype=np.int64)
-        last[:, -1] = 1
-        parts.append(((last << 16) | (st.a.astype(np.int64) << 8) | st.b.astype(np.int64)).ravel())
-    return np.concatenate(parts)
+def fp8_beats(st: Fp8Stage) -> list[tuple[int, int, int]]:
+    """``(s_a, s_b, s_last)`` per beat of an fp8 stage, one product per beat."""
+    n, k = st.a.shape
+    last = np.zeros((n, k), dtype=np.int64)
+    last[:, -1] = 1
+    return list(zip(st.a.reshape(-1).tolist(), st.b.reshape(-1).tolist(), last.reshape(-1).tolist()))
 
 
 # ---- parameters of the other units, from the manifest ------------------------------------------------

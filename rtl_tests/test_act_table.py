@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from harness import RTL, SIM_ROOT, run_unit
+from golden_common import GoldenSet, quoted
+from harness import RTL, ROOT, SIM_ROOT, run_unit
 from refmodel.golden.hexfile import write_memh
 from refmodel.numerics.units.activation import ActParams, act_table, write_act_memh
 
@@ -100,3 +101,18 @@ def test_act_table_lint(kind, in_spec, out_spec, lanes):
         capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr[:3000]
+
+
+# ---- golden set (cocotb module act_table_golden_tests.py) ------------------------------------------
+
+GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+
+
+def test_act_table_golden():
+    """The hw golden set's up -> (requantised to units.act.table_in) -> act_table with the set's
+    own act_table.hex as TABLE_MEMFILE -> golden act."""
+    gs = GoldenSet(GOLDEN_HW)
+    params = {k: int(v) for k, v in gs.units["act"]["act_params"].items()}
+    params["TABLE_MEMFILE"] = quoted(gs.file("act_table"))
+    run_unit("act_table", sources=["act_table.v"], test_module="act_table_golden_tests", parameters=params,
+             extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW)})

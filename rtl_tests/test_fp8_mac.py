@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import build_dir_for, run_unit
+from harness import ROOT, build_dir_for, run_unit
 from refmodel.golden.hexfile import write_memh
 from refmodel.numerics.units.fp8mac import Fp8MacParams
 
@@ -70,3 +70,29 @@ def test_fp8_acc_to_fp32(acc_w: int, acc_frac: int) -> None:
     """The final normaliser + RNE alone, incl. formats that reach fp32 subnormals / overflow."""
     run_unit("fp8_acc_to_fp32", sources=["fp8_acc_to_fp32.v"], test_module="fp8_mac_tests",
              parameters={"ACC_W": acc_w, "ACC_FRAC": acc_frac})
+
+
+# ---- golden set (cocotb module fp8_mac_golden_tests.py) --------------------------------------------
+
+GOLDEN_FP8 = ROOT / "golden" / "tiny_gpt2_fp8"
+#: per-stage beat budget of the default run (up and down have 262,144 beats each: 4 of their 16
+#: sequence rows run by default, all of them with --run-slow)
+GOLDEN_MAX_BEATS = 65536
+
+
+def _run_golden(max_beats: int) -> None:
+    run_unit("fp8_mac", sources=FP8_SOURCES, test_module="fp8_mac_golden_tests",
+             parameters=Fp8MacParams("e4m3fn").to_hdl(),
+             extra_env={"RM_GOLDEN_SET": str(GOLDEN_FP8), "RM_GOLDEN_MAX_BEATS": str(max_beats)})
+
+
+def test_fp8_mac_golden() -> None:
+    """The fp8 golden set's tensors that follow exactly from the fp32 MAC result (scores = fp32(q.k)
+    * 0.25; proj/up/down = fp32(fp32(x.w) + b)) through fp8_mac (e4m3fn), bit-exact."""
+    _run_golden(GOLDEN_MAX_BEATS)
+
+
+@pytest.mark.slow
+def test_fp8_mac_golden_all_rows() -> None:
+    """test_fp8_mac_golden on every sequence row (about 600k products)."""
+    _run_golden(0)

@@ -16,7 +16,8 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from harness import RTL, SIM_ROOT, run_unit
+from golden_common import GoldenSet, collect, norm_params, quoted
+from harness import RTL, ROOT, SIM_ROOT, run_unit
 from refmodel.golden.hexfile import write_memh
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.norm import NormParams, eps_code
@@ -154,3 +155,22 @@ def test_layernorm_x_is_caught():
         extra_env={"RM_LN_PARAMS": json.dumps(_kwargs(p)), "RM_LN_GAMMA": str(gpath),
                    "RM_LN_BETA": str(bpath), "RM_LN_EXPECT_X": "1"},
     )
+
+
+# ---- golden set (cocotb module layernorm_golden_tests.py) ------------------------------------------
+
+GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+GOLDEN_NORM_STAGES = collect(lambda: {n: n for n, u in GoldenSet(GOLDEN_HW).units.items() if u.get("kind") == "norm"})
+
+
+@pytest.mark.parametrize("stage", list(GOLDEN_NORM_STAGES))
+def test_layernorm_golden(stage):
+    """ln1 (x -> ln1) / ln2 (res1 -> ln2) of the hw golden set with units.<stage>.norm_params and
+    the set's gamma/beta hex files as GAMMA_MEMFILE / BETA_MEMFILE."""
+    if stage == "unavailable":
+        pytest.fail(GOLDEN_NORM_STAGES[stage], pytrace=False)
+    gs = GoldenSet(GOLDEN_HW)
+    _, g, b = gs.units[stage]["inputs"]
+    params = dict(norm_params(gs, stage).to_hdl(), GAMMA_MEMFILE=quoted(gs.file(g)), BETA_MEMFILE=quoted(gs.file(b)))
+    run_unit("layernorm", sources=SOURCES, test_module="layernorm_golden_tests", parameters=params,
+             extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW), "RM_GOLDEN_STAGES": stage})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import run_unit
+from golden_common import GoldenSet, softmax_params
+from harness import ROOT, run_unit
 from refmodel.numerics.units.reciprocal import DividerParams, ReciprocalParams
 
 # name -> (RTL parameters, environment)
@@ -23,3 +24,16 @@ CONFIGS = {
 def test_reciprocal(name):
     params, env = CONFIGS[name]
     run_unit("reciprocal", sources=["reciprocal.v"], test_module="reciprocal_tests", parameters=params, extra_env=env)
+
+
+# ---- golden set (cocotb module reciprocal_golden_tests.py) -----------------------------------------
+
+GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+
+
+def test_reciprocal_golden():
+    """The softmax divider of the hw golden set (DividerParams of units.probs.softmax): every row
+    sum S -> R = floor(2^K/S), the R that produced the golden probs."""
+    p = softmax_params(GoldenSet(GOLDEN_HW).units["probs"]["softmax"])
+    run_unit("reciprocal", sources=["reciprocal.v"], test_module="reciprocal_golden_tests",
+             parameters=p.divider.to_hdl(), extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW)})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import run_unit
+from golden_common import GoldenSet, collect, norm_params
+from harness import ROOT, run_unit
 from refmodel.numerics.units.rsqrt import IsqrtParams, RsqrtParams
 
 SOURCES = ["rsqrt.v", "reciprocal.v", "rsqrt_isqrt.v"]
@@ -28,3 +29,31 @@ CONFIGS = {
 def test_rsqrt(name):
     top, params, env = CONFIGS[name]
     run_unit(top, sources=SOURCES, test_module="rsqrt_tests", parameters=params, extra_env=env)
+
+
+# ---- golden set (cocotb module rsqrt_golden_tests.py) ----------------------------------------------
+
+GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+
+
+def _golden_rsqrt_groups() -> dict[str, dict]:
+    """Norm stages of the hw set grouped by the rsqrt parameters they instantiate."""
+    gs = GoldenSet(GOLDEN_HW)
+    groups: dict[tuple, list[str]] = {}
+    for name, u in gs.units.items():
+        if u.get("kind") == "norm" and "norm_params" in u:
+            groups.setdefault(tuple(norm_params(gs, name).rsqrt_params().to_hdl().items()), []).append(name)
+    return {",".join(v): dict(k) for k, v in groups.items()}
+
+
+GOLDEN_RSQRT_GROUPS = collect(_golden_rsqrt_groups)
+
+
+@pytest.mark.parametrize("stages", list(GOLDEN_RSQRT_GROUPS))
+def test_rsqrt_golden(stages):
+    """The A_t the norm unit feeds its rsqrt for every golden ln1/ln2 row -> the r that produced
+    the golden norm outputs (rsqrt built with the norm's RSQ_W-limited V_W and RSQ_K)."""
+    if isinstance(GOLDEN_RSQRT_GROUPS[stages], str):
+        pytest.fail(GOLDEN_RSQRT_GROUPS[stages], pytrace=False)
+    run_unit("rsqrt", sources=SOURCES, test_module="rsqrt_golden_tests", parameters=GOLDEN_RSQRT_GROUPS[stages],
+             extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW), "RM_GOLDEN_STAGES": stages})

@@ -155,6 +155,7 @@ class _Unsupported(Exception):
 
 
 # ---- rounding models of the plan's formats ---------------------------------------------------------
+@functools.lru_cache(maxsize=512)
 def _model(spec: str, rounding: str = "rne", overflow: str = "saturate", *, widen: float = WIDEN) -> RoundingModel:
     """One rounding into ``spec`` (fixed / minifloat / float64) of a float64-computed value.
 
@@ -171,15 +172,21 @@ def _model(spec: str, rounding: str = "rne", overflow: str = "saturate", *, wide
     raise _Unsupported(f"format {spec} has no scalar rounding model (MX is handled per block)")
 
 
+@functools.lru_cache(maxsize=512)
 def _fixed_model(fmt: FixedFormat, rounding: Any, overflow: str = "saturate") -> RoundingModel:
     r = rounding.value if isinstance(rounding, Rounding) else str(rounding)
     return replace(rounding_model(fmt, r, overflow=overflow), saturation_ok=False)
+
+
+#: the reference's own float64 sums (numpy, any order): rigorous gamma only, no partial sums
+F64_SUM = Accum("sequential", replace(F64, unbiased=False), 1, None, EXACT, FLOAT64_FMT, None, "rne")
 
 
 def _gamma(n: int) -> float:
     return gamma(n, U64).value
 
 
+@functools.lru_cache(maxsize=256)
 def _reduction(policy: str, out_spec: str, rounding: str) -> tuple[Accum, RoundingModel, RoundingModel]:
     """(accumulation, output rounding, product rounding) of a float-plan matrix product whose
     result is stored in ``out_spec`` (``numerics.accumulate.matmul`` semantics)."""
@@ -202,6 +209,7 @@ def _reduction(policy: str, out_spec: str, rounding: str) -> tuple[Accum, Roundi
     raise _Unsupported(f"accumulation policy {policy} with float operands is not modelled")
 
 
+@functools.lru_cache(maxsize=256)
 def _internal_sum(policy: str, work: str, rounding: str) -> Accum:
     """The sum inside a float norm / softmax: ``_mm(v, ones, work, policy)``."""
     if work == "float64":
@@ -226,6 +234,14 @@ def _rows(a: np.ndarray) -> tuple[int, ...]:
     return a.shape[:-1] + (1,)
 
 
+def _full(a: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` as a float64 array of ``shape`` (a fresh array: callers update in place)."""
+    if isinstance(a, (int, float)):
+        return np.full(shape, float(a))
+    a = np.asarray(a, dtype=np.float64)
+    return a.copy() if a.shape == shape else np.broadcast_to(a, shape).copy()
+
+
 # ---- statistical state -------------------------------------------------------------------------------
 class _Stat:
     """First-order statistical error state of a tensor: variance proxy ``V`` of the independent
@@ -234,10 +250,10 @@ class _Stat:
     rsqrt error; module docstring)."""
 
     def __init__(self, shape: tuple[int, ...], V: Any = 0.0, D: Any = 0.0, R: Any = 0.0, B: Any = 0.0) -> None:
-        self.V = np.broadcast_to(np.asarray(V, dtype=np.float64), shape).copy()
-        self.D = np.broadcast_to(np.asarray(D, dtype=np.float64), shape).copy()
-        self.R = np.broadcast_to(np.asarray(R, dtype=np.float64), shape[:-1] + (1,)).copy()
-        self.B = np.broadcast_to(np.asarray(B, dtype=np.float64), shape).copy()
+        self.V = _full(V, shape)
+        self.D = _full(D, shape)
+        self.R = _full(R, shape[:-1] + (1,))
+        self.B = _full(B, shape)
 
     def copy(self) -> "_Stat":
         return _Stat(self.V.shape, self.V, self.D, self.R, self.B)
@@ -296,8 +312,8 @@ class _Chain:
         z = np.asarray(z, dtype=np.float64)
         self.z = z
         sh = z.shape
-        self.Lr = np.broadcast_to(np.asarray(Lr, dtype=np.float64), sh).copy()
-        self.Pr = np.broadcast_to(np.asarray(Pr, dtype=np.float64), sh).copy()
+        self.Lr = _full(Lr, sh)
+        self.Pr = _full(Pr, sh)
         self.nog = np.zeros(sh, bool)  # both tiers void (overflow, saturation)
         self.vac = np.zeros(sh, bool)  # rigorous tier void (vacuous gamma, ...)
         self.reasons: list[str] = []
@@ -432,7 +448,8 @@ def weight_errors(run: Any, weights: Any = None) -> dict[str, tuple[np.ndarray, 
 # ---- the walk ---------------------------------------------------------------------------------------
 class _Walk:
     def __init__(self, run: Any, ref: Mapping[str, np.ndarray], weights: Any, alpha: float,
-                 iso: Mapping[str, TensorBound] | None = None, ref_q: Mapping[str, np.ndarray] | None = None) -> None:
+                 iso: Mapping[str, TensorBound] | None = None, ref_q: Mapping[str, np.ndarray] | None = None,
+                 Ew: Any = None) -> None:
         self.iso = iso
         self.ref_q = ref_q
         self.run = run
@@ -445,7 +462,10 @@ class _Walk:
         self.S: dict[str, _Stat] = {}  # statistical states
         self.out: dict[str, TensorBound] = {}
         self.shared_events = 0
-        self.Ew = weight_errors(run, weights)
+        self.Ew = weight_errors(run, weights) if Ew is None else Ew
+        #: set once a value was saturated / overflowed / clipped: from then on the isolated bound
+        #: (which would absorb that effect exactly) cannot lift a "no guarantee" downstream
+        self.voided = any(r for _, r, _ in self.Ew.values())
         self.fixed = self._is_fixed()
 
     def _is_fixed(self) -> bool:
@@ -496,6 +516,9 @@ class _Walk:
             r = self.err(n)
             if not np.all(np.isfinite(r)):
                 k = int(np.count_nonzero(~np.isfinite(r)))
+                if n not in self.E and self.Ew[n][1]:
+                    rs += self.Ew[n][1]  # the weight's own reason (clipped, overflowed, poisoned)
+                    continue
                 src = "weight" if n in self.run.weights else "tensor"
                 rs.append(f"no guarantee: input {src} {n} has no guarantee in {k} element(s)")
         return rs
@@ -539,13 +562,19 @@ class _Walk:
             istat = ib.statistical + q_eff
             parts.update(iso_rigorous=ib.rigorous, iso_statistical=ib.statistical, quant_effect=q_eff,
                          iso_reference=np.asarray(self.ref_q[name]), prop_rigorous=rig, prop_statistical=stat)
-            rig = np.minimum(rig, irig)
-            stat = np.minimum(stat, istat)
+            if self.voided:  # only where the propagation itself is finite
+                rig = np.where(np.isfinite(rig), np.minimum(rig, irig), np.inf)
+                stat = np.where(np.isfinite(stat), np.minimum(stat, istat), np.inf)
+            else:
+                rig = np.minimum(rig, irig)
+                stat = np.minimum(stat, istat)
             pf = min(1.0, pf + ib.failure_prob)
             # a reason stays only if some element has no guarantee in both decompositions
             reasons = [] if np.all(np.isfinite(rig)) else list(dict.fromkeys(reasons + ib.no_guarantee))
         self.E[name] = rig
         void = chain.nog | nf  # overflow / saturation / non-finite: the statistical state is void too
+        if np.any(void):
+            self.voided = True
         if np.any(void):
             st.V = np.where(void, np.inf, st.V)
             st.D = np.where(void, np.inf, st.D)
@@ -596,6 +625,8 @@ class _Walk:
         rig = ch.tiers()
         bad = ~np.isfinite(rig) | ~np.isfinite(E)
         E = np.where(bad, np.inf, E)  # a saturated / overflowed input is no guarantee downstream too
+        if np.any(bad):
+            self.voided = True
         self.E[name] = E
         # statistical: the realised input errors with random signs (Hoeffding given the magnitudes)
         self.S[name] = _Stat(E.shape, np.where(bad, np.inf, E * E), 0.0, 0.0)
@@ -829,14 +860,24 @@ class _Walk:
 
     # ---- norms ----------------------------------------------------------------------------------------
     def _norm_ref64(self, rec: Any, center: bool, eps: float, g: np.ndarray, Eg: np.ndarray, b: Any, Eb: Any) -> np.ndarray:
-        """The float64 reference's own error of ``norm(x_ref) * g + b`` (Float64Ops.norm)."""
+        """The float64 reference's own error of ``norm(x_ref) * g + b`` (``Float64Ops.norm``: mean by
+        a numpy sum, ``c = x - mean``, ``var = mean(c^2)``, ``n = c / sqrt(var + eps)``), in closed
+        form with u = 2^-53: ``e_mu <= g_(d+1) mean|x|``, ``|dc_i| <= e_mu (1+u) + u|c_i|``, the
+        relative error of ``var + eps`` ``<= g_(d+5) + 3 e_mu^2 / T``, then
+        ``|dn_i| <= R |dc_i| + |n_i| (rho_t / 2 + 2u)``; padded by 2x for the dropped higher orders."""
         xr = np.asarray(self.ref[rec.inputs[0]], dtype=np.float64)
-        m = F64
-        steps = NormSteps(Accum.sequential(FLOAT64_FMT), Accum.sequential(FLOAT64_FMT), m, m, m, m, EXACT, m,
-                          RoundingModel(2.0 ** -51), m, EXACT, EXACT)
-        Bn = norm_bound(xr, None, center=center, eps=eps, steps=steps)
-        e_n = Bn.rig
-        n = np.abs(Bn.parts["n"])
+        d = xr.shape[-1]
+        mu = np.mean(xr, -1, keepdims=True) if center else 0.0
+        c = xr - mu
+        T = np.mean(c * c, -1, keepdims=True) + eps
+        with np.errstate(divide="ignore"):
+            R = np.where(T > 0, 1.0 / np.sqrt(T), np.inf)
+        e_mu = _gamma(d + 1) * np.mean(np.abs(xr), -1, keepdims=True) if center else 0.0
+        dc = e_mu * (1 + U64) + U64 * np.abs(c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho_t = _gamma(d + 5) + np.where(T > 0, 3 * e_mu * e_mu / T, np.inf)
+        n = np.abs(c) * R
+        e_n = 2.0 * (R * dc + n * (rho_t / 2 + 2 * U64))
         G = np.abs(g) + Eg
         e = G * e_n + U64 * G * (n + e_n)
         if b is not None:
@@ -1078,15 +1119,26 @@ class _Walk:
         st.D = np.where(big, cap + 2.0 ** -20, st.D)
         st.R = np.where(np.any(big, -1, keepdims=True), 0.0, st.R)
         # the reference: shifted float64 softmax of the reference scores
-        lr = np.asarray(self.ref[sn], dtype=np.float64)
-        st64 = SoftmaxSteps(F64, 0.0, RoundingModel(2.0 ** -51), Accum.sequential(FLOAT64_FMT), "divide", EXACT, F64)
-        try:
-            ch.ref64 = np.where(allowed, softmax_bound(lr, None, steps=st64, mask=allowed).rig, 0.0)
-        except ValueError:
-            ch.ref64 = np.where(allowed, np.inf, 0.0)
+        ch.ref64 = self._softmax_ref64(np.asarray(self.ref[sn], dtype=np.float64), allowed)
         ch.map(lambda a: np.where(allowed, a, False if a.dtype == bool else 0.0))
         st.map(lambda a: np.where(allowed, a, 0.0), lambda r: r)
         self.finish(rec, ch, st, shared_events=2 * int(np.prod(l.shape[:-1])))
+
+    @staticmethod
+    def _softmax_ref64(lr: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """The float64 reference's own error (``Float64Ops.softmax``, shifted), closed form with
+        u = 2^-53: relative exp-argument error ``u a_j`` and ``exp`` within 2u, ``eps_j = 1.01 u a_j +
+        2u``; ``|ds_j| <= s_j (eps_j + s.eps + g_(n+1))``, padded by 2x."""
+        if not np.all(np.isfinite(np.where(allowed, lr, 0.0))):
+            return np.where(allowed, np.inf, 0.0)
+        lk = np.where(allowed, lr, -np.inf)
+        m = np.max(lk, -1, keepdims=True)
+        a = np.where(allowed, m - lr, 0.0)
+        w = np.where(allowed, np.exp(-a), 0.0)
+        s = w / np.sum(w, -1, keepdims=True)
+        n = int(np.max(np.sum(allowed, -1)))
+        eps = 1.01 * U64 * a + 2 * U64
+        return np.where(allowed, 2.0 * s * (eps + np.sum(s * eps, -1, keepdims=True) + _gamma(n + 1)), 0.0)
 
     def _softmax_local_stat(self, l: np.ndarray, s: np.ndarray, allowed: np.ndarray, shifted: bool,
                             steps: SoftmaxSteps) -> _Stat:
@@ -1416,7 +1468,8 @@ def layer_bounds(run: Any, ref: Mapping[str, np.ndarray], *, weights: Any = None
         got = _isolation_reference(run)
         if got is not None:
             ref_q, qw = got
-            iso = _Walk(run, ref_q, qw, alpha).run_all()
+            zero = {n: (np.zeros(np.shape(t.values)), [], np.zeros(np.shape(t.values), bool)) for n, t in run.weights.items()}
+            iso = _Walk(run, ref_q, qw, alpha, Ew=zero).run_all()
     return _Walk(run, ref, weights, alpha, iso=iso, ref_q=ref_q).run_all()
 
 

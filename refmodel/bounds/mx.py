@@ -31,6 +31,7 @@ so ``|w - w_hat| <= 2^(X + emax + 1) - elmax 2^X`` there (:func:`mx_weight_error
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,11 @@ def is_mx_spec(spec: Any) -> bool:
         return True
     if not isinstance(spec, str) or spec == "float64":
         return False
+    return _is_mx_str(spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_mx_str(spec: str) -> bool:
     try:
         BlockFormat.parse(spec)
     except ValueError:
@@ -70,6 +76,7 @@ class MXElementModel:
     label: str
 
 
+@functools.lru_cache(maxsize=64)
 def mx_element_model(fmt: "BlockFormat | str", rounding: str = "rne") -> MXElementModel:
     """The element model of ``fmt`` under ``rounding`` (see module docstring)."""
     f = BlockFormat.parse(fmt)

@@ -51,6 +51,10 @@ CONFIGS: dict[str, LayerConfig] = {
     "llama": LayerConfig("llama", d_model=32, n_heads=4, d_ff=48, seq_len=8, n_kv_heads=2),
     "long-gpt2": LayerConfig("gpt2", d_model=16, n_heads=2, d_ff=32, seq_len=128),
     "long-llama": LayerConfig("llama", d_model=16, n_heads=2, d_ff=24, seq_len=128, n_kv_heads=1),
+    # the default test suite's configs: every op of every arch at the smallest useful width
+    "small-gpt2": LayerConfig("gpt2", d_model=16, n_heads=2, d_ff=32, seq_len=6),
+    "small-bert": LayerConfig("bert", d_model=16, n_heads=2, d_ff=32, seq_len=6),
+    "small-llama": LayerConfig("llama", d_model=16, n_heads=4, d_ff=24, seq_len=6, n_kv_heads=2),
 }
 KINDS = ("random", "outlier", "sink", "tie", "long", "scaled")
 #: presets validated by default (float64 is the reference itself)

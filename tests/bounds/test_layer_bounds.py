@@ -1,0 +1,217 @@
+"""Layer-level bounds (refmodel.bounds.layer): >= 2,000 quantized layer trials across every preset
+and arch on random and adversarial inputs with zero rigorous violations, statistical violations
+within the stated failure probability, a non-vacuous statistical tier on random inputs, the MX
+rounding model, no-guarantee reporting, the golden-set tolerances and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from refmodel.bounds.layer import TensorBound, layer_bounds
+from refmodel.bounds.mx import mx_element_model, mx_round_error, mx_scale_exponents, mx_weight_error
+from refmodel.bounds.validate_layer import CONFIGS, KINDS, make_trial, nonvacuity, report_markdown, run_trials
+from refmodel.layer.config import LayerConfig
+from refmodel.layer.plan import PrecisionPlan
+from refmodel.layer.quantized import run_quantized
+from refmodel.layer.reference import run_reference
+from refmodel.layer.weights import random_inputs, random_weights
+from refmodel.numerics.block import mx_quantize
+
+#: layer trials per preset in the default suite (small configs: every op of gpt2 / bert / llama)
+PLAN_TRIALS = {"fp32": 210, "fp16": 270, "bf16": 300, "fp8": 320, "mxfp8": 300, "fixed16": 300, "hw": 300}
+SMALL = ("small-gpt2", "small-bert", "small-llama")
+assert sum(PLAN_TRIALS.values()) >= 2000
+
+
+@pytest.mark.parametrize("plan", list(PLAN_TRIALS))
+def test_layer_trials(plan):
+    rep = run_trials(plan, PLAN_TRIALS[plan], seed=11, configs=SMALL, long_seq=16)
+    print()
+    print(report_markdown(rep))
+    assert rep.trials == PLAN_TRIALS[plan] and not rep.errors, rep.errors
+    assert set(rep.kinds) == set(KINDS)
+    # rigorous: never violated, anywhere
+    assert rep.viol_rig == 0, [(t.config, t.name, t.viol_rig, t.rig_max) for t in rep.rows() if t.viol_rig]
+    for t in rep.rows():
+        # statistical: trials with a violation vs the stated failure probability (a union bound)
+        exp = t.expected_stat_fail
+        assert t.trials_stat_viol <= exp + 3 * math.sqrt(exp) + 1, (t.config, t.name, t.trials_stat_viol, exp)
+        # an element without a guarantee always comes with a reason
+        if t.no_guarantee:
+            assert t.reasons, (t.config, t.name)
+    # non-vacuity on random inputs: matmul (linear), norm and softmax tensors within 10x
+    assert nonvacuity(rep) == [], nonvacuity(rep)
+    # the bounds are not trivially loose: somewhere the rigorous tier is attained to 10 %
+    assert max(t.rig_max for t in rep.rows() if math.isfinite(t.rig_max)) > 0.9
+
+
+def test_exact_weights_and_pure_propagation_are_rigorous():
+    """The two decompositions separately: exact |w_hat - w| (weights given), and the pure
+    propagation of the input and weight errors (no isolation run)."""
+    for plan in ("hw", "mxfp8", "bf16"):
+        rep = run_trials(plan, 18, seed=3, configs=SMALL, exact_weights=True)
+        assert rep.viol_rig == 0 and not rep.errors
+        for i in range(9):
+            cfg, w, x = make_trial(CONFIGS[SMALL[i % 3]], KINDS[i % len(KINDS)], 100 + i, long_seq=16)
+            run = run_quantized(cfg, w, x, plan)
+            ref = run_reference(cfg, w, x)
+            b = layer_bounds(run, ref, isolate=False)
+            for n, tb in b.items():
+                obs = np.abs(run.tensors[n].values - ref[n])
+                fin = np.isfinite(tb.rigorous)
+                assert not np.any(fin & ~(obs <= tb.rigorous)), (plan, n)
+                assert "iso_rigorous" not in tb.parts
+
+
+def test_isolation_is_never_looser_and_is_what_makes_hw_useful():
+    cfg = LayerConfig.from_name("tiny")
+    w = random_weights(cfg, seed=0)
+    x = random_inputs(cfg, seed=1)
+    run = run_quantized(cfg, w, x, "hw")
+    ref = run_reference(cfg, w, x)
+    both = layer_bounds(run, ref)
+    prop = layer_bounds(run, ref, isolate=False)
+    for n in both:
+        assert np.all(both[n].rigorous <= prop[n].rigorous)
+        assert np.all(both[n].statistical <= both[n].rigorous)
+    # the weight-quantisation effect is exact in the isolated form: a much tighter q bound
+    assert np.median(both["q"].rigorous) < 0.2 * np.median(prop["q"].rigorous)
+
+
+def test_golden_set_tolerances_hw_tiny():
+    from refmodel.golden.generate import build_tensors
+
+    tensors, meta = build_tensors(LayerConfig.from_name("tiny"), PrecisionPlan.from_name("hw"), seed=0)
+    stages = [t for t in tensors if t.role in ("input", "output")]
+    assert [t.name for t in stages][:3] == ["x", "ln1", "q"] and len(stages) == 15
+    for t in stages:
+        assert t.tolerance is not None and np.all(np.isfinite(t.tolerance)), t.name
+        assert t.no_guarantee is None, (t.name, t.no_guarantee)
+        fmt = meta["plan"]["tensors"][t.name]["format"]
+        frac = int(fmt.split(".")[1])
+        val = np.ldexp(np.asarray(t.codes, dtype=np.float64), -frac)
+        assert np.all(np.abs(val - t.reference) <= t.tolerance), t.name
+
+
+def test_no_guarantee_is_reported_by_name():
+    cfg = CONFIGS["small-gpt2"]
+    w = random_weights(cfg, seed=2)
+    # an input beyond the fixed-point range saturates: no guarantee at x, with the value and format
+    x = random_inputs(cfg, seed=3)
+    x[1, 3] = 500.0
+    run = run_quantized(cfg, w, x, "hw")
+    b = layer_bounds(run, run_reference(cfg, w, x))
+    assert not np.isfinite(b["x"].rigorous[1, 3]) and np.isfinite(b["x"].rigorous[0, 0])
+    assert any("input x" in r and "s16.8" in r for r in b["x"].no_guarantee), b["x"].no_guarantee
+    assert not b["ln1"].guaranteed and any("input tensor x" in r for r in b["ln1"].no_guarantee)
+    # fp16 without SLaNC: 1e3-sigma outliers overflow the norm's sum of squares
+    x = random_inputs(cfg, seed=3)
+    x[:, 5] = 3000.0
+    run = run_quantized(cfg, w, x, "fp16")
+    b = layer_bounds(run, run_reference(cfg, w, x))
+    assert not b["ln1"].guaranteed
+    assert any("sum of squares" in r and "fp16" in r for r in b["ln1"].no_guarantee), b["ln1"].no_guarantee
+    assert np.all(np.isinf(b["ln1"].statistical))
+    # a clipped weight (s8.7 holds [-1, 1)) has no model bound unless the exact weights are given
+    wd = w.to_dict()
+    wd["wq"] = wd["wq"].copy()
+    wd["wq"][0, 0] = 3.0
+    from refmodel.layer.weights import LayerWeights
+
+    w2 = LayerWeights(wd)
+    x = random_inputs(cfg, seed=3)
+    run = run_quantized(cfg, w2, x, "hw")
+    ref = run_reference(cfg, w2, x)
+    b = layer_bounds(run, ref, isolate=False)
+    assert any("weight wq" in r and "clipped" in r for r in b["q"].no_guarantee), b["q"].no_guarantee
+    b = layer_bounds(run, ref, weights=w2, isolate=False)  # exact |w_hat - w|: bounded again
+    assert b["q"].guaranteed
+    assert np.all(np.abs(run.tensors["q"].values - ref["q"]) <= b["q"].rigorous)
+
+
+def test_nan_input_is_an_error_not_a_bound():
+    cfg = CONFIGS["small-gpt2"]
+    x = random_inputs(cfg, seed=0)
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        run_quantized(cfg, random_weights(cfg), x, "hw")
+
+
+@pytest.mark.parametrize("spec", ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxint8", "mxfp4"])
+def test_mx_rounding_model(spec):
+    rng = np.random.default_rng(5)
+    m = mx_element_model(spec)
+    for scale in (1e-3, 1.0, 300.0):
+        z = scale * rng.standard_normal((64, 96)) * np.exp(rng.standard_normal((64, 96)))
+        L = np.abs(z) * rng.uniform(0, 0.2, z.shape)
+        v = z + L * rng.uniform(-1, 1, z.shape)  # any value within L of z
+        q = mx_quantize(v, spec, axis=-1)
+        got = q.to_float()
+        err = np.abs(got - v)
+        bound_unknown, nog, _ = mx_round_error(z, L, m, axis=-1)
+        bound_known, _, _ = mx_round_error(z, L, m, X=mx_scale_exponents(q), axis=-1)
+        assert not nog.any()
+        assert np.all(err <= bound_unknown) and np.all(err <= bound_known)
+        assert np.all(bound_known <= bound_unknown * (1 + 1e-12))
+        # tight where it matters: the element grid is attained to within a factor 3 somewhere
+        assert np.max(err / bound_known) > 0.3
+        # weights: |w - w_hat| from the quantised tensor alone
+        from refmodel.layer.qtensor import QTensor
+
+        Ew, r = mx_weight_error(QTensor(got, q.fmt, None, q), "rne")
+        assert r is None and np.all(np.abs(got - v) <= Ew)
+
+
+def test_tensor_bound_api():
+    cfg = CONFIGS["small-llama"]
+    w = random_weights(cfg, seed=1)
+    x = random_inputs(cfg, seed=2)
+    run = run_quantized(cfg, w, x, "bf16")
+    b = layer_bounds(run, run_reference(cfg, w, x))
+    assert list(b) == list(run.tensors)
+    for n, tb in b.items():
+        assert isinstance(tb, TensorBound) and tb.name == n
+        assert tb.rigorous.shape == run.tensors[n].values.shape == tb.statistical.shape
+        assert 0.0 <= tb.failure_prob <= 1.0
+        fin = np.isfinite(tb.rigorous)
+        assert np.all(tb.statistical[fin] <= tb.rigorous[fin])
+        assert tb.guaranteed == bool(fin.all()) and (tb.guaranteed or tb.no_guarantee)
+    with pytest.raises(ValueError, match="reference"):
+        layer_bounds(run, {"x": x})
+
+
+def test_cli_bounds(tmp_path):
+    from refmodel.cli import app
+
+    runner = CliRunner()
+    png = tmp_path / "bounds.png"
+    res = runner.invoke(app, ["bounds", "--plan", "hw", "--trials", "6", "--config", "tiny", "--seed", "1",
+                              "--plot", str(png), "--long-seq", "24"])
+    assert res.exit_code == 0, res.output
+    for word in ("rig viol", "stat viol", "no-guar", "probs", "totals:", "rigorous violations 0"):
+        assert word in res.output, word
+    assert png.exists() and png.stat().st_size > 10_000
+    res = runner.invoke(app, ["bounds", "--plan", "fp8", "--trials", "3", "--config", "tiny-llama", "--tier",
+                              "statistical", "--kinds", "random,outlier"])
+    assert res.exit_code == 0, res.output
+    assert "stat max" in res.output
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--tier", "bogus"], "bad --tier"),
+    (["--trials", "0"], "--trials"),
+    (["--plan", "nope"], "unknown plan"),
+    (["--config", "nope"], "unknown config"),
+    (["--kinds", "random,zzz"], "bad --kinds"),
+    (["--plot", "x.jpg"], "--plot"),
+])
+def test_cli_bounds_user_errors(args, msg, capsys):
+    from refmodel.cli import main
+
+    assert main(["bounds", "--trials", "2", *args] if "--trials" not in args else ["bounds", *args]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
