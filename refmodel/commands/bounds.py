@@ -115,7 +115,7 @@ def _print_table(console, rep, tier: str, config: str) -> None:
     reasons: dict[str, int] = {}
     for ts in rep.rows():
         for r, n in ts.reasons.items():
-            if not r.startswith("no guarantee: input "):  # inherited: the first cause is listed
+            if not r.startswith(("no guarantee: input tensor ", "no guarantee: input weight ")):  # inherited
                 reasons[r] = reasons.get(r, 0) + n
     if reasons:
         console.print("no guarantee (first causes, with the number of tensor-trials):", markup=False)
@@ -150,13 +150,13 @@ def _plot(rep, path: str, tier: str, title: str) -> None:
     ax1.axhline(1.0, color="k", lw=1)
     ax1.text(len(rows) - 0.5, 1.05, "bound", ha="right", va="bottom", fontsize=8)
     ax1.axhline(0.1, color="gray", lw=0.8, ls="--")
-    ax1.text(len(rows) - 0.5, 0.105, "10x", ha="right", va="bottom", fontsize=8, color="gray")
+    ax1.text(-0.5, 0.105, "bound 10x the observed", ha="left", va="bottom", fontsize=8, color="gray")
     ax1.set_yscale("log")
     ax1.set_xticks(idx)
     ax1.set_xticklabels(names, rotation=45, ha="right")
     ax1.set_ylabel("observed error / bound")
     ax1.set_title("tightness per tensor (max and median over elements)")
-    ax1.legend(fontsize=8, loc="lower left")
+    ax1.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     cmap = plt.get_cmap("tab20")
     lo, hi = np.inf, 0.0
     for k, t in enumerate(rows):

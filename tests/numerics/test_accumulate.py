@@ -137,7 +137,7 @@ def test_policy_objects():
         ("blocked:fp32:0", r"bad accumulation policy 'blocked:fp32:0': Blocked: block size k must be an int >= 1, got 0"),
         ("acc:s64.0:sat", r"bad accumulation policy 'acc:s64.0:sat': FixedAccumulator width must be in 1..63 \(int64 codes\), got 64"),
         ("acc:s48.24:clip", r"bad accumulation policy 'acc:s48.24:clip': expected acc:<s\|u><width>\[.<frac>\]:<wrap\|sat\|error>"),
-        ("sequential:s64.0", r"bad accumulation policy 'sequential:s64.0': FixedFormat width must be in 1..63"),
+        ("sequential:s64.0", r"bad accumulation policy 'sequential:s64.0': bad fixed-point spec 's64.0': FixedFormat width must be in 1..63"),
         ("sequential:fp64x", r"unknown float format 'fp64x'"),
     ],
 )
