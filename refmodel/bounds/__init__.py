@@ -1,12 +1,16 @@
-"""Per-op rounding-error bounds (rigorous and statistical tiers) against a float64 reference.
+"""Rounding-error bounds (rigorous and statistical tiers) against a float64 reference.
 
 Each op bound takes the computed inputs, their error bounds and the op's rounding models and
 returns a :class:`~refmodel.bounds.model.Bound` (componentwise ``rig`` / ``stat`` arrays plus
-no-guarantee ``reasons``), so a propagation pass can chain them op by op. See ``docs/bounds.md``.
+no-guarantee ``reasons``); :func:`~refmodel.bounds.layer.layer_bounds` chains them over a whole
+quantized layer run (one :class:`~refmodel.bounds.layer.TensorBound` per tensor). See
+``docs/bounds.md``.
 """
 
 from .accum import Accum, PartialSums
 from .attention import attention_factor_table, attention_forward, attention_lipschitz, omega_kq, omega_ov
+from .layer import TensorBound, layer_bounds, weight_errors
+from .mx import MXElementModel, mx_element_model, mx_round_error, mx_weight_error
 from .elementwise import (ACTIVATIONS, activation, activation_bound, activation_constants, add_bound, cast_bound,
                           mul_bound, rope_bound, scale_bound)
 from .matmul import attention_mix_bound, linear_bound, logits_bound, matmul_bound
@@ -16,6 +20,8 @@ from .norm import NormSteps, layernorm_bound, norm_bound, rmsnorm_bound
 from .softmax import SoftmaxSteps, softmax_bound, softmax_propagation
 
 __all__ = [
+    "TensorBound", "layer_bounds", "weight_errors",
+    "MXElementModel", "mx_element_model", "mx_round_error", "mx_weight_error",
     "Accum", "PartialSums",
     "attention_factor_table", "attention_forward", "attention_lipschitz", "omega_kq", "omega_ov",
     "ACTIVATIONS", "activation", "activation_bound", "activation_constants", "add_bound", "cast_bound",

@@ -40,26 +40,34 @@ denominator error bound not below its value, an unmodelled policy, non-finite va
 tensors inherit it through the propagation (their reasons name the input). MX in-block element
 saturation is part of the MX rounding model and bounded (see :mod:`refmodel.bounds.mx`).
 
-Statistical tier (``TensorBound.statistical``, clipped to the rigorous one where that is finite).
-A first-order propagation of three components per tensor, each op adding its local roundings:
+Two decompositions (``isolate=True``, the default, reports their elementwise minimum; both are
+rigorous): (1) the propagation above; (2) isolation, ``|t - ref| <= |t - t_q| + |t_q - ref|`` with
+``t_q`` the float64 layer on the QUANTISED weights and input: the first term is the same walk with
+zero input and weight errors (the arithmetic roundings alone), the second is computed exactly
+(the quantisation effect). Once a value was saturated or overflowed, isolation may not lift a
+"no guarantee" downstream (it would absorb the clamp into a finite number).
 
-* ``V``: sub-Gaussian variance proxy of the part made of independent mean-zero rounding errors
-  (unbiased roundings of each step: ``c^2`` for an error bounded by ``c``; accumulations
-  ``sum (u t_k)^2`` over the actual partial sums; weight and input quantisation errors). It goes
-  through each op's Jacobian squared (linear ``W^2``, the norm and softmax Jacobians exactly, ...)
-  treating the errors of distinct input elements as independent;
-* ``D``: a deterministic bound on everything else (biased roundings, measured LUT units,
-  subnormal quanta, shared per-row terms such as a norm's mean error, second-order remainders,
-  the reference's own error), propagated worst case (``|J| D``);
-* ``R``: a per-row relative error shared by the whole row (a norm's ``1/sqrt`` error, a softmax
-  denominator error): exact through linear maps and RoPE (it stays relative), annihilated by a
-  norm (scale invariance, up to ``eps``), converted to ``D`` elsewhere.
+Statistical tier (``TensorBound.statistical``, clipped to the rigorous one where that is finite):
+a first-order propagation of, per tensor,
 
-Reported: ``stat = D + lam sqrt(V) + R |t|`` with ``lam = sqrt(2 ln(2/alpha))`` (Hoeffding /
-Azuma). It fails at one element with probability ``<= alpha``; ``TensorBound.failure_prob`` is
-``alpha`` times (the tensor's element count + the number of per-row statistical terms inside
-``D``/``R`` upstream): a union bound for "the statistical bound fails anywhere in the tensor",
-under the model (mean-zero rounding errors, independence across elements).
+* ``V``: sub-Gaussian variance proxy of independent mean-zero rounding errors (each unbiased
+  step adds ``c^2`` with ``c`` the half-ulp of the value's binade; accumulations ``sum (u t_k)^2``
+  over the actual partial sums; input errors ``e_x^2``), through each op's exact Jacobian squared;
+* ``W``: the same for weight / bias / gain quantisation errors, which every token shares: sums
+  over tokens (``P V``, the softmax's ``s^T dl``) add their standard deviations;
+* ``D``: deterministic (biased roundings, measured LUT parts, subnormal quanta, the reference's
+  own error), propagated worst case;
+* ``R``, ``B``: a row-shared relative error ``delta_row * B``, ``|delta_row| <= R`` (a norm's rsqrt
+  error on ``g n``, a softmax denominator on ``s``): exact through linear maps and RoPE, annihilated
+  by a norm up to ``eps/T``, turned into ``V`` elsewhere;
+
+with the nonlinearity of softmax / norm / activation as a multiplicative factor at the
+statistical input bound (``expm1(x)/x``, ``(1 - rho)^-1/2``, ``M2 T^2 / 2``). Reported:
+``D + lam sqrt(V + W) + R |B|``, ``lam = sqrt(2 ln(2/alpha))``; with isolation the minimum with
+the isolated one plus the quantisation effect. ``TensorBound.failure_prob`` is ``alpha`` times (the
+tensor's element count + the per-row statistical terms used upstream): a union bound for "the
+statistical bound fails anywhere in the tensor", under the model (mean-zero rounding errors,
+independent across elements, token-shared weight errors as above).
 """
 
 from __future__ import annotations
@@ -245,18 +253,27 @@ def _full(a: Any, shape: tuple[int, ...]) -> np.ndarray:
 # ---- statistical state -------------------------------------------------------------------------------
 class _Stat:
     """First-order statistical error state of a tensor: variance proxy ``V`` of the independent
-    mean-zero part, deterministic ``D``, and a row-shared relative error: ``delta_row * B`` with
-    ``|delta_row| <= R`` (``R`` per row, ``B`` the base it multiplies, e.g. ``g * n`` for a norm's
-    rsqrt error; module docstring)."""
+    mean-zero part, variance proxy ``W`` of the part made of weight / bias / gain quantisation
+    errors (independent across features but SHARED by every token: sums over tokens add their
+    standard deviations, not their variances), deterministic ``D``, and a row-shared relative
+    error ``delta_row * B`` with ``|delta_row| <= R`` (``R`` per row, ``B`` the base it multiplies,
+    e.g. ``g * n`` for a norm's rsqrt error; module docstring)."""
 
-    def __init__(self, shape: tuple[int, ...], V: Any = 0.0, D: Any = 0.0, R: Any = 0.0, B: Any = 0.0) -> None:
+    def __init__(self, shape: tuple[int, ...], V: Any = 0.0, D: Any = 0.0, R: Any = 0.0, B: Any = 0.0,
+                 W: Any = 0.0) -> None:
         self.V = _full(V, shape)
         self.D = _full(D, shape)
         self.R = _full(R, shape[:-1] + (1,))
         self.B = _full(B, shape)
+        self.W = _full(W, shape)
 
     def copy(self) -> "_Stat":
-        return _Stat(self.V.shape, self.V, self.D, self.R, self.B)
+        return _Stat(self.V.shape, self.V, self.D, self.R, self.B, self.W)
+
+    @property
+    def VW(self) -> np.ndarray:
+        """``V + W``: the variance proxy of one element (both mean-zero parts)."""
+        return self.V + self.W
 
     def rel(self) -> np.ndarray:
         """``R |B|``: the bound of the row-shared relative part, per element."""
@@ -266,7 +283,7 @@ class _Stat:
 
     def total(self, lam: float, value: Any = None) -> np.ndarray:
         with np.errstate(invalid="ignore", over="ignore"):
-            t = self.D + lam * np.sqrt(self.V) + self.rel()
+            t = self.D + lam * np.sqrt(self.V + self.W) + self.rel()
         return np.where(np.isnan(t), np.inf, t)
 
     def absorb_R(self) -> "_Stat":
@@ -297,7 +314,7 @@ class _Stat:
         return self
 
     def map(self, f, fR=None) -> "_Stat":
-        self.V, self.D, self.B = f(self.V), f(self.D), f(self.B)
+        self.V, self.D, self.B, self.W = f(self.V), f(self.D), f(self.B), f(self.W)
         self.R = (fR or f)(self.R)
         return self
 
@@ -498,7 +515,7 @@ class _Walk:
             return self.S[name].copy()
         E, _, biased = self.Ew[name]
         Ef = np.where(np.isfinite(E), E, 0.0)
-        return _Stat(E.shape, np.where(biased, 0.0, Ef * Ef), np.where(biased, Ef, 0.0), 0.0)
+        return _Stat(E.shape, 0.0, np.where(biased, Ef, 0.0), 0.0, 0.0, np.where(biased, 0.0, Ef * Ef))
 
     def total(self, name: str) -> np.ndarray:
         """The statistical bound of an input (tensor or weight) as an array."""
@@ -577,16 +594,17 @@ class _Walk:
             self.voided = True
         if np.any(void):
             st.V = np.where(void, np.inf, st.V)
+            st.W = np.where(void, np.inf, st.W)
             st.D = np.where(void, np.inf, st.D)
         self.S[name] = st
         parts.update({"propagated": chain.Pr, "local": chain.Lr, "ref64": chain.ref64, "stat_V": st.V, "stat_D": st.D,
-                      "stat_R": st.R, "stat_B": st.B})
+                      "stat_R": st.R, "stat_B": st.B, "stat_W": st.W})
         self.out[name] = TensorBound(name, rec.kind, rig, stat, reasons, list(dict.fromkeys(chain.notes)), pf, parts)
 
     def fail(self, rec: Any, reason: str) -> None:
         shape = self.val(rec.name).shape
         self.E[rec.name] = np.full(shape, np.inf)
-        self.S[rec.name] = _Stat(shape, np.inf, np.inf, 0.0)
+        self.S[rec.name] = _Stat(shape, np.inf, np.inf, 0.0, 0.0, np.inf)
         self.out[rec.name] = TensorBound(rec.name, rec.kind, np.full(shape, np.inf), np.full(shape, np.inf),
                                          [f"no guarantee: tensor {rec.name}: {reason}"], [], 1.0)
 
@@ -643,12 +661,17 @@ class _Walk:
         of ``b`` when ``b_row_relative`` (a key / value token: converted to ``D``)."""
         # second order (da + Da)(db + Db): the products of independent mean-zero parts are
         # mean-zero with variance Va Vb; the deterministic product stays deterministic
-        V = Sa.V @ (b * b) + (a * a) @ Sb.V + Sa.V @ (Sb.V + Sb.D ** 2) + (Sa.D ** 2) @ Sb.V
+        V = Sa.V @ (b * b) + (a * a) @ Sb.V + Sa.VW @ (Sb.VW + Sb.D ** 2) + (Sa.D ** 2) @ Sb.VW
         D = Sa.D @ np.abs(b) + np.abs(a) @ Sb.D + Sa.D @ Sb.D
         if b_row_relative:  # one relative error per key / value token: independent across tokens
             rb = Sb.rel()
             V = V + (a * a) @ (rb * rb)
-        st = _Stat(z.shape, V, D, 0.0)
+        if b_row_relative:  # a sum over tokens: the token-shared parts add their standard deviations
+            sw = np.sqrt(Sa.W) @ np.abs(b) + np.abs(a) @ np.sqrt(Sb.W)
+            Wq = sw * sw
+        else:  # a sum over features: independent
+            Wq = Sa.W @ (b * b) + (a * a) @ Sb.W
+        st = _Stat(z.shape, V, D, 0.0, 0.0, Wq)
         if np.any(Sa.R > 0):  # a's row factor stays relative: its base goes through the product
             st.R = np.broadcast_to(Sa.R, st.R.shape).copy()
             st.B = Sa.B @ b
@@ -723,12 +746,12 @@ class _Walk:
         Sx = self.stat_of(xn)
         Tx = Sx.total(self.lam, x)
         Ewu, Ewb = self.unbiased_w(wn)
-        Sw = _Stat(Wt.shape, (Ewu * Ewu).T, Ewb.T, 0.0)
+        Sw = _Stat(Wt.shape, 0.0, Ewb.T, 0.0, 0.0, (Ewu * Ewu).T)
         st = self._mm_stat(x, Wt, Sx, Sw, Tx, np.where(np.isfinite(Ewt), Ewt, np.inf), ch.z, False)
         if b is not None:
             Ebu, Ebb = self.unbiased_w(bn)
-            st.V = st.V + Ebu * Ebu
-            st.D = st.D + Ebb
+            st.W = st.W + Ebu * Ebu  # a bias error is shared by every token
+            st.D = st.D + Ebb + (np.asarray(Eb_tot) - Eb if self.fixed else 0.0)  # bias requantised in the MAC
         st.V = st.V + ch.sV
         st.D = st.D + ch.sD
         if heads:
@@ -803,7 +826,7 @@ class _Walk:
         Sq = self.stat_of(qn)
         Tq = Sq.total(self.lam, q)
         Tk = Sk.total(self.lam, kr)
-        SkT = _Stat(kT.shape, np.swapaxes(Sk.V, -1, -2), np.swapaxes(Sk.D, -1, -2), 0.0)
+        SkT = _Stat(kT.shape, np.swapaxes(Sk.V, -1, -2), np.swapaxes(Sk.D, -1, -2), 0.0, 0.0, np.swapaxes(Sk.W, -1, -2))
         st = self._mm_stat(q, kT, Sq, SkT, Tq, np.swapaxes(Tk, -1, -2), z_qk, False)
         # k's row factor is per key token: delta_j (q_i . B_k,j), independent across keys
         rk = np.swapaxes(Sk.R, -1, -2) * np.abs(q @ np.swapaxes(Sk.B, -1, -2))
@@ -811,6 +834,7 @@ class _Walk:
         st.absorb_R()  # q's row factor: a logit "temperature" change, not relative downstream
         a = abs(c_hat)
         st.V = a * a * st.V + ch.sV
+        st.W = a * a * st.W
         st.D = a * st.D + abs(c_hat - c) * np.abs(z_qk) + ch.sD
         keep = allowed
         ch.map(lambda arr: np.where(keep, arr, False if arr.dtype == bool else 0.0))
@@ -895,19 +919,26 @@ class _Walk:
         T = Vv + epsp
         R = np.where(T > 0, 1.0 / np.sqrt(np.where(T > 0, T, 1.0)), np.inf)
         n = c * R
-        V, D = Sx.V, Sx.D
-        sV = np.sum(V, -1, keepdims=True)
-        snV = np.sum(n * V, -1, keepdims=True)
-        sn2V = np.sum(n * n * V, -1, keepdims=True)
+        D = Sx.D
+
+        def jac2(V):  # sum_j J_ij^2 V_j (J the norm's Jacobian at xs, without the gain)
+            sV = np.sum(V, -1, keepdims=True)
+            snV = np.sum(n * V, -1, keepdims=True)
+            sn2V = np.sum(n * n * V, -1, keepdims=True)
+            if center:
+                aii = (1 + n * n) / d
+                cross = (sV + 2 * n * snV + n * n * sn2V) / d ** 2
+            else:
+                aii = n * n / d
+                cross = n * n * sn2V / d ** 2
+            return R * R * np.maximum(V * (1 - 2 * aii) + cross, 0.0)
+
         if center:
-            aii = (1 + n * n) / d
-            cross = (sV + 2 * n * snV + n * n * sn2V) / d ** 2
             Dmix = (np.sum(D, -1, keepdims=True) + np.abs(n) * np.sum(np.abs(n) * D, -1, keepdims=True)) / d
         else:
-            aii = n * n / d
-            cross = n * n * sn2V / d ** 2
             Dmix = np.abs(n) * np.sum(np.abs(n) * D, -1, keepdims=True) / d
-        Vn = R * R * np.maximum(V * (1 - 2 * aii) + cross, 0.0)
+        Vn, Wn = jac2(Sx.V), jac2(Sx.W)
+        V = Sx.VW
         Dn = R * (D + Dmix)
         # beyond first order: the rigorous propagation is the first-order one times at most
         # f = (1 - rho)^-1/2, rho the relative change of the variance; at the statistical level
@@ -919,14 +950,15 @@ class _Walk:
         rho = (2 * self.lam * np.sqrt(np.sum(c * c * V, -1, keepdims=True)) + 2 * np.sum(np.abs(c) * Dr, -1, keepdims=True)
                + S2) / (d * T)
         f = np.where(rho < 1, (1 - np.minimum(rho, 1 - 1e-16)) ** -0.5, np.inf)
-        Vn, Dn = Vn * f * f, Dn * f
+        Vn, Wn, Dn = Vn * f * f, Wn * f * f, Dn * f
         Egu, Egb = self.unbiased_w(gn)
         G = np.abs(g)
         # a row-relative input error survives the norm only through eps: delta eps/T on g n
-        st = _Stat(xs.shape, G * G * Vn + n * n * Egu * Egu, G * Dn + np.abs(n) * Egb, Sx.R * epsp / T, g * n)
+        st = _Stat(xs.shape, G * G * Vn, G * Dn + np.abs(n) * Egb, Sx.R * epsp / T, g * n,
+                   G * G * Wn + n * n * Egu * Egu)
         if bn is not None:
             Ebu, Ebb = self.unbiased_w(bn)
-            st.V = st.V + Ebu * Ebu
+            st.W = st.W + Ebu * Ebu
             st.D = st.D + Ebb
         return st
 
@@ -986,7 +1018,7 @@ class _Walk:
                        slanc_scale=scale, alpha=self.alpha)
         ch = _Chain.from_bound(B)
         # statistical: propagate in the scaled domain, then the unit's own roundings
-        Sxs = _Stat(x.shape, Sx.V / scale ** 2, Sx.D / scale, Sx.R, Sx.B / scale)
+        Sxs = _Stat(x.shape, Sx.V / scale ** 2, Sx.D / scale, Sx.R, Sx.B / scale, Sx.W / scale ** 2)
         Sxs.add_local(cast, mW.unbiased)
         st = self._norm_stat_prop(Sxs, Tx / scale + cast, xs, center, eps / scale ** 2, g, gn, bn, b)
         p = B.parts
@@ -1111,11 +1143,16 @@ class _Walk:
         sum_s2V = np.sum(s2 * V, -1, keepdims=True)
         st.V = st.V + kap * kap * s2 * np.maximum((1 - s) ** 2 * V + sum_s2V - s2 * V, 0.0)
         st.D = st.D + kap * s * (D + np.sum(s * D, -1, keepdims=True))
+        # the token-shared part of the logit errors (weight errors of W_K) is correlated across keys
+        sw = np.sqrt(np.where(allowed, Sl.W, 0.0))
+        sws = kap * s * (sw + np.sum(s * sw, -1, keepdims=True))
+        st.W = st.W + sws * sws
         # a probability is in [0, 1]: an error bound beyond max(s, 1 - s) says nothing more
         sh = self.val(name)
         cap = np.maximum(np.abs(sh), np.abs(1 - sh))
         big = st.total(self.lam, s) > cap
         st.V = np.where(big, 0.0, st.V)
+        st.W = np.where(big, 0.0, st.W)
         st.D = np.where(big, cap + 2.0 ** -20, st.D)
         st.R = np.where(np.any(big, -1, keepdims=True), 0.0, st.R)
         # the reference: shifted float64 softmax of the reference scores
@@ -1227,7 +1264,8 @@ class _Walk:
             ch, xc, cast, unit = self._fixed_act(rec, h, Er, kind)
             d1 = np.abs(activation_derivative(kind, xc))
             rh = Sh.rel()
-            st = _Stat(h.shape, d1 * d1 * (Sh.V + rh * rh + cast * cast) + unit.err(0.0) ** 2, d1 * Sh.D, 0.0)
+            st = _Stat(h.shape, d1 * d1 * (Sh.V + rh * rh + cast * cast) + unit.err(0.0) ** 2, d1 * Sh.D, 0.0, 0.0,
+                       d1 * d1 * Sh.W)
             Tin = Th + cast
         else:
             out, mx_out = self._elementwise_out(tp)
@@ -1237,7 +1275,7 @@ class _Walk:
             d1 = np.abs(activation_derivative(kind, h))
             z = B.parts["z"]
             rh = Sh.rel()
-            st = _Stat(h.shape, d1 * d1 * (Sh.V + rh * rh), d1 * Sh.D, 0.0)
+            st = _Stat(h.shape, d1 * d1 * (Sh.V + rh * rh), d1 * Sh.D, 0.0, 0.0, d1 * d1 * Sh.W)
             st.add_local(out.step_err(z), out.unbiased)
             st.D = st.D + ACT_FUNC * np.abs(z)
             if mx_out:
@@ -1292,8 +1330,9 @@ class _Walk:
         Sa, Sb = self.stat_of(an), self.stat_of(bn)
         z = B.parts["z"]
         if op == "mul":
-            V2 = Sa.V * (Sb.V + Sb.D ** 2) + Sa.D ** 2 * Sb.V  # second order (see _mm_stat)
-            st = _Stat(z.shape, b * b * Sa.V + a * a * Sb.V + V2, np.abs(b) * Sa.D + np.abs(a) * Sb.D + Sa.D * Sb.D)
+            V2 = Sa.VW * (Sb.VW + Sb.D ** 2) + Sa.D ** 2 * Sb.VW  # second order (see _mm_stat)
+            st = _Stat(z.shape, b * b * Sa.V + a * a * Sb.V + V2, np.abs(b) * Sa.D + np.abs(a) * Sb.D + Sa.D * Sb.D,
+                       0.0, 0.0, b * b * Sa.W + a * a * Sb.W)
             ha, hb = bool(np.any(Sa.R > 0)), bool(np.any(Sb.R > 0))
             if ha and hb:  # two different row factors: both end here
                 ra, rb = Sa.rel() * np.abs(b), Sb.rel() * np.abs(a)
@@ -1305,7 +1344,7 @@ class _Walk:
             ch.ref64 = 2.0 ** -52 * (np.abs(a) + self.mag(an)) * (np.abs(b) + self.mag(bn))
         else:
             ra, rb = Sa.rel(), Sb.rel()
-            st = _Stat(z.shape, Sa.V + Sb.V + ra * ra + rb * rb, Sa.D + Sb.D, 0.0)
+            st = _Stat(z.shape, Sa.V + Sb.V + ra * ra + rb * rb, Sa.D + Sb.D, 0.0, 0.0, Sa.W + Sb.W)
             ch.ref64 = 2.0 ** -52 * (np.abs(a) + np.abs(b) + self.mag(an) + self.mag(bn))
         st.add_local(out.step_err(z), out.unbiased)
         if mx_out:
@@ -1342,7 +1381,7 @@ class _Walk:
         B1, B2 = Sx.B[..., :h2], Sx.B[..., h2:]
         Brot = np.concatenate([cs * B1 - sn * B2, cs * B2 + sn * B1], axis=-1)  # the rotation is linear
         st = _Stat(x.shape, rot(Sx.V, lambda t: t * t), rot(Sx.D, np.abs) + 2.0 ** -51 * 2 * np.concatenate(
-            [pair, pair], axis=-1), Sx.R, Brot)
+            [pair, pair], axis=-1), Sx.R, Brot, rot(Sx.W, lambda t: t * t))
         st.add_local(out.step_err(B.parts["z"]), out.unbiased)
         if mx_out:
             self._mx_tail(ch, st, tp, name)

@@ -98,9 +98,12 @@ def softmax_propagation(s: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.nd
         chord = np.where(M > 0, np.expm1(M) / np.where(M > 0, M, 1.0), 1.0)
         up = np.expm1(E + sE)
         down = -np.expm1(-E) / (1 + sE * chord) + (1 - 1 / (1 + sE * chord))
-        # s_j(l) <= 1: the upper side never exceeds 1 - s_j (the lower side is <= s_j already)
-        fine = np.maximum(np.minimum(s * up, 1.0 - s), s * down)
-        coarse = np.maximum(np.minimum(s * np.expm1(2 * M), 1.0 - s), -s * np.expm1(-2 * M))
+        # s_j(l) <= 1: the upper side never exceeds 1 - s_j (the lower side is <= s_j already).
+        # An overflowing exp (E > 709) leaves only the cap: 0 * inf must not become NaN
+        s_up = np.where(np.isfinite(up), s * up, np.inf)
+        fine = np.maximum(np.minimum(s_up, 1.0 - s), s * down)
+        e2 = np.expm1(2 * M)
+        coarse = np.maximum(np.minimum(np.where(np.isfinite(e2), s * e2, np.inf), 1.0 - s), -s * np.expm1(-2 * M))
     fine = np.where(M == 0, 0.0, fine)
     return np.minimum(fine, coarse), coarse
 

@@ -42,7 +42,7 @@ from ..layer.weights import LayerWeights, random_inputs, random_weights
 from .layer import layer_bounds
 
 __all__ = ["CONFIGS", "KINDS", "TensorStats", "LayerReport", "run_trials", "make_trial", "report_markdown",
-           "DEFAULT_PLANS", "LINEAR_KINDS", "nonvacuity"]
+           "DEFAULT_PLANS", "LINEAR_KINDS", "nonvacuity", "merged", "merged_markdown"]
 
 #: trial configurations (narrow layers: the bounds' cost is per op, not per element)
 CONFIGS: dict[str, LayerConfig] = {
@@ -272,11 +272,12 @@ def run_trials(plan: "PrecisionPlan | str", n_trials: int, seed: int = 0, *,
                configs: "Iterable[str] | dict[str, LayerConfig] | None" = None,
                kinds: "Iterable[str] | None" = None, progress: Callable[[int], Any] | None = None,
                long_seq: int | None = None, keep_points: int = 0, alpha: float | None = None,
-               exact_weights: bool = False) -> LayerReport:
+               exact_weights: bool = False, isolate: bool = True) -> LayerReport:
     """Run ``n_trials`` layer trials of ``plan`` (cycling over ``configs`` x ``kinds``) and
     compare every tensor with its bounds. ``progress(1)`` is called after each trial.
     ``keep_points``: sample that many (bound, observed) pairs per tensor per trial (plots).
-    ``exact_weights``: give the bounds the unquantised weights (exact ``E_w``)."""
+    ``exact_weights``: give the bounds the unquantised weights (exact ``E_w``); ``isolate``:
+    passed to :func:`layer_bounds` (False: the pure propagation of input and weight errors)."""
     p = PrecisionPlan.from_name(plan) if isinstance(plan, str) else plan
     if configs is None:
         cfgs = {k: CONFIGS[k] for k in ("gpt2", "bert", "llama")}
@@ -313,7 +314,7 @@ def run_trials(plan: "PrecisionPlan | str", n_trials: int, seed: int = 0, *,
                 progress(1)
             continue
         ref = run_reference(cfg, w, x)
-        b = layer_bounds(run, ref, weights=w if exact_weights else None, **kw)
+        b = layer_bounds(run, ref, weights=w if exact_weights else None, isolate=isolate, **kw)
         for name, tb in b.items():
             key = (cname, name)
             ts = rep.tensors.get(key)
@@ -343,6 +344,63 @@ def nonvacuity(rep: LayerReport, threshold: float = 0.1) -> list[tuple[str, str,
     return out
 
 
+def merged(rep: LayerReport) -> list[TensorStats]:
+    """The per-tensor statistics merged over configs, keyed by (tensor name, op kind) (bert's
+    ``out`` is a norm, gpt2's an add: they stay apart), in first-seen order."""
+    out: dict[tuple[str, str], TensorStats] = {}
+    for t in rep.rows():
+        key = (t.name, t.kind)
+        m = out.get(key)
+        if m is None:
+            m = out[key] = TensorStats("all", t.name, t.kind)
+        m.trials += t.trials
+        m.elements += t.elements
+        m.viol_rig += t.viol_rig
+        m.viol_stat += t.viol_stat
+        m.trials_stat_viol += t.trials_stat_viol
+        m.expected_stat_fail += t.expected_stat_fail
+        m.no_guarantee += t.no_guarantee
+        m.trials_no_guarantee += t.trials_no_guarantee
+        for r, n in t.reasons.items():
+            m.reasons[r] = m.reasons.get(r, 0) + n
+        m._rig += t._rig
+        m._stat += t._stat
+        m._iso += t._iso
+        m._random_stat_max = max(m._random_stat_max, t._random_stat_max)
+    return list(out.values())
+
+
+def merged_markdown(rep: LayerReport) -> str:
+    """One row per tensor (merged over the archs), for the docs."""
+    lines = ["| tensor | op | trials | rig viol | stat viol (trials) | expected stat fails | rig max | rig median | "
+             "stat max | stat median | random: stat max | iso max | iso median | no-guar. elems (trials) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t in merged(rep):
+        lines.append(f"| {t.name} | {t.kind} | {t.trials} | {t.viol_rig} | {t.viol_stat} ({t.trials_stat_viol}) | "
+                     f"{t.expected_stat_fail:.3g} | {_f(t.rig_max)} | {_f(t.rig_median)} | {_f(t.stat_max)} | "
+                     f"{_f(t.stat_median)} | {_f(t.random_stat_max)} | {_f(t.iso_max)} | {_f(t.iso_median)} | "
+                     f"{t.no_guarantee} ({t.trials_no_guarantee}) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m refmodel.bounds.validate_layer [trials [seed [plans]]]``: per-preset markdown."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    n = int(argv[0]) if argv else 126
+    seed = int(argv[1]) if len(argv) > 1 else 0
+    plans = argv[2].split(",") if len(argv) > 2 else list(DEFAULT_PLANS)
+    for p in plans:
+        rep = run_trials(p, n, seed)
+        print(f"### {p}: {rep.trials} trials, {rep.elements} elements, rigorous violations {rep.viol_rig}, "
+              f"statistical violations {rep.viol_stat}, {rep.seconds:.1f} s; non-vacuity failures: {nonvacuity(rep)}")
+        print()
+        print(merged_markdown(rep))
+        print(flush=True)
+    return 0
+
+
 def _f(v: float) -> str:
     return "n/a" if not math.isfinite(v) else f"{v:.3g}"
 
@@ -363,3 +421,7 @@ def report_markdown(rep: LayerReport) -> str:
         for e, n in rep.errors.items():
             lines.append(f"* run error ({n} trials): {e}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
