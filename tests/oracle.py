@@ -27,6 +27,7 @@ ceil for negative values) gives +-max.
 
 from __future__ import annotations
 
+from refmodel.numerics.rounding import STOCHASTIC_BITS
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -302,3 +303,35 @@ def fixed_quantize_oracle(
         m = n % (1 << width)
         return m - (1 << width) if signed and m > hi else m
     raise ValueError(f"oracle: unknown overflow mode {overflow!r}")
+
+
+# ---- integer rounding of an exact rational (shared by the fixed-point and rounding tests) ----
+def oracle_round(v: Fraction, mode: str, r: int | None = None, rbits: int = STOCHASTIC_BITS) -> int:
+    """Round the exact rational ``v`` to an integer. Stochastic: floor(v) + carry of
+    trunc(frac * 2^rbits) + r."""
+    fl = math.floor(v)
+    rem = v - fl  # in [0, 1)
+    half = Fraction(1, 2)
+    if mode == "floor":
+        return fl
+    if mode == "ceil":
+        return fl if rem == 0 else fl + 1
+    if mode == "rtz":
+        return fl + 1 if (rem != 0 and v < 0) else fl
+    if mode == "rne":
+        if rem != half:
+            return fl + 1 if rem > half else fl
+        return fl if fl % 2 == 0 else fl + 1
+    if mode == "half_up":
+        return fl + 1 if rem >= half else fl
+    if mode == "half_away":
+        if rem != half:
+            return fl + 1 if rem > half else fl
+        return fl + 1 if v > 0 else fl
+    if mode == "stochastic":
+        t = math.floor(rem * (1 << rbits))
+        return fl + 1 if t + r >= (1 << rbits) else fl
+    raise AssertionError(mode)
+
+
+# ---- the docstring table ------------------------------------------------------------------

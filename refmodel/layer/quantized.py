@@ -252,10 +252,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             outs = [self._mm(q[h], QTensor(kr.values[h].T, kr.fmt, None if kr.codes is None else kr.codes[h].T),
                              tp.format, tp.acc, tp.rounding, tp.overflow) for h in range(H)]
             raw = np.stack([o.values for o in outs])
-            pow2 = math.frexp(scale)[0] == 0.5
-            v = self._store(name, np.where(allowed, raw * scale, 0.0)) if True else None
-            y = v
-            det = {"scale": scale, "scale_exact": pow2}
+            y = self._store(name, np.where(allowed, raw * scale, 0.0))
+            det = {"scale": scale, "scale_exact": math.frexp(scale)[0] == 0.5}
         self._log(name, "scores", (self._name_of(q), self._name_of(k)), hd, mask=mask, **det)
         return self._finish(name, y)
 
@@ -377,7 +375,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         v = c.values * c.values
         if isinstance(c.fmt, FloatFormat):
             wide = FloatFormat(min(c.fmt.exp + 1, 11), min(2 * c.fmt.man + 1, 50), name=None)
-            return store(v, str(wide) if wide.name else _spec(wide))
+            return store(v, str(wide))
         return QTensor(v)
 
     def _float_softmax(self, name, s, allowed, shifted):
@@ -544,10 +542,6 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         bc = beta.codes if beta is not None else np.zeros(x.shape[-1], dtype=np.int64)
         codes = norm_int(x.codes, gamma.codes, bc, prm)
         return QTensor(FixedArray(codes, out).to_float(), out, codes), {"norm_params": prm, "shift": k}
-
-
-def _spec(f: FloatFormat) -> str:
-    return str(f)
 
 
 def _exact_blas_product(a: QTensor, b: QTensor, policy: str) -> np.ndarray | None:

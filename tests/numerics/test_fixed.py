@@ -35,30 +35,7 @@ DETERMINISTIC = ["rne", "rtz", "floor", "ceil", "half_up", "half_away"]
 NEAREST = ["rne", "half_up", "half_away"]
 
 
-# ---- independent oracle -------------------------------------------------------------------
-def oracle_round(v: Fraction, mode: str, r: int | None = None) -> int:
-    fl = math.floor(v)
-    rem = v - fl
-    half = Fraction(1, 2)
-    if mode == "floor":
-        return fl
-    if mode == "ceil":
-        return fl if rem == 0 else fl + 1
-    if mode == "rtz":
-        return fl + 1 if (rem != 0 and v < 0) else fl
-    if mode == "rne":
-        if rem != half:
-            return fl + 1 if rem > half else fl
-        return fl if fl % 2 == 0 else fl + 1
-    if mode == "half_up":
-        return fl + 1 if rem >= half else fl
-    if mode == "half_away":
-        if rem != half:
-            return fl + 1 if rem > half else fl
-        return fl + 1 if v > 0 else fl
-    if mode == "stochastic":
-        return fl + 1 if math.floor(rem * (1 << STOCHASTIC_BITS)) + r >= (1 << STOCHASTIC_BITS) else fl
-    raise AssertionError(mode)
+from oracle import oracle_round  # noqa: E402
 
 
 def oracle_overflow(c: int, width: int, signed: bool, overflow: str) -> int:
