@@ -92,8 +92,8 @@ def main() -> None:
                      "bit-exact" if np.array_equal(got, ref) else "MISMATCH"))
 
     try:
-        from fxpmath import Fxp
         import fxpmath
+        from fxpmath import Fxp
     except ImportError:
         Fxp = None
     if Fxp is not None:

@@ -61,7 +61,7 @@ def medians(fns: dict, reps: int) -> dict:
     return out
 
 
-def table(title: str, rows: list[tuple[str, "T", str]], base: "T") -> None:
+def table(title: str, rows: list[tuple[str, T, str]], base: T) -> None:
     print(f"\n{title}")
     print(f"| {'implementation':<62} | {'median ms':>9} | {'x BLAS':>7} | {'min ms':>8} | {'x BLAS':>7} | check |")
     print(f"|{'-' * 64}|{'-' * 10}:|{'-' * 8}:|{'-' * 9}:|{'-' * 8}:|-------|")

@@ -16,8 +16,9 @@ accumulates as it would on hardware), the reference takes the float64 output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-
 from golden_common import check_tolerance, drive_full_rate, golden_set, log_golden
+from tb_common import StreamSink, compare, hexw, log_rate, reset, signed, start_clock
+
 from refmodel.numerics.fixed import FixedFormat, apply_overflow
 from refmodel.numerics.rounding import Overflow, round_shift
-from tb_common import StreamSink, compare, hexw, log_rate, reset, signed, start_clock
 
 
 @cocotb.test()

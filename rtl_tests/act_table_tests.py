@@ -17,9 +17,6 @@ import zlib
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-
-from refmodel.numerics.fixed import FixedFormat, decode
-from refmodel.numerics.units.activation import ActParams, act_lookup, act_ref, act_table, table_error
 from tb_common import (
     PAUSE_PATTERNS,
     Stopwatch,
@@ -32,6 +29,9 @@ from tb_common import (
     signed,
     start_clock,
 )
+
+from refmodel.numerics.fixed import FixedFormat, decode
+from refmodel.numerics.units.activation import ActParams, act_lookup, act_ref, act_table, table_error
 
 
 def _params(dut) -> ActParams:

@@ -28,7 +28,6 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-
 from golden_common import (
     FP8_STAGES,
     Fp8Stage,
@@ -40,8 +39,9 @@ from golden_common import (
     log_golden,
     stages_from_env,
 )
-from refmodel.numerics.units.fp8mac import FP8_FORMATS, Fp8MacParams, dot_fp8, dot_fp8_acc
 from tb_common import StreamSink, compare, hexw, log_rate, reset, signed, start_clock
+
+from refmodel.numerics.units.fp8mac import FP8_FORMATS, Fp8MacParams, dot_fp8, dot_fp8_acc
 
 
 def _show32(c: int) -> str:

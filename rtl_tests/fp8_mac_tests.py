@@ -24,14 +24,11 @@ import cocotb
 import ml_dtypes
 import numpy as np
 from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
-
-from refmodel.golden.hexfile import pack_lanes, read_memh, write_memh
-from refmodel.numerics.units.fp8mac import Fp8MacParams, acc_to_fp32, dot_fp8, dot_fp8_acc
 from tb_common import (
     PAUSE_PATTERNS,
+    Stopwatch,
     StreamSink,
     StreamSource,
-    Stopwatch,
     check_no_xz,
     compare,
     hexw,
@@ -40,6 +37,9 @@ from tb_common import (
     signed,
     start_clock,
 )
+
+from refmodel.golden.hexfile import pack_lanes, read_memh
+from refmodel.numerics.units.fp8mac import Fp8MacParams, acc_to_fp32, dot_fp8, dot_fp8_acc
 
 TOP = os.environ.get("COCOTB_TOPLEVEL", "")
 FORMATS = {0: "e4m3fn", 1: "e5m2"}

@@ -21,8 +21,8 @@ import hashlib
 import os
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pytest
 

@@ -33,13 +33,13 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from tb_common import CLK_NS, Stopwatch, reset, start_clock
 
 from refmodel.golden.hexfile import read_memh
 from refmodel.golden.manifest import load_tensor, read_manifest
 from refmodel.layer.config import LayerConfig
 from refmodel.layer.forward import tensor_names
 from refmodel.numerics.fixed import FixedFormat
-from tb_common import CLK_NS, Stopwatch, reset, start_clock
 
 STAGES = ["LOAD", "LN1", "Q", "K", "V", "SC", "SM", "MIX", "PROJ", "RES1", "LN2", "UP", "ACT", "DOWN", "OUT",
           "DRAIN"]

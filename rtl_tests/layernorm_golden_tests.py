@@ -13,7 +13,6 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-
 from golden_common import check_tolerance, golden_set, log_golden, norm_params, stages_from_env
 from tb_common import (
     StreamSink,

@@ -22,9 +22,6 @@ import zlib
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
-
-from refmodel.golden.hexfile import read_memh
-from refmodel.numerics.units.norm import NormParams, norm_error_bound, norm_int, norm_ref, random_rows
 from tb_common import (
     PAUSE_PATTERNS,
     Stopwatch,
@@ -37,6 +34,9 @@ from tb_common import (
     reset,
     start_clock,
 )
+
+from refmodel.golden.hexfile import read_memh
+from refmodel.numerics.units.norm import NormParams, norm_error_bound, norm_int, norm_ref, random_rows
 
 
 def _expect_x() -> bool:

@@ -19,7 +19,6 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-
 from golden_common import MAC_HDL, MacStage, check_tolerance, drive_full_rate, golden_set, log_golden, stages_from_env
 from tb_common import StreamSink, compare, hexw, log_rate, reset, signed, start_clock
 

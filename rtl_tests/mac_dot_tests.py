@@ -14,14 +14,11 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-
-from refmodel.golden.hexfile import pack_lanes
-from refmodel.numerics.units.mac import MacParams, dot_acc_int, requantize_int
 from tb_common import (
     PAUSE_PATTERNS,
+    Stopwatch,
     StreamSink,
     StreamSource,
-    Stopwatch,
     check_no_xz,
     compare,
     hexw,
@@ -30,6 +27,9 @@ from tb_common import (
     signed,
     start_clock,
 )
+
+from refmodel.golden.hexfile import pack_lanes
+from refmodel.numerics.units.mac import MacParams, dot_acc_int, requantize_int
 
 ROUNDING = {0: "floor", 1: "half_up", 2: "rne"}
 N_RANDOM = int(os.environ.get("RM_MAC_N", "150"))  # dot products per random test

@@ -16,10 +16,10 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-
 from golden_common import allowed_mask, check_tolerance, golden_set, log_golden, softmax_params
-from refmodel.numerics.units.softmax import softmax
 from tb_common import StreamSink, StreamSource, compare, log_rate, reset, run_stream, start_clock
+
+from refmodel.numerics.units.softmax import softmax
 
 
 @cocotb.test()

@@ -14,8 +14,6 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-
-from refmodel.numerics.units.reciprocal import DividerParams, ReciprocalParams, divide, exhaustive_error
 from tb_common import (
     PAUSE_PATTERNS,
     STALL_CASES,
@@ -28,6 +26,8 @@ from tb_common import (
     run_stream,
     start_clock,
 )
+
+from refmodel.numerics.units.reciprocal import DividerParams, ReciprocalParams, divide, exhaustive_error
 
 
 class TB:

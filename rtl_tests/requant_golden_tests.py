@@ -15,10 +15,10 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-
 from golden_common import ROUNDING_OF_CODE, allowed_mask, check_tolerance, drive_full_rate, golden_set, log_golden
-from refmodel.numerics.units.requant import RequantParams, requant_with_flags
 from tb_common import StreamSink, compare, hexw, log_rate, reset, signed, start_clock
+
+from refmodel.numerics.units.requant import RequantParams, requant_with_flags
 
 
 @cocotb.test()

@@ -11,9 +11,6 @@ import os
 
 import cocotb
 import numpy as np
-
-from refmodel.numerics.rounding import Rounding
-from refmodel.numerics.units.requant import ROUND_MODE_CODES, RequantParams, requant_with_flags
 from tb_common import (
     PAUSE_PATTERNS,
     STALL_CASES,
@@ -27,6 +24,9 @@ from tb_common import (
     signed,
     start_clock,
 )
+
+from refmodel.numerics.rounding import Rounding
+from refmodel.numerics.units.requant import ROUND_MODE_CODES, RequantParams, requant_with_flags
 
 MODE_OF_CODE = {v: k for k, v in ROUND_MODE_CODES.items()}
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-
 from golden_common import golden_set, log_golden, norm_params, stages_from_env
+from tb_common import StreamSink, StreamSource, compare, hexw, log_rate, reset, run_stream, start_clock
+
 from refmodel.numerics.units.norm import norm_int, norm_stats_int
 from refmodel.numerics.units.rsqrt import rsqrt
-from tb_common import StreamSink, StreamSource, compare, hexw, log_rate, reset, run_stream, start_clock
 
 
 @cocotb.test()

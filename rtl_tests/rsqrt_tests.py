@@ -13,8 +13,6 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-
-from refmodel.numerics.units.rsqrt import IsqrtParams, RsqrtParams, exhaustive_error, isqrt, rsqrt
 from tb_common import (
     PAUSE_PATTERNS,
     STALL_CASES,
@@ -27,6 +25,8 @@ from tb_common import (
     run_stream,
     start_clock,
 )
+
+from refmodel.numerics.units.rsqrt import IsqrtParams, RsqrtParams, exhaustive_error, isqrt, rsqrt
 
 
 class TB:

@@ -12,8 +12,6 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-
-from refmodel.numerics.units.softmax import SoftmaxParams, reference_softmax, softmax, softmax_error_bound
 from tb_common import (
     PAUSE_PATTERNS,
     STALL_CASES,
@@ -26,6 +24,8 @@ from tb_common import (
     run_stream,
     start_clock,
 )
+
+from refmodel.numerics.units.softmax import SoftmaxParams, reference_softmax, softmax, softmax_error_bound
 
 
 def params_from_dut(dut) -> SoftmaxParams:

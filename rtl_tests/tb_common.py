@@ -42,7 +42,8 @@ import itertools
 import random
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import cocotb
 from cocotb.clock import Clock
@@ -181,7 +182,7 @@ def log_rate(dut, unit: str, vectors: int, seconds: float) -> float:
 class Stopwatch:
     """``with Stopwatch() as sw: ...; sw.seconds`` (wall clock)."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.t0 = time.perf_counter()
         self.seconds = 0.0
         return self

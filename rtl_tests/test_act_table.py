@@ -11,9 +11,9 @@ import shutil
 import subprocess
 
 import pytest
-
 from golden_common import GoldenSet, quoted
-from harness import RTL, ROOT, SIM_ROOT, run_unit
+from harness import ROOT, RTL, SIM_ROOT, run_unit
+
 from refmodel.golden.hexfile import write_memh
 from refmodel.numerics.units.activation import ActParams, act_table, write_act_memh
 

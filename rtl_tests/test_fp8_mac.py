@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from harness import ROOT, build_dir_for, run_unit
+
 from refmodel.golden.hexfile import write_memh
 from refmodel.numerics.units.fp8mac import Fp8MacParams
 

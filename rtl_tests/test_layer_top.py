@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import ROOT, RTL, build_dir_for, run_unit
 
-from harness import RTL, ROOT, build_dir_for, run_unit
 from refmodel.golden.generate import generate_set
 from refmodel.layer.config import LayerConfig
 

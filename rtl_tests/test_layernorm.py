@@ -15,9 +15,9 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-
 from golden_common import GoldenSet, collect, norm_params, quoted
-from harness import RTL, ROOT, SIM_ROOT, run_unit
+from harness import ROOT, RTL, SIM_ROOT, run_unit
+
 from refmodel.golden.hexfile import write_memh
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.norm import NormParams, eps_code

@@ -4,9 +4,9 @@ mac_dot_tests.py; model refmodel.numerics.units.mac)."""
 from __future__ import annotations
 
 import pytest
-
 from golden_common import GoldenSet, MacStage, collect, mac_groups
 from harness import ROOT, run_unit
+
 from refmodel.numerics.units.mac import MacParams
 
 PARAM_SETS = {

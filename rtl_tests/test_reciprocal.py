@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from golden_common import GoldenSet, softmax_params
 from harness import ROOT, run_unit
+
 from refmodel.numerics.units.reciprocal import DividerParams, ReciprocalParams
 
 # name -> (RTL parameters, environment)

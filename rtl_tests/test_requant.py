@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from golden_common import GoldenSet
 from harness import ROOT, run_unit
+
 from refmodel.numerics.units.requant import RequantParams
 
 CONFIGS = {

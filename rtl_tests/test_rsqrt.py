@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from golden_common import GoldenSet, collect, norm_params
 from harness import ROOT, run_unit
+
 from refmodel.numerics.units.rsqrt import IsqrtParams, RsqrtParams
 
 SOURCES = ["rsqrt.v", "reciprocal.v", "rsqrt_isqrt.v"]

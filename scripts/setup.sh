@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 PY=${PYTHON:-python3}
-EXTRAS=${REFMODEL_EXTRAS:-test,rtl,models,bench}
+EXTRAS=${REFMODEL_EXTRAS:-test,rtl,models,bench,cluster}
 
 if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
   echo "refmodel needs Python >= 3.10 (found $("$PY" --version 2>&1))" >&2; exit 1

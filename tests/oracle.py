@@ -27,10 +27,11 @@ ceil for negative values) gives +-max.
 
 from __future__ import annotations
 
-from refmodel.numerics.rounding import STOCHASTIC_BITS
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+
+from refmodel.numerics.rounding import STOCHASTIC_BITS
 
 __all__ = ["Value", "decode_oracle", "encode_oracle", "value_to_float", "fixed_quantize_oracle", "float_max_oracle"]
 

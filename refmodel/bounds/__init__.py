@@ -9,13 +9,36 @@ quantized layer run (one :class:`~refmodel.bounds.layer.TensorBound` per tensor)
 
 from .accum import Accum, PartialSums
 from .attention import attention_factor_table, attention_forward, attention_lipschitz, omega_kq, omega_ov
+from .elementwise import (
+                          ACTIVATIONS,
+                          activation,
+                          activation_bound,
+                          activation_constants,
+                          add_bound,
+                          cast_bound,
+                          mul_bound,
+                          rope_bound,
+                          scale_bound,
+)
 from .layer import TensorBound, layer_bounds, weight_errors
-from .mx import MXElementModel, mx_element_model, mx_round_error, mx_weight_error
-from .elementwise import (ACTIVATIONS, activation, activation_bound, activation_constants, add_bound, cast_bound,
-                          mul_bound, rope_bound, scale_bound)
 from .matmul import attention_mix_bound, linear_bound, logits_bound, matmul_bound
-from .model import (DEFAULT_ALPHA, EXACT, Bound, Gamma, RoundingModel, as_tiers, gamma, gamma_tilde, lambda_azuma,
-                    lambda_hm, output_rounding, range_mask, range_reason, rounding_model)
+from .model import (
+                          DEFAULT_ALPHA,
+                          EXACT,
+                          Bound,
+                          Gamma,
+                          RoundingModel,
+                          as_tiers,
+                          gamma,
+                          gamma_tilde,
+                          lambda_azuma,
+                          lambda_hm,
+                          output_rounding,
+                          range_mask,
+                          range_reason,
+                          rounding_model,
+)
+from .mx import MXElementModel, mx_element_model, mx_round_error, mx_weight_error
 from .norm import NormSteps, layernorm_bound, norm_bound, rmsnorm_bound
 from .softmax import SoftmaxSteps, softmax_bound, softmax_propagation
 

@@ -75,26 +75,26 @@ class Accum:
 
     # ---- constructors -------------------------------------------------------------------
     @classmethod
-    def exact(cls) -> "Accum":
+    def exact(cls) -> Accum:
         """Exact sum (one rounding happens later, into the output)."""
         return cls("exact")
 
     @classmethod
-    def rounded(cls, fmt: Any, rounding: "Rounding | str" = "rne") -> "Accum":
+    def rounded(cls, fmt: Any, rounding: Rounding | str = "rne") -> Accum:
         """Exact sum, then one rounding into ``fmt`` (``fmt`` may be a :class:`RoundingModel`)."""
         r = Rounding.parse(rounding).value
         m = fmt if isinstance(fmt, RoundingModel) else rounding_model(fmt, r)
         return cls("rounded", m, 1, None, EXACT, None if isinstance(fmt, RoundingModel) else _parse(fmt), None, r)
 
     @classmethod
-    def sequential(cls, fmt: Any, rounding: "Rounding | str" = "rne") -> "Accum":
+    def sequential(cls, fmt: Any, rounding: Rounding | str = "rne") -> Accum:
         """Recursive summation, one rounding into ``fmt`` per add (FMA-style when products are exact)."""
         r = Rounding.parse(rounding).value
         return cls("sequential", rounding_model(fmt, r), 1, None, EXACT, _parse(fmt), None, r)
 
     @classmethod
-    def blocked(cls, fmt: Any, block: int, inner: Any = None, rounding: "Rounding | str" = "rne",
-                round_block: bool = False) -> "Accum":
+    def blocked(cls, fmt: Any, block: int, inner: Any = None, rounding: Rounding | str = "rne",
+                round_block: bool = False) -> Accum:
         """Blocks of ``block`` terms summed exactly (``inner=None``) or recursively in ``inner``,
         then added to the ``fmt`` accumulator with one rounding per block (``round_block``: the
         exact block sum is rounded into ``fmt`` first, as ``numerics.accumulate.Blocked``)."""
@@ -107,7 +107,7 @@ class Accum:
 
     @classmethod
     def from_policy(cls, policy: Any, *, product_frac: int | None = None,
-                    rounding: "Rounding | str" = "rne") -> "Accum":
+                    rounding: Rounding | str = "rne") -> Accum:
         """The :class:`Accum` of a :mod:`refmodel.numerics.accumulate` policy (object or spec
         string such as ``sequential:fp16``, ``blocked:fp32:32``, ``acc:s48.24:sat``).
         ``product_frac``: fraction bits of fixed-point products (needed for ``acc:<w>`` without a
@@ -127,8 +127,8 @@ class Accum:
         return cls.fixed(fmt, p.overflow, product_frac=product_frac, rounding=rounding)
 
     @classmethod
-    def fixed(cls, fmt: "FixedFormat | str", overflow: "Overflow | str" = "saturate", *,
-              product_frac: int | None = None, rounding: "Rounding | str" = "rne") -> "Accum":
+    def fixed(cls, fmt: FixedFormat | str, overflow: Overflow | str = "saturate", *,
+              product_frac: int | None = None, rounding: Rounding | str = "rne") -> Accum:
         """Fixed-point accumulator ``fmt`` (exact adds). ``product_frac``: fraction bits of the
         incoming products; when larger than ``fmt.frac`` each product is rounded on entry."""
         fmt = FixedFormat.parse(fmt)

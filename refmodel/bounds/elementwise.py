@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ class ActivationConstants:
     R: float
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def activation_constants(name: str, h: float = 1e-4, R: float = 10.0) -> ActivationConstants:
     """Lipschitz constants of ``name`` computed on a grid of step ``h`` over ``[-R, R]``.
 

@@ -20,7 +20,8 @@ Special functions (exp, rsqrt, reciprocal, activations) are evaluated in float64
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

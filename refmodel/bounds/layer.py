@@ -74,8 +74,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -87,11 +88,18 @@ from ..numerics.formats import parse_format
 from ..numerics.minifloat import FloatFormat
 from ..numerics.rounding import Rounding, round_shift
 from .accum import Accum, PartialSums
-from .elementwise import (activation, activation_bound, activation_constants, activation_derivative, add_bound,
-                          mul_bound, rope_angles, rope_bound)
+from .elementwise import (
+    activation,
+    activation_bound,
+    activation_constants,
+    activation_derivative,
+    add_bound,
+    mul_bound,
+    rope_angles,
+    rope_bound,
+)
 from .matmul import matmul_bound
-from .model import (DEFAULT_ALPHA, EXACT, Bound, RoundingModel, gamma, lambda_azuma, output_rounding,
-                    rounding_model)
+from .model import DEFAULT_ALPHA, EXACT, Bound, RoundingModel, gamma, lambda_azuma, output_rounding, rounding_model
 from .mx import is_mx_spec, mx_element_model, mx_round_error, mx_round_parts, mx_scale_exponents, mx_weight_error
 from .norm import NormSteps, norm_bound
 from .softmax import SoftmaxSteps, softmax_bound, softmax_propagation
@@ -267,7 +275,7 @@ class _Stat:
         self.B = _full(B, shape)
         self.W = _full(W, shape)
 
-    def copy(self) -> "_Stat":
+    def copy(self) -> _Stat:
         return _Stat(self.V.shape, self.V, self.D, self.R, self.B, self.W)
 
     @property
@@ -286,7 +294,7 @@ class _Stat:
             t = self.D + lam * np.sqrt(self.V + self.W) + self.rel()
         return np.where(np.isnan(t), np.inf, t)
 
-    def absorb_R(self) -> "_Stat":
+    def absorb_R(self) -> _Stat:
         """End the shared relative part where it stops being relative: ``R |B|`` bounds a
         mean-zero error (sums of rounding errors), so it enters ``V`` as ``(R |B|)^2``."""
         rv = self.rel()
@@ -295,7 +303,7 @@ class _Stat:
         self.B = np.zeros_like(self.B)
         return self
 
-    def set_R(self, R: Any, B: Any) -> "_Stat":
+    def set_R(self, R: Any, B: Any) -> _Stat:
         """A new row-shared relative error ``R`` on the base ``B``; an existing one on another base
         is absorbed first (two different row factors cannot share one ``delta``)."""
         if np.any(self.R > 0):
@@ -304,7 +312,7 @@ class _Stat:
         self.B = np.broadcast_to(np.asarray(B, dtype=np.float64), self.B.shape).copy()
         return self
 
-    def add_local(self, err: Any, unbiased: bool) -> "_Stat":
+    def add_local(self, err: Any, unbiased: bool) -> _Stat:
         """One more rounding with error bound ``err``: its square into ``V`` when unbiased."""
         err = np.asarray(err, dtype=np.float64)
         if unbiased:
@@ -313,7 +321,7 @@ class _Stat:
             self.D = self.D + err
         return self
 
-    def map(self, f, fR=None) -> "_Stat":
+    def map(self, f, fR=None) -> _Stat:
         self.V, self.D, self.B, self.W = f(self.V), f(self.D), f(self.B), f(self.W)
         self.R = (fR or f)(self.R)
         return self
@@ -341,7 +349,7 @@ class _Chain:
         self.sR = np.zeros(_rows(z))
 
     @classmethod
-    def from_bound(cls, B: Bound) -> "_Chain":
+    def from_bound(cls, B: Bound) -> _Chain:
         p = B.parts
         c = cls(p["z"], p["local"], p["propagated"])
         c.nog |= np.broadcast_to(~np.isfinite(B.stat), c.z.shape)
@@ -353,7 +361,7 @@ class _Chain:
             c.sD = c.sD + p["local_D"]
         return c
 
-    def round(self, m: RoundingModel, what: str) -> "_Chain":
+    def round(self, m: RoundingModel, what: str) -> _Chain:
         Lf = np.where(np.isfinite(self.Lr), self.Lr, 0.0)
         with np.errstate(invalid="ignore", over="ignore"):
             er, _, nog, rs, ns = output_rounding(self.z, self.Lr, Lf, m, what)
@@ -368,7 +376,7 @@ class _Chain:
             self.sD = self.sD + e0
         return self
 
-    def round_mx(self, spec: str, rounding: str, X: Any, axis: int, what: str) -> "_Chain":
+    def round_mx(self, spec: str, rounding: str, X: Any, axis: int, what: str) -> _Chain:
         em = mx_element_model(spec, rounding)
         Lf = np.where(np.isfinite(self.Lr), self.Lr, 0.0)
         er, nog_r, rr = mx_round_error(self.z, Lf, em, X=X, axis=axis)
@@ -385,13 +393,13 @@ class _Chain:
             self.sD = self.sD + inr + sat
         return self
 
-    def add_const(self, b: Any, Ebr: Any) -> "_Chain":
+    def add_const(self, b: Any, Ebr: Any) -> _Chain:
         """``v + b_hat`` where ``|b_hat - b_ref| <= Eb`` (an exact add; round separately)."""
         self.z = self.z + np.asarray(b, dtype=np.float64)
         self.Pr = self.Pr + Ebr
         return self
 
-    def scale(self, c_hat: float, c: float) -> "_Chain":
+    def scale(self, c_hat: float, c: float) -> _Chain:
         """``c_hat * v`` against the reference ``c * t`` (exact algebra)."""
         a, d = abs(c_hat), abs(c_hat - c)
         self.Pr = a * self.Pr + d * (np.abs(self.z) + self.Pr + self.Lr)
@@ -401,7 +409,7 @@ class _Chain:
         self.z = c_hat * self.z
         return self
 
-    def map(self, f) -> "_Chain":
+    def map(self, f) -> _Chain:
         """Apply a layout change (reshape / transpose / mask) to every per-element array."""
         for k in ("z", "Lr", "Pr", "nog", "vac", "ref64", "sV", "sD"):
             setattr(self, k, f(getattr(self, k)))

@@ -121,12 +121,12 @@ class RoundingModel:
         floor2 = np.where(fin, np.ldexp(1.0, (e - 1).astype(np.int64)), np.where(m > 0, m, 0.0))
         return self.rel * floor2 + self.abs
 
-    def widened(self, rel: float = 0.0, abs: float = 0.0, label: str | None = None) -> "RoundingModel":
+    def widened(self, rel: float = 0.0, abs: float = 0.0, label: str | None = None) -> RoundingModel:
         """Same step with ``rel``/``abs`` added (for units whose error exceeds one rounding)."""
         return replace(self, rel=self.rel + rel, abs=self.abs + abs, label=label or self.label)
 
     @classmethod
-    def measured(cls, err_lsb: float, fmt: "FixedFormat | str", label: str | None = None) -> "RoundingModel":
+    def measured(cls, err_lsb: float, fmt: FixedFormat | str, label: str | None = None) -> RoundingModel:
         """A hardware unit (LUT exp, reciprocal, rsqrt, GELU ...) with a measured maximum absolute
         error of ``err_lsb`` LSBs of its fixed-point output format ``fmt`` (quantisation included).
         Treated as biased (a LUT error is a deterministic function of its input)."""
@@ -140,7 +140,7 @@ class RoundingModel:
 EXACT = RoundingModel()
 
 
-def rounding_model(fmt: Any, rounding: "Rounding | str" = Rounding.RNE, *, overflow: str | None = None) -> RoundingModel:
+def rounding_model(fmt: Any, rounding: Rounding | str = Rounding.RNE, *, overflow: str | None = None) -> RoundingModel:
     """Rounding model of one rounding into ``fmt`` under ``rounding`` (table in the module doc).
 
     ``fmt``: a :class:`FloatFormat`, :class:`FixedFormat`, a spec string (``"fp16"``, ``"s16.8"``),

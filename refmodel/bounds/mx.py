@@ -77,7 +77,7 @@ class MXElementModel:
 
 
 @functools.lru_cache(maxsize=64)
-def mx_element_model(fmt: "BlockFormat | str", rounding: str = "rne") -> MXElementModel:
+def mx_element_model(fmt: BlockFormat | str, rounding: str = "rne") -> MXElementModel:
     """The element model of ``fmt`` under ``rounding`` (see module docstring)."""
     f = BlockFormat.parse(fmt)
     if f.is_int:

@@ -55,8 +55,18 @@ import numpy as np
 
 from ..numerics.fixed import FixedFormat
 from .accum import Accum, PartialSums
-from .model import (DEFAULT_ALPHA, EXACT, Bound, RoundingModel, as_tiers, lambda_azuma, output_rounding,
-                    range_mask, range_reason, rounding_model)
+from .model import (
+    DEFAULT_ALPHA,
+    EXACT,
+    Bound,
+    RoundingModel,
+    as_tiers,
+    lambda_azuma,
+    output_rounding,
+    range_mask,
+    range_reason,
+    rounding_model,
+)
 
 __all__ = ["NormSteps", "layernorm_bound", "rmsnorm_bound", "norm_bound"]
 
@@ -81,7 +91,7 @@ class NormSteps:
 
     @classmethod
     def floating(cls, fmt: Any, *, acc: Accum | None = None, out: Any = None, rsqrt: RoundingModel | None = None,
-                 rounding: str = "rne", square_rounded: bool = False, fma: bool = False) -> "NormSteps":
+                 rounding: str = "rne", square_rounded: bool = False, fma: bool = False) -> NormSteps:
         """Float unit computing every step in ``fmt`` (e.g. fp32 inside an fp16 layer): sums with
         ``acc`` (default sequential in ``fmt``), squares exact into the accumulator (FMA) unless
         ``square_rounded``, rsqrt with relative error ``rsqrt`` (default: correctly rounded in
@@ -92,8 +102,8 @@ class NormSteps:
         return cls(acc, acc, m, m, m if square_rounded else EXACT, m, m, m, rsqrt or m, m, m, o, fma)
 
     @classmethod
-    def fixed(cls, *, acc: "FixedFormat | str", mean_fmt: Any, var_fmt: Any, rsqrt: RoundingModel, norm_fmt: Any,
-              out_fmt: Any, rounding: str = "rne", acc_overflow: str = "saturate") -> "NormSteps":
+    def fixed(cls, *, acc: FixedFormat | str, mean_fmt: Any, var_fmt: Any, rsqrt: RoundingModel, norm_fmt: Any,
+              out_fmt: Any, rounding: str = "rne", acc_overflow: str = "saturate") -> NormSteps:
         """Fixed-point integer unit: exact accumulation in ``acc`` (overflow checked), mean and
         variance narrowed into ``mean_fmt``/``var_fmt`` (eps' stored in ``var_fmt``), exact
         subtract/square/add, the measured ``rsqrt`` unit, ``c * r`` narrowed into ``norm_fmt``,

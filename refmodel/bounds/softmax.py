@@ -44,8 +44,18 @@ from typing import Any
 import numpy as np
 
 from .accum import Accum, PartialSums
-from .model import (DEFAULT_ALPHA, EXACT, Bound, RoundingModel, as_tiers, lambda_azuma, output_rounding,
-                    range_mask, range_reason, rounding_model)
+from .model import (
+    DEFAULT_ALPHA,
+    EXACT,
+    Bound,
+    RoundingModel,
+    as_tiers,
+    lambda_azuma,
+    output_rounding,
+    range_mask,
+    range_reason,
+    rounding_model,
+)
 
 __all__ = ["SoftmaxSteps", "softmax_bound", "softmax_propagation"]
 
@@ -71,7 +81,7 @@ class SoftmaxSteps:
     @classmethod
     def floating(cls, fmt: Any, *, acc: Accum | None = None, out: Any = None, exp: RoundingModel | None = None,
                  exp_arg_rel: float = 0.0, rounding: str = "rne", normalize: str = "divide",
-                 recip: RoundingModel | None = None) -> "SoftmaxSteps":
+                 recip: RoundingModel | None = None) -> SoftmaxSteps:
         """Float unit working in ``fmt``: subtract and exp output rounded into ``fmt`` (exp
         correctly rounded unless ``exp`` says otherwise), sum with ``acc`` (default sequential
         ``fmt``), output rounded into ``out`` (default ``fmt``)."""
@@ -82,7 +92,7 @@ class SoftmaxSteps:
 
     @classmethod
     def fixed(cls, *, exp: RoundingModel, acc: Any, recip: RoundingModel, out_fmt: Any,
-              rounding: str = "rne", acc_overflow: str = "saturate") -> "SoftmaxSteps":
+              rounding: str = "rne", acc_overflow: str = "saturate") -> SoftmaxSteps:
         """Fixed-point unit: exact subtract, a LUT exp with measured error (``exp`` =
         ``RoundingModel.measured``), exact accumulation in ``acc``, a reciprocal unit with measured
         error, ``e * r`` rounded once into ``out_fmt`` (e.g. ``u16.16`` = UQ0.16, saturating)."""

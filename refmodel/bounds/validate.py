@@ -19,15 +19,16 @@ import math
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..numerics.fixed import FixedFormat
 from .accum import Accum
 from .elementwise import activation, activation_bound, add_bound, cast_bound, mul_bound, scale_bound
-from .emulate import (accumulate, add_rnd, emu_matmul, emu_norm, emu_softmax, func_model, mul_rnd, rnd)
+from .emulate import accumulate, add_rnd, emu_matmul, emu_norm, emu_softmax, func_model, mul_rnd, rnd
 from .matmul import attention_mix_bound, linear_bound, logits_bound, matmul_bound
 from .model import EXACT, Bound, RoundingModel, rounding_model
 from .norm import NormSteps, norm_bound

@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -268,9 +269,9 @@ def _kind_for(i: int, kinds: tuple[str, ...]) -> str:
     return kinds[i % len(kinds)]
 
 
-def run_trials(plan: "PrecisionPlan | str", n_trials: int, seed: int = 0, *,
-               configs: "Iterable[str] | dict[str, LayerConfig] | None" = None,
-               kinds: "Iterable[str] | None" = None, progress: Callable[[int], Any] | None = None,
+def run_trials(plan: PrecisionPlan | str, n_trials: int, seed: int = 0, *,
+               configs: Iterable[str] | dict[str, LayerConfig] | None = None,
+               kinds: Iterable[str] | None = None, progress: Callable[[int], Any] | None = None,
                long_seq: int | None = None, keep_points: int = 0, alpha: float | None = None,
                exact_weights: bool = False, isolate: bool = True) -> LayerReport:
     """Run ``n_trials`` layer trials of ``plan`` (cycling over ``configs`` x ``kinds``) and

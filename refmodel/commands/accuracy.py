@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import typer
 
@@ -35,7 +34,7 @@ def register(app: typer.Typer) -> None:
         slanc_first: str = typer.Option("input", "--slanc-first", help="SLaNC rule for a pre-norm layer's first "
                                         "norm when SLaNC is on: input (scale from the input rows) or none (s = 1, "
                                         "as the SLaNC code does for layer 0)"),
-        plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG of max relative error per tensor"),
+        plot: str | None = typer.Option(None, "--plot", help="write a PNG of max relative error per tensor"),
     ) -> None:
         """Per tensor: max abs error, max relative error, cosine similarity vs float64 and overflow
         count, with and without SLaNC."""

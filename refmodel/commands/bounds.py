@@ -4,7 +4,6 @@ Lipschitz table."""
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import typer
 
@@ -25,7 +24,7 @@ def register(app: typer.Typer) -> None:
         config: str = typer.Option("tiny", "--config", help="layer config preset (tiny, tiny-bert, tiny-llama, ...) or "
                                    ".json file"),
         seed: int = typer.Option(0, "--seed", help="seed of the trials"),
-        plot: Optional[str] = typer.Option(None, "--plot", help="write a PNG of observed error vs bound per tensor"),
+        plot: str | None = typer.Option(None, "--plot", help="write a PNG of observed error vs bound per tensor"),
         tier: str = typer.Option("rigorous", "--tier", help="tier shown in the tightness columns and the plot: "
                                  "rigorous | statistical"),
         kinds: str = typer.Option("all", "--kinds", help="input kinds, comma separated: random, outlier, sink, tie, "

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import typer
 from rich.console import Console
@@ -58,7 +56,7 @@ def _bits(code: int, width: int) -> str:
     return Bits(uint=code, length=width).bin
 
 
-def show_format(console: Console, spec: str, value: Optional[float], rounding: str) -> None:
+def show_format(console: Console, spec: str, value: float | None, rounding: str) -> None:
     from refmodel.numerics.fixed import FixedFormat, quantize
     from refmodel.numerics.formats import parse_format
     from refmodel.numerics.minifloat import FloatFormat, encode
@@ -117,8 +115,8 @@ def show_format(console: Console, spec: str, value: Optional[float], rounding: s
 def register(app: typer.Typer) -> None:
     @app.command("formats")
     def formats(
-        spec: Optional[str] = typer.Argument(None, help="a format spec: s16.12, u8.8, fp16, e4m3fn, e5m2:sat, mxfp8_e4m3..."),
-        show: Optional[float] = typer.Option(None, "--show", help="encode this value and print its code and bit fields"),
+        spec: str | None = typer.Argument(None, help="a format spec: s16.12, u8.8, fp16, e4m3fn, e5m2:sat, mxfp8_e4m3..."),
+        show: float | None = typer.Option(None, "--show", help="encode this value and print its code and bit fields"),
         rounding: str = typer.Option("rne", "--rounding", help="rounding mode for --show"),
     ) -> None:
         """List the formats with their range and resolution, or show one format (and encode a value)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,7 +20,7 @@ def register(app: typer.Typer) -> None:
                                    "gpt2-small, minilm, smollm2) or a .json config file"),
         plan: str = typer.Option("hw", "--plan", help="precision plan preset or .json/.toml plan file"),
         seed: int = typer.Option(0, "--seed", help="seed of the random weights and inputs"),
-        out: Optional[Path] = typer.Option(None, "--out", help="output directory, e.g. golden/tiny_gpt2_hw"),
+        out: Path | None = typer.Option(None, "--out", help="output directory, e.g. golden/tiny_gpt2_hw"),
     ) -> None:
         """Write the golden set of one layer (random weights and input from --seed) under --plan."""
         if ctx.invoked_subcommand is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,9 +12,9 @@ from refmodel.errors import UserError
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan(
-        name: Optional[str] = typer.Argument(None, help="preset name or .json/.toml plan file; omit to list presets"),
+        name: str | None = typer.Argument(None, help="preset name or .json/.toml plan file; omit to list presets"),
         config: str = typer.Option("tiny", "--config", help="layer config whose tensors the table shows"),
-        save: Optional[Path] = typer.Option(None, "--save", help="write the plan to this .json or .toml file"),
+        save: Path | None = typer.Option(None, "--save", help="write the plan to this .json or .toml file"),
         schema: bool = typer.Option(False, "--schema", help="print every plan knob with its default and help"),
     ) -> None:
         """Show a precision plan: format, accumulation, rounding and overflow of every tensor and weight."""

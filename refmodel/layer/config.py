@@ -21,8 +21,9 @@ GPT-2/BERT are added by the embedding outside the layer).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["ARCHS", "LayerConfig", "PRESETS", "preset_names"]
 
@@ -151,7 +152,7 @@ class LayerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LayerConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> LayerConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
         if not isinstance(d, Mapping):
             raise ValueError(f"LayerConfig.from_dict: expected a mapping, got {type(d).__name__}")
@@ -168,18 +169,18 @@ class LayerConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "LayerConfig":
+    def from_json(cls, text: str) -> LayerConfig:
         return cls.from_dict(json.loads(text))
 
     @classmethod
-    def from_name(cls, name: str) -> "LayerConfig":
+    def from_name(cls, name: str) -> LayerConfig:
         """A preset by name (see :data:`PRESETS`); unknown names raise ``ValueError`` listing them."""
         try:
             return PRESETS[name]
         except KeyError:
             raise ValueError(f"unknown layer config {name!r}; presets: {', '.join(PRESETS)}") from None
 
-    def replace(self, **changes: Any) -> "LayerConfig":
+    def replace(self, **changes: Any) -> LayerConfig:
         """A copy with some fields changed (re-validated; derived defaults re-resolved when the arch changes)."""
         d = self.to_dict()
         if "arch" in changes and changes["arch"] != self.arch:

@@ -34,8 +34,9 @@ out                         [s, d]              res1 + down (gpt2, llama) | LN2(
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -121,7 +122,7 @@ class _ScaleSource(Protocol):
     def scale(self, key: str) -> float: ...
 
 
-def _slanc_scale(slanc: "_ScaleSource | Mapping[str, float] | None", key: str) -> float:
+def _slanc_scale(slanc: _ScaleSource | Mapping[str, float] | None, key: str) -> float:
     if slanc is None:
         return 1.0
     if hasattr(slanc, "scale"):
@@ -139,7 +140,7 @@ def layer_forward(
     x: np.ndarray,
     *,
     pad_mask: np.ndarray | None = None,
-    slanc: "_ScaleSource | Mapping[str, float] | None" = None,
+    slanc: _ScaleSource | Mapping[str, float] | None = None,
     softmax_shifted: bool = True,
     positions: np.ndarray | None = None,
 ) -> dict[str, Any]:

@@ -172,7 +172,7 @@ def _erfc_contfrac(x: np.ndarray) -> np.ndarray:
     return np.where(x >= _ERFC_CONTFRAC_CUTOFF, 0.0, r)
 
 
-def erf(x: "np.ndarray | float") -> np.ndarray:
+def erf(x: np.ndarray | float) -> np.ndarray:
     """Error function in float64, vectorised (series for |x| < 1.5, continued fraction above;
     the algorithm of CPython's former pure-C ``math.erf``). Within 5 ulp of ``math.erf`` (tested)."""
     x = np.asarray(x, dtype=np.float64)
@@ -184,7 +184,7 @@ def erf(x: "np.ndarray | float") -> np.ndarray:
     return np.where(small, s, np.where(np.isnan(x), np.nan, big))
 
 
-def erfc(x: "np.ndarray | float") -> np.ndarray:
+def erfc(x: np.ndarray | float) -> np.ndarray:
     """Complementary error function 1 - erf(x) in float64, vectorised. Relative error <= 2e-14
     against ``math.erfc`` (worst near x = 1.4, where the series branch computes 1 - erf); the
     continued fraction keeps relative accuracy for large positive x (no cancellation)."""
@@ -197,14 +197,14 @@ def erfc(x: "np.ndarray | float") -> np.ndarray:
     return np.where(small, s, np.where(np.isnan(x), np.nan, big))
 
 
-def gelu_erf(x: "np.ndarray | float") -> np.ndarray:
+def gelu_erf(x: np.ndarray | float) -> np.ndarray:
     """Exact GELU ``x * Phi(x) = 0.5 x erfc(-x / sqrt 2)`` (BERT), float64; the erfc form keeps
     relative accuracy for negative x."""
     x = np.asarray(x, dtype=np.float64)
     return 0.5 * x * erfc(-x / math.sqrt(2.0))
 
 
-def gelu_tanh(x: "np.ndarray | float") -> np.ndarray:
+def gelu_tanh(x: np.ndarray | float) -> np.ndarray:
     """Tanh-approximate GELU (GPT-2) ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, float64,
     evaluated as the identical ``x / (1 + exp(-2u))`` to keep relative accuracy for negative x."""
     x = np.asarray(x, dtype=np.float64)
@@ -213,7 +213,7 @@ def gelu_tanh(x: "np.ndarray | float") -> np.ndarray:
         return x / (1.0 + np.exp(-2.0 * u))
 
 
-def silu(x: "np.ndarray | float") -> np.ndarray:
+def silu(x: np.ndarray | float) -> np.ndarray:
     """SiLU / swish ``x * sigmoid(x) = x / (1 + exp(-x))`` (llama), float64."""
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(over="ignore"):
@@ -223,7 +223,7 @@ def silu(x: "np.ndarray | float") -> np.ndarray:
 _ACT_FN = {"gelu_tanh": gelu_tanh, "gelu_erf": gelu_erf, "silu": silu}
 
 
-def activation(kind: str, x: "np.ndarray | float") -> np.ndarray:
+def activation(kind: str, x: np.ndarray | float) -> np.ndarray:
     """Apply activation ``kind`` (one of :data:`ACTIVATIONS`) in float64."""
     try:
         fn = _ACT_FN[kind]

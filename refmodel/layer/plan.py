@@ -34,9 +34,10 @@ import io
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..numerics.rounding import Overflow, Rounding
 from .config import LayerConfig
@@ -124,7 +125,7 @@ class TensorPrecision:
     overflow: str = field(default="saturate", metadata=_help(
         "overflow into a fixed-point format: wrap | saturate | error (minifloats use their own policy)"))
 
-    def validated(self, where: str) -> "TensorPrecision":
+    def validated(self, where: str) -> TensorPrecision:
         return TensorPrecision(
             validate_format(self.format, f"{where}.format"),
             validate_acc(self.acc, f"{where}.acc"),
@@ -141,7 +142,7 @@ class WeightPrecision:
     rounding: str = field(default="rne", metadata=_help("rounding of the float64 weight into format"))
     overflow: str = field(default="saturate", metadata=_help("overflow into a fixed-point format: wrap | saturate | error"))
 
-    def validated(self, where: str) -> "WeightPrecision":
+    def validated(self, where: str) -> WeightPrecision:
         return WeightPrecision(
             validate_format(self.format, f"{where}.format"),
             _check_enum(self.rounding, Rounding, f"{where}.rounding"),
@@ -172,7 +173,7 @@ class UnitSettings:
     norm_eps: str = field(default="fp32", metadata=_help("format holding eps (and eps/s^2 with SLaNC); not fp16 (flushes to 0)"))
     requant_m_w: int = field(default=16, metadata=_help("multiplier width of requantization between fixed formats"))
 
-    def validated(self, where: str = "units") -> "UnitSettings":
+    def validated(self, where: str = "units") -> UnitSettings:
         for k, modes in _UNIT_MODES.items():
             v = getattr(self, k)
             if v not in modes:
@@ -265,7 +266,7 @@ class PrecisionPlan:
             f"weights.{n}" for n in weight_names(config) if n not in self.weights
         ]
 
-    def check(self, config: LayerConfig) -> "PrecisionPlan":
+    def check(self, config: LayerConfig) -> PrecisionPlan:
         """Completeness for ``config``: every tensor and weight of its arch has an entry, else
         ``ValueError`` listing what is missing."""
         miss = self.missing(config)
@@ -273,7 +274,7 @@ class PrecisionPlan:
             raise ValueError(f"plan {self.name!r} is incomplete for arch {config.arch!r}: missing {', '.join(miss)}")
         return self
 
-    def replace(self, **changes: Any) -> "PrecisionPlan":
+    def replace(self, **changes: Any) -> PrecisionPlan:
         return dataclasses.replace(self, **changes)
 
     # ---- dict / JSON / TOML ---------------------------------------------------------------
@@ -293,7 +294,7 @@ class PrecisionPlan:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PrecisionPlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> PrecisionPlan:
         """Inverse of :meth:`to_dict`. ``base`` names a preset to start from; every key is checked
         and errors name the key path."""
         if not isinstance(d, Mapping):
@@ -327,7 +328,7 @@ class PrecisionPlan:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_json(cls, text: str) -> "PrecisionPlan":
+    def from_json(cls, text: str) -> PrecisionPlan:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -339,7 +340,7 @@ class PrecisionPlan:
         return _toml_dumps(self.to_dict())
 
     @classmethod
-    def from_toml(cls, text: str) -> "PrecisionPlan":
+    def from_toml(cls, text: str) -> PrecisionPlan:
         try:
             import tomllib
         except ModuleNotFoundError:  # Python < 3.11
@@ -351,7 +352,7 @@ class PrecisionPlan:
         return cls.from_dict(d)
 
     @classmethod
-    def load(cls, path: "str | Path") -> "PrecisionPlan":
+    def load(cls, path: str | Path) -> PrecisionPlan:
         """Read a ``.json`` or ``.toml`` plan file (errors name the file and the bad key)."""
         p = Path(path)
         suffix = p.suffix.lower()
@@ -366,7 +367,7 @@ class PrecisionPlan:
         except ValueError as e:
             raise ValueError(f"plan file {str(p)!r}: {e}") from None
 
-    def save(self, path: "str | Path") -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write ``.json`` or ``.toml`` (by suffix)."""
         p = Path(path)
         suffix = p.suffix.lower()
@@ -380,7 +381,7 @@ class PrecisionPlan:
 
     # ---- presets --------------------------------------------------------------------------
     @classmethod
-    def from_name(cls, name: str) -> "PrecisionPlan":
+    def from_name(cls, name: str) -> PrecisionPlan:
         """A preset plan (complete for every arch). Unknown names raise ``ValueError`` listing them."""
         try:
             builder = _PRESETS[name]

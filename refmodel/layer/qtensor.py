@@ -54,7 +54,7 @@ class QTensor:
             raise TypeError(f"tensor in {self.spec} is not fixed point")
         return FixedArray(self.codes, self.fmt)
 
-    def __getitem__(self, idx) -> "QTensor":
+    def __getitem__(self, idx) -> QTensor:
         return QTensor(self.values[idx], self.fmt, None if self.codes is None else self.codes[idx])
 
 

@@ -42,8 +42,9 @@ into F; ``rope`` (not an RTL unit) float64 on decoded values, rounded once.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

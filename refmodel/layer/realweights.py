@@ -27,8 +27,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -274,7 +275,7 @@ def _field(reader: Any, key: str) -> Any:
     return f.contents()
 
 
-def load_smollm2(layers: Sequence[int] | None = None, *, seq_len: int = 128, path: "str | Path | None" = None,
+def load_smollm2(layers: Sequence[int] | None = None, *, seq_len: int = 128, path: str | Path | None = None,
                  unpermute: bool = True) -> RealModel:
     """Load SmolLM2-135M-Instruct from its GGUF file (opening takes ~3 s).
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -18,7 +18,7 @@ def run_reference(
     config: LayerConfig,
     weights: LayerWeights,
     x: np.ndarray,
-    slanc: "object | Mapping[str, float] | None" = None,
+    slanc: object | Mapping[str, float] | None = None,
     *,
     pad_mask: np.ndarray | None = None,
     softmax_shifted: bool = True,

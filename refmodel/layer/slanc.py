@@ -40,8 +40,9 @@ effective divisor ``2^k >= s`` (the safe direction for overflow) and ``eps * 2^-
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +164,7 @@ class SlancEntry:
     formula: str
 
     @classmethod
-    def make(cls, s: float, formula: str) -> "SlancEntry":
+    def make(cls, s: float, formula: str) -> SlancEntry:
         return cls(float(s), pow2_shift(s), formula)
 
 
@@ -188,7 +189,7 @@ class SlancScales:
         """``k`` for norm ``key``: the input is multiplied by ``2^-k``."""
         return self.entries[key].k
 
-    def with_pow2(self, pow2: bool = True) -> "SlancScales":
+    def with_pow2(self, pow2: bool = True) -> SlancScales:
         return SlancScales(dict(self.entries), pow2, dict(self.options))
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,7 +200,7 @@ class SlancScales:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SlancScales":
+    def from_dict(cls, d: Mapping[str, Any]) -> SlancScales:
         try:
             ents = {k: SlancEntry(float(v["s"]), int(v["k"]), str(v.get("formula", ""))) for k, v in d["scales"].items()}
         except (KeyError, TypeError) as e:
@@ -223,7 +224,7 @@ def compute_slanc(
     weights: LayerWeights,
     *,
     mlp: str = "dmx",
-    first: "str | float" = "none",
+    first: str | float = "none",
     x: np.ndarray | None = None,
     prev: LayerWeights | None = None,
     input_gain: np.ndarray | None = None,
@@ -286,7 +287,7 @@ def model_slanc(
     config: LayerConfig,
     layers: Sequence[LayerWeights],
     *,
-    first: "str | float" = "none",
+    first: str | float = "none",
     x: np.ndarray | None = None,
     input_gain: np.ndarray | None = None,
     **kw: Any,

@@ -65,7 +65,7 @@ class LayerWeights(Mapping[str, np.ndarray]):
     :meth:`validate` (every forward does) to get a ``ValueError`` naming the first problem.
     """
 
-    def __init__(self, tensors: Mapping[str, "np.ndarray | Sequence[float]"]):
+    def __init__(self, tensors: Mapping[str, np.ndarray | Sequence[float]]):
         self._t: dict[str, np.ndarray] = {}
         for k, v in tensors.items():
             try:
@@ -91,13 +91,13 @@ class LayerWeights(Mapping[str, np.ndarray]):
         body = ", ".join(f"{k}{list(v.shape)}" for k, v in self._t.items())
         return f"LayerWeights({body})"
 
-    def replace(self, **changes: np.ndarray) -> "LayerWeights":
+    def replace(self, **changes: np.ndarray) -> LayerWeights:
         """A copy with some tensors replaced or added."""
         d = dict(self._t)
         d.update(changes)
         return LayerWeights(d)
 
-    def validate(self, config: LayerConfig) -> "LayerWeights":
+    def validate(self, config: LayerConfig) -> LayerWeights:
         """Check names, shapes and finiteness against ``config``; return ``self``.
 
         Raises ``ValueError`` naming the missing, unexpected (misnamed) or misshaped tensor, or
@@ -174,7 +174,7 @@ def random_inputs(
     *,
     seq_len: int | None = None,
     scale: float = 1.0,
-    outliers: "int | Sequence[int] | None" = None,
+    outliers: int | Sequence[int] | None = None,
     outlier_value: float = 1e3,
 ) -> np.ndarray:
     """Seeded layer input ``x`` of shape ``[seq_len, d_model]`` (float64), entries N(0, scale^2).

@@ -156,7 +156,7 @@ def _blas(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
 
 
 # ==== formats and policies ====================================================================
-def parse_format(spec: "Format | str") -> Format:
+def parse_format(spec: Format | str) -> Format:
     """A :class:`FixedFormat` (``s16.12``, ``u8.8``) or :class:`FloatFormat` (``fp16``,
     ``e4m3fn:sat``, ``e5m2``...) from its spec string; format objects pass through."""
     if isinstance(spec, (FixedFormat, FloatFormat)):
@@ -258,7 +258,7 @@ Policy = Union[Exact, Sequential, Blocked, FixedAccumulator]
 _POLICY_HELP = "exact | sequential:<fmt> | blocked:<fmt>:<k> | acc:<s|u><width>[.<frac>]:<wrap|sat|error>"
 
 
-def parse_policy(spec: "Policy | str") -> Policy:
+def parse_policy(spec: Policy | str) -> Policy:
     """Policy from its spec string (grammar in the module docstring); policy objects pass through."""
     if isinstance(spec, (Exact, Sequential, Blocked, FixedAccumulator)):
         return spec
@@ -341,7 +341,7 @@ class _Op:
     def shape(self) -> tuple[int, ...]:
         return self.mat.shape
 
-    def slice(self, rows=slice(None), cols=slice(None)) -> "_Op":
+    def slice(self, rows=slice(None), cols=slice(None)) -> _Op:
         new = object.__new__(_Op)
         new.name, new.fmt, new.is_fixed, new.scale = self.name, self.fmt, self.is_fixed, self.scale
         if self.is_fixed:
@@ -892,8 +892,8 @@ def _loop_obj(Na, Nb, d: int, fmt: FixedFormat, rounding: Rounding, ovf: Overflo
 def matmul(
     a: Operand,
     b: Operand,
-    policy: "Policy | str" = "exact",
-    out_fmt: "Format | str | None" = None,
+    policy: Policy | str = "exact",
+    out_fmt: Format | str | None = None,
     rounding: Rounding | str = Rounding.RNE,
     overflow: Overflow | str = Overflow.SATURATE,
 ) -> Operand:
@@ -945,8 +945,8 @@ def matmul(
 def dot(
     a: Operand,
     b: Operand,
-    policy: "Policy | str" = "exact",
-    out_fmt: "Format | str | None" = None,
+    policy: Policy | str = "exact",
+    out_fmt: Format | str | None = None,
     rounding: Rounding | str = Rounding.RNE,
     overflow: Overflow | str = Overflow.SATURATE,
 ) -> Operand:

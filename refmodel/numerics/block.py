@@ -41,8 +41,8 @@ Departures from microsoft/microxcaling (``mx/mx_ops.py``, ``_quantize_mx``), sta
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -63,8 +63,8 @@ class BlockFormat:
     the MX spec requires, or ``"int8"``), ``scale`` (E8M0: an unsigned power-of-two format) and
     ``block`` (elements per shared scale, 32 in OCP MX v1.0). ``name`` is a display label only."""
 
-    element: "FloatFormat | str"
-    scale: "FloatFormat | str" = field(default_factory=lambda: PRESETS["e8m0"])
+    element: FloatFormat | str
+    scale: FloatFormat | str = field(default_factory=lambda: PRESETS["e8m0"])
     block: int = 32
     name: str | None = field(default=None, compare=False)
 
@@ -131,7 +131,7 @@ class BlockFormat:
         return str(self)
 
     @classmethod
-    def parse(cls, spec: "str | BlockFormat") -> "BlockFormat":
+    def parse(cls, spec: str | BlockFormat) -> BlockFormat:
         """``mxfp8_e4m3``, ``mxfp8_e5m2``, ``mxfp6_e3m2``, ``mxfp6_e2m3``, ``mxfp4``, ``mxint8``,
         optionally ``@<block>`` for a block size other than 32 (``mxfp4@16``)."""
         if isinstance(spec, BlockFormat):
@@ -196,7 +196,7 @@ class MXArray:
         s = np.take(s, np.arange(self.shape[self.axis]), axis=self.axis)
         return self.element_values() * s
 
-    def identical(self, other: "MXArray") -> bool:
+    def identical(self, other: MXArray) -> bool:
         return (
             isinstance(other, MXArray)
             and self.fmt == other.fmt
@@ -231,13 +231,13 @@ def _from_blocks(b: np.ndarray, axis: int, n: int) -> np.ndarray:
 
 
 def mx_quantize(
-    x: "np.ndarray | Iterable[float]",
-    fmt: "BlockFormat | str",
+    x: np.ndarray | Iterable[float],
+    fmt: BlockFormat | str,
     axis: int = -1,
-    rounding: "Rounding | str" = Rounding.RNE,
+    rounding: Rounding | str = Rounding.RNE,
     *,
-    seed: "int | np.random.Generator | None" = None,
-    random_bits: "np.ndarray | None" = None,
+    seed: int | np.random.Generator | None = None,
+    random_bits: np.ndarray | None = None,
 ) -> MXArray:
     """Real values -> :class:`MXArray` with a shared scale per block of ``fmt.block`` along ``axis``.
 

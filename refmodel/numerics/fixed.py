@@ -34,8 +34,8 @@ FixedArray(codes=[5325, -1024], fmt=s16.12)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class FixedFormat:
 
     # ---- spec strings -------------------------------------------------------------------
     @classmethod
-    def parse(cls, spec: "str | FixedFormat") -> "FixedFormat":
+    def parse(cls, spec: str | FixedFormat) -> FixedFormat:
         if isinstance(spec, FixedFormat):
             return spec
         m = _SPEC.match(str(spec))
@@ -128,7 +128,7 @@ class FixedFormat:
         return (self.width + 3) // 4
 
 
-def _fmt(fmt: "FixedFormat | str") -> FixedFormat:
+def _fmt(fmt: FixedFormat | str) -> FixedFormat:
     return FixedFormat.parse(fmt)
 
 
@@ -149,7 +149,7 @@ class FixedArray:
     def shape(self) -> tuple[int, ...]:
         return self.codes.shape
 
-    def identical(self, other: "FixedArray") -> bool:
+    def identical(self, other: FixedArray) -> bool:
         """Same format, shape and codes (bit identity, not value equality)."""
         return (
             isinstance(other, FixedArray)
@@ -162,7 +162,7 @@ class FixedArray:
         body = self.codes.tolist() if self.codes.size <= 16 else np.array2string(self.codes, separator=", ", threshold=16)
         return f"FixedArray(codes={body}, fmt={self.fmt})"
 
-    def __getitem__(self, idx) -> "FixedArray":
+    def __getitem__(self, idx) -> FixedArray:
         return FixedArray(self.codes[idx], self.fmt)
 
     def __len__(self) -> int:

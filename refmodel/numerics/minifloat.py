@@ -19,9 +19,9 @@ behaviour for e4m3fn).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from functools import lru_cache
-from typing import Iterable
+from functools import cache
 
 import numpy as np
 
@@ -154,7 +154,7 @@ class FloatFormat:
     def hex_digits(self) -> int:
         return (self.bits + 3) // 4
 
-    def with_overflow(self, overflow: str) -> "FloatFormat":
+    def with_overflow(self, overflow: str) -> FloatFormat:
         return replace(self, overflow=overflow, name=None)
 
     # ---- spec strings -------------------------------------------------------------------
@@ -188,7 +188,7 @@ class FloatFormat:
         return str(self)
 
     @classmethod
-    def parse(cls, spec: "str | FloatFormat") -> "FloatFormat":
+    def parse(cls, spec: str | FloatFormat) -> FloatFormat:
         """Preset name (``fp16``, ``e4m3fn``...), optionally ``:sat`` / ``:inf`` / ``:nan`` for the
         overflow policy, or ``e<E>m<M>[:tag,...]`` with tags ``fn|fnuz|none``, ``b<bias>``, ``ftz``,
         ``sat|inf|nan``."""
@@ -274,7 +274,7 @@ class FloatArray:
     def shape(self) -> tuple[int, ...]:
         return self.codes.shape
 
-    def identical(self, other: "FloatArray") -> bool:
+    def identical(self, other: FloatArray) -> bool:
         return (
             isinstance(other, FloatArray)
             and self.fmt == other.fmt
@@ -288,7 +288,7 @@ class FloatArray:
         more = ", ..." if self.codes.size > 16 else ""
         return f"FloatArray(codes=[{', '.join(body)}{more}], fmt={self.fmt})"
 
-    def __getitem__(self, idx) -> "FloatArray":
+    def __getitem__(self, idx) -> FloatArray:
         return FloatArray(self.codes[idx], self.fmt)
 
 
@@ -310,7 +310,7 @@ _ABS64 = np.uint64((1 << 63) - 1)
 _MAN64 = np.uint64((1 << 52) - 1)
 
 
-def _fmt(fmt: "FloatFormat | str") -> FloatFormat:
+def _fmt(fmt: FloatFormat | str) -> FloatFormat:
     return FloatFormat.parse(fmt)
 
 
@@ -375,14 +375,14 @@ def _decode_arith(codes: np.ndarray, fmt: FloatFormat) -> np.ndarray:
     return v
 
 
-@lru_cache(maxsize=None)
+@cache
 def _decode_table(fmt: FloatFormat) -> np.ndarray:
     t = _decode_arith(np.arange(1 << fmt.bits, dtype=np.uint64), fmt)
     t.setflags(write=False)
     return t
 
 
-def decode(codes: "np.ndarray | Iterable[int] | int", fmt: "FloatFormat | str") -> np.ndarray:
+def decode(codes: np.ndarray | Iterable[int] | int, fmt: FloatFormat | str) -> np.ndarray:
     """Codes -> float64 values, exactly.
 
     Numeric contract: input raw codes (any integer dtype, values in ``[0, 2**fmt.bits)``) of
@@ -531,7 +531,7 @@ def _table_ok(fmt: FloatFormat) -> bool:
     return fmt.man <= 5 and fmt.emin - fmt.man - 1 >= -132
 
 
-@lru_cache(maxsize=None)
+@cache
 def _f32_table(fmt: FloatFormat, mode: Rounding) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # signalling-NaN patterns
         hi = (np.arange(1 << 16, dtype=np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
@@ -578,12 +578,12 @@ def _as_float_input(x, fmt: FloatFormat) -> np.ndarray:
 
 
 def encode(
-    x: "np.ndarray | Iterable[float] | float",
-    fmt: "FloatFormat | str",
-    rounding: "Rounding | str" = Rounding.RNE,
+    x: np.ndarray | Iterable[float] | float,
+    fmt: FloatFormat | str,
+    rounding: Rounding | str = Rounding.RNE,
     *,
-    seed: "int | np.random.Generator | None" = None,
-    random_bits: "np.ndarray | None" = None,
+    seed: int | np.random.Generator | None = None,
+    random_bits: np.ndarray | None = None,
     sr_bits: int = STOCHASTIC_BITS,
 ) -> FloatArray:
     """Real values -> codes of ``fmt``, rounded once.
@@ -665,11 +665,11 @@ _NATIVE_RNE = {PRESETS["fp32"]: (np.float32, np.uint32), PRESETS["fp16"]: (np.fl
 
 def cast(
     a: FloatArray,
-    fmt: "FloatFormat | str",
-    rounding: "Rounding | str" = Rounding.RNE,
+    fmt: FloatFormat | str,
+    rounding: Rounding | str = Rounding.RNE,
     *,
-    seed: "int | np.random.Generator | None" = None,
-    random_bits: "np.ndarray | None" = None,
+    seed: int | np.random.Generator | None = None,
+    random_bits: np.ndarray | None = None,
     sr_bits: int = STOCHASTIC_BITS,
 ) -> FloatArray:
     """Float format -> float format: exact decode to float64, then :func:`encode` (one rounding).

@@ -56,7 +56,7 @@ class Rounding(str, Enum):
     STOCHASTIC = "stochastic"
 
     @classmethod
-    def parse(cls, value: "Rounding | str") -> "Rounding":
+    def parse(cls, value: Rounding | str) -> Rounding:
         if isinstance(value, Rounding):
             return value
         try:
@@ -74,7 +74,7 @@ class Overflow(str, Enum):
     ERROR = "error"
 
     @classmethod
-    def parse(cls, value: "Overflow | str") -> "Overflow":
+    def parse(cls, value: Overflow | str) -> Overflow:
         if isinstance(value, Overflow):
             return value
         try:

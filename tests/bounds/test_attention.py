@@ -8,8 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from refmodel.bounds.attention import (attention_factor_table, attention_forward, attention_jacobian,
-                                       attention_jacobian_lipschitz, attention_lipschitz, omega_kq, omega_ov)
+from refmodel.bounds.attention import (
+    attention_factor_table,
+    attention_forward,
+    attention_jacobian,
+    attention_jacobian_lipschitz,
+    attention_lipschitz,
+    omega_kq,
+    omega_ov,
+)
 
 
 def _weights(rng, d, gain=1.0):

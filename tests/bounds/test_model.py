@@ -8,8 +8,20 @@ import math
 import numpy as np
 import pytest
 
-from refmodel.bounds import (Accum, Bound, PartialSums, RoundingModel, activation_constants, as_tiers, gamma,
-                             gamma_tilde, lambda_azuma, lambda_hm, output_rounding, rounding_model)
+from refmodel.bounds import (
+    Accum,
+    Bound,
+    PartialSums,
+    RoundingModel,
+    activation_constants,
+    as_tiers,
+    gamma,
+    gamma_tilde,
+    lambda_azuma,
+    lambda_hm,
+    output_rounding,
+    rounding_model,
+)
 from refmodel.bounds.elementwise import activation, activation_derivative
 from refmodel.bounds.emulate import rnd
 from refmodel.numerics.fixed import FixedFormat

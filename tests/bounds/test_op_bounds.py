@@ -10,10 +10,21 @@ import math
 import numpy as np
 import pytest
 
-from refmodel.bounds import (EXACT, Accum, NormSteps, SoftmaxSteps, activation, activation_bound, linear_bound,
-                             matmul_bound, norm_bound, rounding_model, softmax_bound)
+from refmodel.bounds import (
+    EXACT,
+    Accum,
+    NormSteps,
+    SoftmaxSteps,
+    activation,
+    activation_bound,
+    linear_bound,
+    matmul_bound,
+    norm_bound,
+    rounding_model,
+    softmax_bound,
+)
 from refmodel.bounds.emulate import emu_matmul, emu_norm, emu_softmax, func_model, rnd
-from refmodel.bounds.validate import CASES, RANDOM_KINDS, REF_REL, BOUND_REL, summarize
+from refmodel.bounds.validate import BOUND_REL, CASES, RANDOM_KINDS, REF_REL, summarize
 
 _RESULTS: dict[int, object] = {}
 

@@ -196,8 +196,8 @@ def test_bad_input_named_before_work(layers, bad, match):
 def test_fast_mac_path_equals_unit_model(acc_w, sat):
     """The BLAS shortcut of the quantized layer equals units.mac.matmul_int bit for bit, including
     accumulators narrow enough to wrap or saturate (where the shortcut must step aside)."""
-    from refmodel.layer.quantized import _mac_matmul, quantize_weight
     from refmodel.layer.plan import WeightPrecision
+    from refmodel.layer.quantized import _mac_matmul, quantize_weight
     from refmodel.numerics.units.mac import MacParams, matmul_int
 
     rng = np.random.default_rng(acc_w)

@@ -10,7 +10,7 @@ import pytest
 from refmodel.errors import UserError
 from refmodel.layer import realweights as rw
 from refmodel.layer.config import LayerConfig
-from refmodel.layer.ops import Float64Ops, rope_half, rope_pairs
+from refmodel.layer.ops import rope_half, rope_pairs
 from refmodel.layer.reference import run_reference
 from refmodel.layer.slanc import model_slanc
 from refmodel.layer.weights import weight_names, weight_shapes

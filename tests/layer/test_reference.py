@@ -10,8 +10,8 @@ import pytest
 from refmodel.layer.config import LayerConfig
 from refmodel.layer.forward import attention_mask, norm_sites, tensor_names, tensor_shapes
 from refmodel.layer.ops import Float64Ops, erf, erfc, gelu_erf, gelu_tanh, rope_half, rope_pairs, silu
-from refmodel.layer.reference import run_reference
 from refmodel.layer.realweights import permute_rope_rows
+from refmodel.layer.reference import run_reference
 from refmodel.layer.slanc import compute_slanc, expand_kv_rows
 from refmodel.layer.weights import LayerWeights, padding_mask, random_inputs, random_weights
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from oracle import decode_oracle, encode_oracle, fixed_quantize_oracle
+
 from refmodel.numerics import minifloat as mf
 from refmodel.numerics.accumulate import (
     Blocked,

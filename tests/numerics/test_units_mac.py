@@ -12,7 +12,6 @@ import pytest
 import refmodel.numerics.units.mac as mac
 from refmodel.numerics.units.mac import MacParams, dot_acc_int, dot_int, matmul_acc_int, matmul_int, requantize_int
 
-
 # ---- independent reference -------------------------------------------------------------------
 
 
