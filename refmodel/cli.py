@@ -1,5 +1,6 @@
 """``refmodel`` command line. Each subcommand lives in ``refmodel/commands/<name>.py`` and exposes
-``register(app)``; errors the user can fix are printed as one line (no traceback), exit code 2."""
+``register(app)``. Exit codes: 0 pass, 1 a check failed (:class:`refmodel.errors.CheckFailed`),
+2 usage error (bad option, spec or file; printed as one line, no traceback)."""
 
 from __future__ import annotations
 
@@ -41,13 +42,17 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors (bad spec, bad file, bad option value) print one line, exit 2."""
-    from refmodel.errors import UserError
+    """Entry point: 0 pass; 1 a check failed (one line, no traceback); 2 user errors (bad spec,
+    bad file, bad option value: one line, no traceback)."""
+    from refmodel.errors import CheckFailed, UserError
 
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
+    except CheckFailed as e:
+        typer.secho(f"FAIL: {e}", fg=typer.colors.RED, err=True)
+        return 1
     except (UserError, ValueError, OverflowError, FileNotFoundError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         return 2

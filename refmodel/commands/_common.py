@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from refmodel.errors import UserError
 
@@ -68,6 +69,37 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
     if out != list(range(out[0], out[0] + len(out))):
         raise UserError(f"--layers {spec!r}: layers must be consecutive (they run as a chain)")
     return out
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with numpy scalars/arrays turned into Python values and non-finite floats into the
+    strings ``"inf"``, ``"-inf"``, ``"nan"`` (JSON has no literal for them)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """The ``--json`` output of a command: one JSON object on stdout, nothing else on stdout
+    (progress and warnings go to stderr)."""
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(json_ready(obj), indent=2, sort_keys=True) + "\n")
 
 
 @contextmanager
