@@ -56,7 +56,8 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 pass; 1 a check failed (one line, no traceback); 2 user errors (bad spec,
-    bad file, bad option value: one line, no traceback)."""
+    bad file, bad option value, a path that cannot be read or written: one line, no traceback);
+    130 interrupted (Ctrl-C)."""
     from refmodel.errors import CheckFailed, UserError
 
     try:
@@ -66,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailed as e:
         typer.secho(f"FAIL: {e}", fg=typer.colors.RED, err=True)
         return 1
-    except (UserError, ValueError, OverflowError, FileNotFoundError) as e:
+    except (UserError, ValueError, OverflowError, OSError) as e:
+        # OSError: a path the user gave cannot be read or written (exists, is not a directory,
+        # permission denied, disk full): the message names the path
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         return 2
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        return 130
     return 0
 
 
