@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         count, with and without SLaNC."""
         import numpy as np
 
-        from refmodel.accuracy import chain_accuracy, plot_accuracy
+        from refmodel.accuracy import chain_accuracy
+        from refmodel.accuracy_plot import plot_accuracy
         from refmodel.commands._common import load_config, load_plan, parse_layers, progress_bar
         from refmodel.console import make_console
 
