@@ -148,11 +148,11 @@ def show_format(console: Console, spec: str, value: Decimal | None, rounding: st
         b = _bits(code, fmt.bits)
         s = 1 if fmt.signed else 0
         sign = b[:s]
-        e = b[s:s + fmt.exp]
-        m = b[s + fmt.exp:]
+        exp_field = b[s:s + fmt.exp]
+        man_field = b[s + fmt.exp:]
         dec = float(a.to_float()[0])
         console.print(f"value {value} -> code 0x{code:0{fmt.hex_digits}x} = 0b{b}")
-        console.print(f"fields: sign {sign or '-'} | exponent {e} | mantissa {m or '-'}")
+        console.print(f"fields: sign {sign or '-'} | exponent {exp_field} | mantissa {man_field or '-'}")
         console.print(f"decoded {dec!r}, error {_error(dec, value)} ({_how(rounding, seed)})")
         return
     console.print(f"[bold]{spec}[/]: {fmt}")
