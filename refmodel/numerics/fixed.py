@@ -159,7 +159,7 @@ class FixedArray:
                                                         fmt.max_code, np.int64))
 
     @classmethod
-    def _of(cls, codes: np.ndarray, fmt: FixedFormat) -> FixedArray:
+    def _unchecked(cls, codes: np.ndarray, fmt: FixedFormat) -> FixedArray:
         """Codes already int64 and in range (this module's own results): no checks."""
         a = object.__new__(cls)
         object.__setattr__(a, "codes", codes)
@@ -187,7 +187,7 @@ class FixedArray:
         return f"FixedArray(codes={body}, fmt={self.fmt})"
 
     def __getitem__(self, idx) -> FixedArray:
-        return FixedArray._of(self.codes[idx], self.fmt)
+        return FixedArray._unchecked(np.asarray(self.codes[idx]), self.fmt)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -266,7 +266,7 @@ def quantize(
     overflow = Overflow.parse(overflow)
     v = real_values(x, f"quantize to {fmt}")
     if isinstance(v, ExactValues):
-        return FixedArray._of(_quantize_exact(v, fmt, rounding, overflow, seed, random_bits), fmt)
+        return FixedArray._unchecked(_quantize_exact(v, fmt, rounding, overflow, seed, random_bits), fmt)
     x = np.asarray(v, dtype=np.float64)
     scalar = x.ndim == 0
     if scalar:
@@ -330,7 +330,7 @@ def quantize(
             codes = _wrap(r.astype(np.int64), fmt)
     if scalar:
         codes = codes.reshape(())
-    return FixedArray._of(codes, fmt)
+    return FixedArray._unchecked(codes, fmt)
 
 
 def _overflow_ints(n: np.ndarray, fmt: FixedFormat, overflow: Overflow, value_at) -> np.ndarray:
@@ -422,7 +422,7 @@ def cast(
     c = a.codes
     if shift > 0:
         c = round_shift(c, shift, rounding, seed=seed, random_bits=random_bits)
-        return FixedArray._of(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
+        return FixedArray._unchecked(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
     k = -shift
     if k and c.size:
         # codes that would leave the target range after the left shift are overflow;
@@ -437,11 +437,11 @@ def cast(
             if ov is Overflow.SATURATE:
                 out = np.clip(c, lo, hi) << np.int64(k)
                 out = np.where(c > hi, fmt.max_code, np.where(c < lo, fmt.min_code, out))
-                return FixedArray._of(out, fmt)
+                return FixedArray._unchecked(out, fmt)
             # wrap: only the low (width - k) bits of the code survive
-            return FixedArray._of(_wrap(c << np.int64(k) if k < 63 else np.zeros_like(c), fmt), fmt)
+            return FixedArray._unchecked(_wrap(c << np.int64(k) if k < 63 else np.zeros_like(c), fmt), fmt)
         c = c << np.int64(k)
-    return FixedArray._of(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
+    return FixedArray._unchecked(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
 
 
 def _grown(width: int, frac: int, signed: bool, op: str, a: FixedFormat, b: FixedFormat) -> FixedFormat:
@@ -466,7 +466,7 @@ def add(a: FixedArray, b: FixedArray) -> FixedArray:
     ia = max(fa.width - fa.frac + (signed and not fa.signed), fb.width - fb.frac + (signed and not fb.signed))
     fmt = _grown(ia + 1 + frac, frac, signed, "add", fa, fb)
     ca, cb = _align(a, b, frac)
-    return FixedArray._of(ca + cb, fmt)
+    return FixedArray._unchecked(ca + cb, fmt)
 
 
 def sub(a: FixedArray, b: FixedArray) -> FixedArray:
@@ -476,7 +476,7 @@ def sub(a: FixedArray, b: FixedArray) -> FixedArray:
     ia = max(fa.width - fa.frac + (not fa.signed), fb.width - fb.frac + (not fb.signed))
     fmt = _grown(ia + 1 + frac, frac, True, "sub", fa, fb)
     ca, cb = _align(a, b, frac)
-    return FixedArray._of(ca - cb, fmt)
+    return FixedArray._unchecked(ca - cb, fmt)
 
 
 def mul(a: FixedArray, b: FixedArray) -> FixedArray:
@@ -485,4 +485,4 @@ def mul(a: FixedArray, b: FixedArray) -> FixedArray:
     signed = fa.signed or fb.signed
     width = fa.width + fb.width
     fmt = _grown(width, fa.frac + fb.frac, signed, "mul", fa, fb)
-    return FixedArray._of(a.codes * b.codes, fmt)
+    return FixedArray._unchecked(a.codes * b.codes, fmt)
