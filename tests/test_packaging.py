@@ -1,12 +1,12 @@
-"""The wheel, as a user installs it: build it from this checkout (sdist, then the wheel from the
-sdist, as ``python -m build`` does), install it into a fresh venv outside the checkout and run the
-installed ``refmodel`` there: ``--version``, ``demo`` with the RTL layer on Icarus (the Verilog
-sources must come from the wheel), and ``golden verify`` on a golden set shipped in the wheel.
+"""The wheel, as a user installs it: build it from a copy of this checkout (``pip wheel``), install
+it into a fresh venv outside the checkout and run the installed ``refmodel`` there: ``--version``,
+``demo`` with the RTL layer on Icarus (the Verilog sources must come from the wheel), and
+``golden verify`` on a golden set shipped in the wheel.
 
 The venv is created without pip and without the checkout on its path; the dependencies (numpy,
 typer, ...) are made visible through a ``.pth`` line naming the test interpreter's site-packages
 (as ``--system-site-packages`` would), so nothing is downloaded except the build backend. The
-wheel is built once per test session.
+wheel is built once per test session, from a copy so that the checkout gets no build/ folder.
 """
 
 from __future__ import annotations
@@ -38,13 +38,19 @@ def _run(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeou
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+#: what is not part of the sources (never copied for the build)
+NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "sim_build", "build", "dist", "*.egg-info", "__pycache__",
+                                     ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache", "demo_out")
+
+
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory) -> Path:
     """The wheel built from this checkout (once per session)."""
-    pytest.importorskip("build", reason="the wheel test needs the `build` package (test extra)")
-    out = tmp_path_factory.mktemp("dist")
-    r = _run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], cwd=out)
-    assert r.returncode == 0, f"python -m build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    base = tmp_path_factory.mktemp("wheel_build")
+    src, out = base / "src", base / "dist"
+    shutil.copytree(ROOT, src, ignore=NOT_SOURCES)
+    r = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)], cwd=base)
+    assert r.returncode == 0, f"pip wheel failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     wheels = list(out.glob("refmodel-*.whl"))
     assert len(wheels) == 1, f"expected one wheel in {out}, got {wheels}"
     return wheels[0]
