@@ -152,10 +152,13 @@ def real_values(x: Any, what: str) -> np.ndarray | ExactValues:
     """``x`` as an array of exact real values (see the module docstring): a float16/32/64 (or
     ml_dtypes float) array when every element is one, else :class:`ExactValues`. ``what`` names
     the operation in error messages (e.g. ``"quantize to s16.12"``)."""
-    _refuse_container(x, what)
-    if isinstance(x, (str, bytes, bytearray, memoryview)):
-        raise _refuse(what, _kind_of(x))
-    a = np.asarray(x)
+    if type(x) is np.ndarray:  # the common case: no container to refuse
+        a = x
+    else:
+        _refuse_container(x, what)
+        if isinstance(x, (str, bytes, bytearray, memoryview)):
+            raise _refuse(what, _kind_of(x))
+        a = np.asarray(x)
     k = a.dtype.kind
     if k == "f":
         if a.dtype.itemsize <= 8:
