@@ -242,15 +242,21 @@ def plan(fmt: FloatFormat, rounding: str, ops: tuple[tuple[int, int, int], tuple
     return None
 
 
-def sequential(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, how: tuple[int, type]) -> np.ndarray | None:
+def sequential(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, how: tuple[int, type],
+               b_cache: dict | None = None) -> np.ndarray | None:
     """The Sequential(fmt) accumulation of float64 values ``va`` (M, K) @ ``vb`` (K, N) with the
     kernel ``how`` from :func:`plan`: the accumulator values (members of ``fmt``) as float64, or
-    None when a NaN appeared (the caller reruns the numpy loop, which owns the NaN-code rules)."""
+    None when a NaN appeared (the caller reruns the numpy loop, which owns the NaN-code rules).
+    ``b_cache``: a dict that lives as long as ``vb`` does (a weight's), keeping vb's converted copy."""
     kind, t = how
     M, K = va.shape
     N = vb.shape[1]
     A = np.ascontiguousarray(va, dtype=t)  # exact: plan() checked that every value is a member of t
-    B = np.ascontiguousarray(vb, dtype=t)
+    B = None if b_cache is None else b_cache.get(t)
+    if B is None:
+        B = np.ascontiguousarray(vb, dtype=t)
+        if b_cache is not None:
+            b_cache[t] = B
     out = np.full((M, N), -0.0, dtype=t)  # acc_{-1} = -0: step 0 gives round(p_0), p_0's sign of zero kept
     P, bias, _, _, emask = _T[t]
     it = np.int64 if t is np.float64 else np.int32

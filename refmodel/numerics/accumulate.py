@@ -792,10 +792,11 @@ def _seq_float_loop(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, rounding: 
 
 
 def _seq_float(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, rounding: Rounding,
-               desc: tuple[tuple[int, int, int], tuple[int, int, int]]) -> FloatArray:
+               desc: tuple[tuple[int, int, int], tuple[int, int, int]], b_cache: dict | None = None) -> FloatArray:
     """Sequential(fmt) on float64 values whose products are exact (``desc``: the operands'
     :meth:`_Op.bits_desc`): a compiled kernel when one applies (:mod:`._seqkernels`, same bits),
-    else :func:`_seq_float_loop`."""
+    else :func:`_seq_float_loop`. ``b_cache``: a dict kept with a constant ``vb`` (a weight) where
+    the kernel keeps its converted copy of it."""
     if va.size and vb.size:
         try:
             from . import _seqkernels
@@ -803,7 +804,7 @@ def _seq_float(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, rounding: Round
             _seqkernels = None  # type: ignore[assignment]
         how = None if _seqkernels is None else _seqkernels.plan(fmt, rounding.value, desc)
         if how is not None:
-            vals = _seqkernels.sequential(va, vb, fmt, how)
+            vals = _seqkernels.sequential(va, vb, fmt, how, b_cache)
             if vals is not None:
                 return _encode(vals, fmt, Rounding.RNE)  # members of fmt: exact
     return _seq_float_loop(va, vb, fmt, rounding)
