@@ -68,9 +68,13 @@ def contenders(shape: tuple[str, int], plans: list[str]) -> dict[str, Callable[[
     x = random_inputs(c, seed=1)
     runs: dict[str, Callable[[], object]] = {REF: lambda: run_reference(c, w, x)}
     for spec in plans:
-        ql = QuantizedLayer(c, w, load_plan(spec))  # weights quantized once, offline
-        runs[spec] = lambda q=ql: q.run(x)
+        runs[spec] = _bind(QuantizedLayer(c, w, load_plan(spec)), x)
     return runs
+
+
+def _bind(ql: QuantizedLayer, x) -> Callable[[], object]:
+    """A prepared layer's forward on ``x`` (weights quantized once, offline)."""
+    return lambda: ql.run(x)
 
 
 def traced_peak(fn: Callable[[], object]) -> int:

@@ -659,8 +659,8 @@ def _sequential_product(a: QTensor, b: QTensor, fmt: Any, policy: str, rounding:
         return None  # matmul raises the error
     desc = ((fa.man + 1, fa.emin - fa.man, fa.emax + 1), (fb.man + 1, fb.emin - fb.man, fb.emax + 1))
     vb = b.f64_t if b.f64_t is not None else b.values
-    r = acc._seq_float(a.values, vb, pol.fmt, rnd, desc, b.prepared)
-    r = acc._convert(r, fmt, rnd, Overflow.parse(overflow))
+    r: acc.Operand = acc._convert(acc._seq_float(a.values, vb, pol.fmt, rnd, desc, b.prepared), fmt, rnd,
+                                  Overflow.parse(overflow))
     return QTensor(r.to_float(), r.fmt, r.codes)
 
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -203,10 +204,10 @@ def _seq_rows(kind, A, B, out, i0, i1, prm):
 _FP32 = PRESETS["fp32"]
 _FP16 = PRESETS["fp16"]
 #: (P, bias, smallest quantum exponent, largest exponent, exponent-field mask) of the arithmetic types
-_T = {np.float32: (24, 127, -149, 127, 0xFF), np.float64: (53, 1023, -1074, 1023, 0x7FF)}
+_T: dict[Any, tuple[int, int, int, int, int]] = {np.float32: (24, 127, -149, 127, 0xFF), np.float64: (53, 1023, -1074, 1023, 0x7FF)}
 
 
-def _fits(span: int, lo: int, hi: int, t: type) -> bool:
+def _fits(span: int, lo: int, hi: int, t: Any) -> bool:
     """Values with at most ``span`` significant bits, integer multiples of 2^lo, below 2^hi in
     magnitude are members of float type ``t``."""
     P, _, qmin, emax, _ = _T[t]
@@ -220,7 +221,7 @@ def _has_f16c() -> bool:
     return bool(binding.get_host_cpu_features().get("f16c", False))
 
 
-def plan(fmt: FloatFormat, rounding: str, ops: tuple[tuple[int, int, int], tuple[int, int, int]]) -> tuple[int, type] | None:
+def plan(fmt: FloatFormat, rounding: str, ops: tuple[tuple[int, int, int], tuple[int, int, int]]) -> tuple[int, Any] | None:
     """The kernel for ``Sequential(fmt)`` under ``rounding`` with operands described by ``ops``
     (per operand (S, L, H): at most S significant bits, integer multiples of 2^L, |v| < 2^H;
     bounds, not necessarily tight): ``(kind, T)``, or None when no kernel applies (the numpy loop
@@ -242,7 +243,7 @@ def plan(fmt: FloatFormat, rounding: str, ops: tuple[tuple[int, int, int], tuple
     return None
 
 
-def sequential(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, how: tuple[int, type],
+def sequential(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, how: tuple[int, Any],
                b_cache: dict | None = None) -> np.ndarray | None:
     """The Sequential(fmt) accumulation of float64 values ``va`` (M, K) @ ``vb`` (K, N) with the
     kernel ``how`` from :func:`plan`: the accumulator values (members of ``fmt``) as float64, or
@@ -251,13 +252,13 @@ def sequential(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, how: tuple[int,
     kind, t = how
     M, K = va.shape
     N = vb.shape[1]
-    A = np.ascontiguousarray(va, dtype=t)  # exact: plan() checked that every value is a member of t
+    A: np.ndarray = np.ascontiguousarray(va, dtype=t)  # exact: plan() checked that every value is a member of t
     B = None if b_cache is None else b_cache.get(t)
     if B is None:
         B = np.ascontiguousarray(vb, dtype=t)
         if b_cache is not None:
             b_cache[t] = B
-    out = np.full((M, N), -0.0, dtype=t)  # acc_{-1} = -0: step 0 gives round(p_0), p_0's sign of zero kept
+    out: np.ndarray = np.full((M, N), -0.0, dtype=t)  # acc_{-1} = -0: step 0 gives round(p_0), p_0's sign of zero kept
     P, bias, _, _, emask = _T[t]
     it = np.int64 if t is np.float64 else np.int32
     big = {"inf": np.inf, "saturate": fmt.max, "nan": np.nan}[fmt.overflow]

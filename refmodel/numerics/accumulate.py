@@ -67,6 +67,13 @@ How it is computed (all results are exact or rounded exactly once where the cont
   2**64). Saturating / erroring accumulators loop over K, vectorised over all M*N outputs, unless
   a bound shows that no partial sum can leave the range (then they equal the exact sum).
   Sequential policies loop over K, blocked policies over the blocks.
+* Sequential float accumulators run on compiled kernels (:mod:`._seqkernels`, numba) when the
+  accumulator rounds to nearest even and every operand and product is a member of float32 (or
+  float64): an fp32 accumulator with fp32-representable operands is a chain of fused multiply-adds
+  (one rounding each, by IEEE definition); other formats add with TwoSum, round to odd and round
+  once to the format's grid (proofs in that module). The numpy loop of :func:`_seq_float_loop`
+  states the contract plainly and is what the kernels are tested against; it runs when no kernel
+  applies, or when an overflow made a NaN.
 * These loops run on int64 while the aligned accumulator plus a product provably fits; wider cases
   run the same loop on Python ints (object arrays: exact, slower).
 
