@@ -64,7 +64,8 @@ __all__ = ["plan", "sequential"]
 
 #: below this many multiply-adds a call runs on the calling thread only
 _PARALLEL_MIN = 1 << 20
-_THREADS = max(1, min(os.cpu_count() or 1, 8))
+#: threads for the row split: the CPUs this process may run on (taskset / cgroups), at most 8
+_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
 
 
 @intrinsic
