@@ -25,6 +25,11 @@ class QTensor:
     * minifloat: ``codes`` unsigned raw bit patterns, ``fmt`` :class:`FloatFormat`;
     * MX block: ``mx`` holds the :class:`MXArray` (scales + element codes), ``codes`` is None;
     * float64 (no quantisation): ``fmt`` and ``codes`` are None.
+
+    A scaled weight (:mod:`refmodel.layer.weightscale`) keeps its codes in the element format
+    ``fmt``; ``scale`` is its :class:`WeightScale`, ``elements`` the decoded element values and
+    ``values`` the decoded, scaled values ``elements * scale`` (what the float64 op sees as the
+    quantized weight). ``clip`` holds a weight's saturation/underflow counts.
     """
 
     values: np.ndarray
@@ -33,6 +38,17 @@ class QTensor:
     mx: Any = None
     f64_t: np.ndarray | None = None  # weights only: a cached float64 BLAS operand (fixed codes.T / values.T)
     all_finite: bool | None = None  # weights only: cached "no NaN/inf" (None = not known)
+    scale: Any = None  # weights only: WeightScale (codes * scale = values) or None
+    elements: np.ndarray | None = None  # weights only, when scaled: decoded element values (unscaled)
+    clip: Any = None  # weights only: ClipCount of the quantization
+
+    def unscaled(self) -> QTensor:
+        """The element tensor of a scaled weight (values = decoded codes, no scale); ``self``
+        when unscaled."""
+        if self.scale is None:
+            return self
+        return QTensor(self.elements if self.elements is not None else self.values, self.fmt, self.codes, self.mx,
+                       f64_t=self.f64_t, all_finite=self.all_finite)
 
     def finite(self) -> bool:
         return self.all_finite if self.all_finite is not None else bool(np.all(np.isfinite(self.values)))
