@@ -347,6 +347,14 @@ class PrecisionPlan:
             raise ValueError(f"plan {self.name!r}: " + "; ".join(bad))
         return self
 
+    def is_fixed_point(self, config: LayerConfig) -> bool:
+        """True when every tensor of ``config``'s layer is fixed point (the integer-unit datapath)."""
+        from ..numerics.fixed import FixedFormat
+        from ..numerics.formats import parse_format
+
+        specs = [self.tensor(n).format for n in tensor_names(config)]
+        return all(s != "float64" and isinstance(parse_format(s), FixedFormat) for s in specs)
+
     def accumulator_checks(self, config: LayerConfig) -> list[Any]:
         """Every fixed accumulator of the plan for ``config``, with its status (``ok`` / ``risk``
         / ``refused``) and a message (:class:`refmodel.layer.accumulators.AccumulatorCheck`)."""
@@ -362,7 +370,7 @@ class PrecisionPlan:
 
         red = [t.acc for n, t in self.tensors.items() if n in _REDUCE]
         units = ("integer: softmax exp2 LUT, activation table, exact rsqrt" if self.units.softmax == "exp2_lut"
-                 else "float formulas in the tensor formats; norm/softmax internals in the accumulation format")
+                 else "float formulas; norm and softmax sums in the accumulation format (fp32 if exact)")
         units += "; SLaNC " + (("shifts" if self.slanc_pow2 else "scales") if self.slanc else "off")
         return {"storage": uniq([t.format for t in self.tensors.values()]),
                 "weights": uniq([w.describe() for n, w in self.weights.items() if n in _MATRICES]),
