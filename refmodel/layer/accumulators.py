@@ -104,7 +104,7 @@ def check_accumulators(plan: Any, config: LayerConfig) -> list[AccumulatorCheck]
             status, msg = "ok", f"tensor {t}: {acc} holds every sum of {src} ({need} bits needed)"
         elif w < one:
             status = "refused"
-            msg = f"tensor {t}: accumulator {acc} ({w} bits) cannot hold one of the {src}: needs >= {one} bits"
+            msg = f"tensor {t}: accumulator {acc} has {w} bits and cannot hold one of the {src}: that needs {one}"
         elif pol.overflow is Overflow.ERROR:
             status = "refused"
             msg = (f"tensor {t}: accumulator {acc} has {w} bits, {src} need {need}: widen it to acc:s{need}, or "

@@ -84,10 +84,30 @@ class ClipCount:
                 "underflow": self.underflow}
 
 
-def count_clipping(q: Any, pre: np.ndarray | None = None, *, exclude: np.ndarray | None = None) -> ClipCount:
+def _clamped_fixed(codes: np.ndarray, pre: np.ndarray, fmt: FixedFormat, rounding: str) -> np.ndarray:
+    """True where rounding ``pre`` into ``fmt`` (without a range limit) leaves the code range, i.e.
+    where the stored code is a clamp, not a rounding (checked only where codes sit at a limit)."""
+    from ..numerics.fixed import quantize
+
+    sat = np.zeros(codes.shape, dtype=bool)
+    at = ((codes == fmt.max_code) | (codes == fmt.min_code)) & ~np.isnan(pre)
+    if at.any():
+        sub = pre[at]
+        fin = np.isfinite(sub)
+        r = "rne" if rounding == "stochastic" else rounding
+        wide = quantize(np.where(fin, sub, 0.0), FixedFormat(63, fmt.frac, True), r, "saturate").codes
+        sat[at] = ~fin | (wide > fmt.max_code) | (wide < fmt.min_code)
+    return sat
+
+
+def count_clipping(q: Any, pre: np.ndarray | None = None, *, exclude: np.ndarray | None = None,
+                   rounding: str = "rne") -> ClipCount:
     """Counts for the stored tensor ``q`` (a :class:`refmodel.layer.qtensor.QTensor`; for a scaled
     weight pass the element tensor and ``pre = w / s``). ``pre``: the float64 value before the
-    rounding (same shape) or None; ``exclude``: True where an element is 0 by construction."""
+    rounding (same shape) or None; ``exclude``: True where an element is 0 by construction;
+    ``rounding``: the rounding that produced ``q`` (fixed point: a value that rounds onto the limit
+    code is not counted as saturated, one that rounds beyond it is; minifloats: beyond the largest
+    finite value by more than half its spacing)."""
     v = np.asarray(q.values)
     keep = np.ones(v.shape, dtype=bool) if exclude is None else ~np.broadcast_to(exclude, v.shape)
     n = int(np.count_nonzero(keep))
@@ -95,16 +115,15 @@ def count_clipping(q: Any, pre: np.ndarray | None = None, *, exclude: np.ndarray
     p = None if pre is None else np.broadcast_to(np.asarray(pre, dtype=np.float64), v.shape)
     with np.errstate(invalid="ignore"):
         if isinstance(fmt, FixedFormat) and q.codes is not None:
-            hi = q.codes == fmt.max_code
-            lo = q.codes == fmt.min_code if fmt.signed else np.zeros(v.shape, dtype=bool)
             if p is not None:
-                hi = hi & (p > fmt.max)
-                lo = (q.codes == fmt.min_code) & (p < fmt.min)
-            sat = hi | lo
+                sat = _clamped_fixed(q.codes, p, fmt, rounding)
+            else:
+                sat = (q.codes == fmt.max_code) | ((q.codes == fmt.min_code) if fmt.signed else False)
         elif isinstance(fmt, FloatFormat):
             at_max = np.abs(v) == fmt.max
             if p is not None:
-                sat = at_max & np.isfinite(p) & (np.abs(p) > fmt.max)
+                half = 2.0 ** (fmt.emax - fmt.man - 1)  # half the spacing at the top binade
+                sat = at_max & np.isfinite(p) & (np.abs(p) > fmt.max + half)
             else:
                 sat = at_max if fmt.has_inf is False else np.zeros(v.shape, dtype=bool)
         else:

@@ -154,7 +154,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         pre = self._pre.pop(name, None)
         if pre is not None and np.shape(pre) != t.shape:
             pre = None
-        self.clipping[name] = count_clipping(t, pre, exclude=exclude)
+        self.clipping[name] = count_clipping(t, pre, exclude=exclude, rounding=self._tp(name).rounding)
         v = t.values
         st = {"nonfinite": int(np.count_nonzero(~np.isfinite(v)))}
         if isinstance(t.fmt, FixedFormat) and t.codes is not None:
@@ -698,7 +698,7 @@ def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
             raise ValueError(f"weight {name}: {e}") from None
     else:
         t, pre = store(a, wp.format, wp.rounding, wp.overflow, mx_axis=-1), a
-    clip = count_clipping(t, pre)
+    clip = count_clipping(t, pre, rounding=wp.rounding)
     if t.codes is not None and isinstance(t.fmt, FixedFormat) and t.codes.ndim == 2:
         t.f64_t = np.ascontiguousarray(t.codes.T, dtype=np.float64)  # cached BLAS operand (exact)
     elif isinstance(t.fmt, FloatFormat) and t.values.ndim == 2:
