@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
             p.check(cfg)
         except ValueError as e:
             raise UserError(str(e)) from None
-        notes = [c.message for c in p.accumulator_checks(cfg) if c.status == "risk"]
+        notes = p.notes() + [c.message for c in p.accumulator_checks(cfg) if c.status == "risk"]
         if outliers:
             x = x.copy()
             ch = np.random.default_rng(seed).choice(x.shape[1], size=min(3, x.shape[1]), replace=False)
@@ -146,6 +146,7 @@ def register(app: typer.Typer) -> None:
         results: dict[str, list[Any]] = {}
         weight_clip: dict[str, ClipCount] = {}
         act_warn: dict[str, list[tuple[int, str]]] = {}
+        weight_warn: list[tuple[int, str]] = []
         shifts: dict[str, dict[str, int]] = {}
 
         def collect(label: str):
@@ -153,19 +154,13 @@ def register(app: typer.Typer) -> None:
                 for n, t in run.weights.items():
                     if t.clip is not None:
                         weight_clip[f"layer {i} {n}"] = t.clip
-                act_warn.setdefault(label, []).extend(
-                    (i, w) for n, c in run.clipping.items() if n in run.tensors for w in c.warnings(n))
+                for line in run.clipping_warnings():
+                    (weight_warn if line.startswith("weight ") else act_warn.setdefault(label, [])).append((i, line))
                 if run.slanc is not None and run.plan.slanc_pow2:
                     shifts.setdefault(label, {}).update({f"{i}:{k}": run.slanc.shift(k) for k in run.slanc.entries})
             return on_run
 
-        import warnings as _warnings
-
-        from refmodel.layer.clipping import QuantizationWarning
-
-        with progress_bar(f"{model} / {p.name}", total=len(runs) * len(ws)) as advance, \
-                _warnings.catch_warnings():
-            _warnings.simplefilter("ignore", QuantizationWarning)  # reported below, grouped over layers
+        with progress_bar(f"{model} / {p.name}", total=len(runs) * len(ws)) as advance:
             for on in runs:
                 pp = p.replace(slanc=on, slanc_pow2=p.slanc_pow2 if on else False,
                                slanc_first=slanc_first if on else p.slanc_first)
@@ -180,7 +175,7 @@ def register(app: typer.Typer) -> None:
         labels = list(results)
         wtotal = total_clipping(weight_clip)
         warnings = [f"{lab}, {w}" for lab in labels for w in _grouped_warnings(act_warn.get(lab, []))]
-        warnings = [f"weight {w}" for w in _grouped_weight_warnings(weight_clip)] + warnings
+        warnings = _grouped_warnings(sorted(set(weight_warn))) + warnings
         fixed_note = SLANC_FIXED_NOTE if (p.is_fixed_point(cfg) and "SLaNC on" in results) else None
         if as_json:
             out = {
@@ -189,9 +184,9 @@ def register(app: typer.Typer) -> None:
                                "nonfinite": sum(r.nonfinite for r in rows), "slanc_shifts": shifts.get(lab, {})}
                          for lab, rows in results.items()},
                 "weights": {"total": wtotal.to_dict(), "per_weight": {k: c.to_dict() for k, c in weight_clip.items()}},
-                "warnings": warnings, "accumulator_notes": notes, "notes": [fixed_note] if fixed_note else [],
+                "warnings": warnings, "plan_notes": notes, "notes": [fixed_note] if fixed_note else [],
             }
-            for line in warnings:
+            for line in notes + warnings:
                 err.print(f"warning: {line}", highlight=False)
             print_json(out)
             if plot:
@@ -219,13 +214,3 @@ def register(app: typer.Typer) -> None:
         if plot:
             plot_accuracy(results, plot, f"{p.name} vs float64: {source}")
             console.print(f"plot written: {plot}")
-
-
-def _grouped_weight_warnings(clip: dict[str, Any]) -> list[str]:
-    """One line per weight name over all layers ("layer i name" keys)."""
-    per: dict[str, list[tuple[int, str]]] = {}
-    for key, c in clip.items():
-        _, layer, name = key.split(" ", 2)
-        for w in c.warnings(name):
-            per.setdefault(name, []).append((int(layer), w))
-    return [line for items in per.values() for line in _grouped_warnings(items)]

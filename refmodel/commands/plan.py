@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config)
         p.print(cfg, console=console)
         console.print(f"{p.name}: {p.description}" if p.description else p.name, highlight=False)
+        for line in p.notes():
+            console.print(f"note: {line}", highlight=False)
         checks = p.accumulator_checks(cfg)
         if checks:
             t = Table(title=f"fixed-point accumulators ({cfg.arch}, config {config})")

@@ -29,17 +29,13 @@ import numpy as np
 from ..numerics.fixed import FixedFormat
 from ..numerics.minifloat import FloatFormat
 
-__all__ = ["QuantizationWarning", "WARN_SATURATED", "WARN_ZERO", "ClipCount", "count_clipping", "clipping_warnings", "format_clipping",
+__all__ = ["WARN_SATURATED", "WARN_ZERO", "ClipCount", "count_clipping", "clipping_warnings", "format_clipping",
            "total_clipping"]
 
 #: warn when more than this fraction of a tensor saturated (or overflowed)
 WARN_SATURATED = 1e-3
 #: warn when more than this fraction of a tensor is stored as zero
 WARN_ZERO = 0.5
-
-
-class QuantizationWarning(UserWarning):
-    """A weight lost data in its quantization: saturated above the threshold, or mostly flushed to 0."""
 
 
 @dataclass(frozen=True)

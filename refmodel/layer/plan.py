@@ -347,6 +347,20 @@ class PrecisionPlan:
             raise ValueError(f"plan {self.name!r}: " + "; ".join(bad))
         return self
 
+    def notes(self) -> list[str]:
+        """Static warnings about the plan itself: integer weight formats (no fraction bits) without
+        a scale, where typical weights (|w| < 1) round to 0."""
+        from ..numerics.fixed import FixedFormat
+        from ..numerics.formats import parse_format
+
+        out = []
+        for n, w in self.weights.items():
+            f = None if w.format == "float64" else parse_format(w.format)
+            if isinstance(f, FixedFormat) and f.frac <= 0 and not w.scaled:
+                out.append(f"weights.{n}: {w.format} holds integers without a scale: weights below "
+                           f"{f.lsb / 2:g} round to 0 (add scale = \"tensor\" or \"channel\")")
+        return out
+
     def is_fixed_point(self, config: LayerConfig) -> bool:
         """True when every tensor of ``config``'s layer is fixed point (the integer-unit datapath)."""
         from ..numerics.fixed import FixedFormat

@@ -29,7 +29,9 @@ class QTensor:
     A scaled weight (:mod:`refmodel.layer.weightscale`) keeps its codes in the element format
     ``fmt``; ``scale`` is its :class:`WeightScale`, ``elements`` the decoded element values and
     ``values`` the decoded, scaled values ``elements * scale`` (what the float64 op sees as the
-    quantized weight). ``clip`` holds a weight's saturation/underflow counts.
+    quantized weight). A per-tensor power of two on a fixed-point element format is absorbed into
+    ``fmt`` (``s8.7`` x 2^3 is stored as ``s8.4``, same codes; ``scale.element_format`` keeps
+    ``s8.7``). ``clip`` holds a weight's saturation/underflow counts.
     """
 
     values: np.ndarray
@@ -45,7 +47,7 @@ class QTensor:
     def unscaled(self) -> QTensor:
         """The element tensor of a scaled weight (values = decoded codes, no scale); ``self``
         when unscaled."""
-        if self.scale is None:
+        if self.scale is None or self.scale.absorbed:
             return self
         return QTensor(self.elements if self.elements is not None else self.values, self.fmt, self.codes, self.mx,
                        f64_t=self.f64_t, all_finite=self.all_finite)

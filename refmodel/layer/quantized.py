@@ -97,6 +97,15 @@ class LayerRun:
     def values(self) -> dict[str, np.ndarray]:
         return {n: t.values for n, t in self.tensors.items()}
 
+    def clipping_warnings(self) -> list[str]:
+        """One line per tensor or weight above the thresholds (0.1 % saturated, 50 % zero); weights
+        are named ``weight <name> (<format>)``."""
+        out = []
+        for n, c in self.clipping.items():
+            label = f"weight {n} ({self.plan.weight(n).describe()})" if n in self.weights else n
+            out += c.warnings(label)
+        return out
+
 
 def _is_fixed_plan(plan: PrecisionPlan, config: LayerConfig) -> bool:
     specs = [plan.tensor(n).format for n in tensor_names(config)]
@@ -225,9 +234,9 @@ class QuantOps(LayerOps[QTensor, QTensor]):
                          f64_t=we.f64_t if not isinstance(we.fmt, FixedFormat) else None, all_finite=we.all_finite)
             # v feeds p @ v, whose reduction runs over the sequence: its MX blocks go along axis 0
             mx_axis = 0 if name == "v" else -1
-            if w.scale is None:
+            if w.scale is None or w.scale.absorbed:
                 y = self._mm(x, wt, tp.format, tp.acc, tp.rounding, tp.overflow, mx_axis=mx_axis)
-                det = {}
+                det = {} if w.scale is None else {"weight_scale": self._scale_info(w.scale, "weight format")}
             else:
                 y, det = self._float_scale_epilogue(name, x, wt, w.scale, mx_axis)
             det["bias_rounding"] = b is not None
@@ -243,6 +252,15 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         self._log(name, "linear", ins, K, **det)
         return self._finish(name, y)
 
+    @staticmethod
+    def _scale_info(sc: Any, applied: str) -> dict[str, Any]:
+        """Scalar description of a weight scale for the op record (and a golden manifest)."""
+        info: dict[str, Any] = {k: v for k, v in sc.summary().items() if isinstance(v, (str, int, float))}
+        info["applied"] = applied
+        if sc.absorbed:
+            info["exponent"] = int(sc.exponents.reshape(-1)[0])
+        return info
+
     def _float_scale_epilogue(self, name: str, x: QTensor, wt: QTensor, sc: Any, mx_axis: int):
         """Float plans, scaled weight: ``a = acc(x q^T)`` rounded into the work format ``E``
         (the accumulation policy's format; fp32 for ``exact``), then ``y = round_F(a * s_c)``:
@@ -253,7 +271,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         with np.errstate(over="ignore", invalid="ignore"):
             pre = a.values * sc.values.reshape(1, -1)
         y = self._store(name, pre, mx_axis=mx_axis)
-        info = {k: v for k, v in sc.summary().items() if isinstance(v, (str, int, float))}
+        info = self._scale_info(sc, "epilogue")
         info.update(epilogue=f"round_{tp.format}(round_{E}(acc) * s)", acc_format=E)
         return y, {"weight_scale": info, "weight_scale_values": sc.values}
 
@@ -495,19 +513,18 @@ class QuantOps(LayerOps[QTensor, QTensor]):
 
     def _fixed_matmul(self, name, x: QTensor, w: QTensor, b: QTensor | None):
         """Fixed plans: exact MAC into the accumulator, bias preloaded, one requantising shift.
-        A per-tensor power-of-two weight scale 2^e is part of that shift (codes in ``s8.7`` times
-        2^e are codes in ``s8.(7-e)``); other scales go through :meth:`_fixed_matmul_requant`."""
+        A per-tensor power-of-two weight scale is already in the weight's format (``s8.7`` x 2^e
+        is ``s8.(7-e)``), so it is part of that shift; other scales go through
+        :meth:`_fixed_matmul_requant`."""
         sc = w.scale
-        if sc is not None and not (sc.granularity == "tensor" and sc.kind == "pow2"):
+        if sc is not None and not sc.absorbed:
             return self._fixed_matmul_requant(name, x, w, b)
-        e = 0 if sc is None else int(sc.exponents.reshape(-1)[0])
-        wf = w.fmt if e == 0 else FixedFormat(w.fmt.width, w.fmt.frac - e, w.fmt.signed)
+        wf = w.fmt
         K = x.shape[-1]
         p, out = self._mac_params(name, x.fmt, wf, K, None if b is None else b.fmt)
         det: dict[str, Any] = {"mac": p}
         if sc is not None:
-            det["weight_scale"] = {"granularity": "tensor", "kind": "pow2", "rule": sc.rule, "exponent": e,
-                                   "applied": "mac shift", "effective_format": str(wf)}
+            det["weight_scale"] = self._scale_info(sc, "mac shift")
         bias = None
         if b is not None:
             pf = x.fmt.frac + wf.frac
@@ -562,8 +579,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         except ValueError as e:
             raise ValueError(f"tensor {name}: {e}") from None
         codes = requant(accs, M, rq)
-        info = {k: v for k, v in sc.summary().items() if isinstance(v, (str, int, float))}
-        info["applied"] = "per-channel requant multiplier"
+        info = self._scale_info(sc, "per-channel requant multiplier")
         det: dict[str, Any] = {"mac": pacc, "requant": rq, "multipliers": M, "weight_scale": info,
                                "weight_scale_values": sc.values}
         if b is not None:
@@ -682,10 +698,10 @@ def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
     blocks run along the input (reduction) axis. A scaled weight entry
     (:mod:`refmodel.layer.weightscale`) first chooses its scale from ``w`` and rounds ``w / s``.
 
-    The returned tensor carries ``clip`` (saturated / flushed-to-zero counts); a
-    :class:`refmodel.layer.clipping.QuantizationWarning` names the weight when more than 0.1 % of
-    it saturated or more than half of it is zero with some of those zeros flushed from nonzero
-    weights (e.g. ``s8.0`` without a scale)."""
+    The returned tensor carries ``clip`` (saturated / flushed-to-zero counts; ``clip.warnings(name)``
+    gives the lines to print when more than 0.1 % saturated or more than half is zero, e.g. ``s8.0``
+    without a scale). The CLI commands print them; library code does not raise Python warnings, so a
+    deliberately harsh plan still runs quietly under ``-W error``."""
     wp = plan.weight(name)
     a = np.asarray(w, dtype=np.float64)
     sc = None
@@ -704,17 +720,16 @@ def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
     elif isinstance(t.fmt, FloatFormat) and t.values.ndim == 2:
         t.f64_t = np.ascontiguousarray(t.values.T)  # decoded (element) values, transposed once
     t.all_finite = bool(np.all(np.isfinite(t.values)))
-    if sc is not None:
+    if sc is not None and sc.granularity == "tensor" and sc.kind == "pow2" and isinstance(t.fmt, FixedFormat):
+        e = int(sc.exponents.reshape(-1)[0])  # s<W>.<F> x 2^e is s<W>.<F-e>: same codes, exact values
+        eff = FixedFormat(t.fmt.width, t.fmt.frac - e, t.fmt.signed)
+        sc.absorbed = True
+        t = QTensor(FixedArray(t.codes, eff).to_float(), eff, t.codes, None, f64_t=t.f64_t, all_finite=t.all_finite,
+                    scale=sc)
+    elif sc is not None:
         t = QTensor(t.values * sc.along_rows(t.values.ndim), t.fmt, t.codes, None, f64_t=t.f64_t,
                     all_finite=t.all_finite, scale=sc, elements=t.values)
     t.clip = clip
-    msgs = clip.warnings(f"weight {name} ({wp.describe()})") if (clip.saturated or clip.nonfinite or clip.underflow) else []
-    if msgs:
-        import warnings
-
-        from .clipping import QuantizationWarning
-
-        warnings.warn("; ".join(msgs), QuantizationWarning, stacklevel=2)
     return t
 
 

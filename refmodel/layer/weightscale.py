@@ -11,7 +11,9 @@ Scale kinds (``kind``):
   has at most 24 significant bits) and ``acc * s`` (``acc`` in fp32 / bf16 / fp16) are exact in
   float64 and the epilogue of a float plan rounds once.
 * ``pow2``: ``s = 2^e`` with an integer ``e`` (``exponents``). In fixed point a per-tensor power of
-  two is a shift the requantiser already has: ``s8.7`` times ``2^3`` is exactly ``s8.4``.
+  two is a shift the requantiser already has: ``s8.7`` times ``2^3`` is exactly ``s8.4``, so such a
+  weight is stored as ``s8.4`` codes (``absorbed``; the same codes as ``s8.7``) and computes as an
+  unscaled fixed-point weight.
 
 Rules (``rule``), with ``top`` the element format's largest finite value and ``m`` a group's
 reference magnitude (the tensor, or one output channel):
@@ -87,6 +89,8 @@ class WeightScale:
     rule: str
     values: np.ndarray
     exponents: np.ndarray | None = None
+    element_format: str = ""
+    absorbed: bool = False  # a per-tensor 2^e on a fixed format: the tensor's fmt is s<W>.<F-e> (same codes)
 
     def along_rows(self, ndim: int) -> np.ndarray:
         """The scale shaped to broadcast against a weight of ``ndim`` dims (rows = channels)."""
@@ -102,6 +106,7 @@ class WeightScale:
     def summary(self) -> dict[str, Any]:
         """Small JSON-ready description (kind, granularity, rule, count, min, max; pow2 exponents)."""
         d: dict[str, Any] = {"granularity": self.granularity, "kind": self.kind, "rule": self.rule,
+                             "element_format": self.element_format,
                              "n": int(self.values.size), "min": float(self.values.min()),
                              "max": float(self.values.max())}
         if self.exponents is not None:
@@ -173,6 +178,7 @@ def quantize_scaled(w: np.ndarray, spec: str, rounding: str, overflow: str, gran
 
     fmt = parse_format(spec)
     sc = choose_scale(w, fmt, granularity, kind, rule)
+    sc.element_format = str(fmt)
     a = np.asarray(w, dtype=np.float64)
     pre = a / sc.along_rows(a.ndim)
     return store(pre, spec, rounding, overflow), sc, pre

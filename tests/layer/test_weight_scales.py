@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from refmodel.layer.clipping import QuantizationWarning, count_clipping
+from refmodel.layer.clipping import count_clipping
 from refmodel.layer.config import LayerConfig
 from refmodel.layer.plan import PrecisionPlan, WeightPrecision
 from refmodel.layer.quantized import QuantizedLayer, quantize_weight, run_quantized
@@ -109,8 +109,7 @@ def test_percentile_rule_saturates_and_counts():
     w = rng.normal(0, 0.05, size=(64, 256))
     plan = PrecisionPlan.from_dict({"base": "fp32", "weights": {"wq": {"format": "s8.0", "scale": "tensor",
                                                                        "scale_rule": "p99"}}})
-    with pytest.warns(QuantizationWarning, match=r"weight wq \(s8.0 x fp32 per tensor \(p99\)\): \d+ saturated"):
-        q = quantize_weight(plan, "wq", w)
+    q = quantize_weight(plan, "wq", w)
     s = q.scale.values[0]
     r = np.round(w / s)  # independent count (no ties in practice): rounds outside s8.0's -128..127
     over = int(np.count_nonzero((r > 127) | (r < -128)))
@@ -118,17 +117,23 @@ def test_percentile_rule_saturates_and_counts():
     assert np.all((q.values <= 127 * s) & (q.values >= -128 * s))
 
 
-def test_unscaled_s8_0_warns_with_counts():
+def test_unscaled_s8_0_warns_with_counts(tiny):
     """The issue's case: wq = "s8.0" without a scale rounds almost every weight to 0. It is still
-    accepted, but a warning names the weight and the counts."""
+    accepted, but the run counts it and its warning lines name the weight and the counts."""
     rng = np.random.default_rng(6)
     w = rng.normal(0, 0.2, size=(32, 32))
     flushed = int(np.count_nonzero(np.abs(w) < 0.5))  # |w| < 0.5 rounds to 0 in s8.0 (no ties in practice)
     plan = PrecisionPlan.from_dict({"base": "fp32", "weights": {"wq": "s8.0"}})
-    with pytest.warns(QuantizationWarning, match=rf"weight wq \(s8.0\): {flushed} of 1024 stored as zero .*"
-                                                 rf"{flushed} flushed from nonzero"):
-        q = quantize_weight(plan, "wq", w)
-    assert q.clip.underflow == flushed > 1000
+    q = quantize_weight(plan, "wq", w)
+    assert q.clip.underflow == q.clip.zero == flushed > 1000
+    assert q.clip.warnings("weight wq (s8.0)") == [
+        f"weight wq (s8.0): {flushed} of 1024 stored as zero ({100 * flushed / 1024:.3g} % > 50 %, "
+        f"{flushed} flushed from nonzero)"]
+    c, wt, x = tiny
+    run = run_quantized(c, wt, x, plan)
+    assert run.clipping_warnings()[0].startswith("weight wq (s8.0): 4096 of 4096 stored as zero")
+    assert plan.notes() == ["weights.wq: s8.0 holds integers without a scale: weights below 0.5 round to 0 "
+                            "(add scale = \"tensor\" or \"channel\")"]
 
 
 # ---- epilogues ---------------------------------------------------------------------------------
