@@ -100,7 +100,9 @@ def chain_accuracy(
     xq = np.asarray(x, dtype=np.float64)
     xr = xq.copy()
     idx = list(layer_indices) if layer_indices is not None else list(range(len(layers)))
-    for i, w in zip(idx, layers):
+    if len(idx) != len(layers):
+        raise ValueError(f"chain_accuracy: {len(idx)} layer indices for {len(layers)} layers")
+    for i, w in zip(idx, layers, strict=True):
         ref = run_reference(config, w, xr, pad_mask=pad_mask)
         xin = np.nan_to_num(xq, nan=0.0, posinf=0.0, neginf=0.0) if not np.all(np.isfinite(xq)) else xq
         run = QuantizedLayer(config, w, plan).run(xin, pad_mask=pad_mask)
@@ -124,7 +126,7 @@ def plot_accuracy(rows_by_label: dict[str, list[TensorAccuracy]], path: str, tit
 
     fig, ax = plt.subplots(figsize=(max(8, 0.25 * len(next(iter(rows_by_label.values())))), 4.5))
     top = 1.0
-    for label, rows in rows_by_label.items():
+    for rows in rows_by_label.values():
         vals = np.array([r.max_rel if np.isfinite(r.max_rel) else np.nan for r in rows])
         if np.any(np.isfinite(vals)):
             top = max(top, float(np.nanmax(vals)) * 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,19 +13,7 @@ from rich.console import Console
 
 from refmodel.cli import main
 
-INT8 = """base = "fixed16"
-name = "int8-channel"
-[weights.wq]
-format = "s8.0"
-scale = "channel"
-scale_kind = "float"
-scale_rule = "maxabs"
-[weights.w_up]
-format = "s8.0"
-scale = "channel"
-scale_kind = "pow2"
-scale_rule = "maxabs"
-"""
+INT8 = Path(__file__).with_name("int8_channel.toml")
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -39,10 +28,8 @@ def test_backwards_layer_range_is_a_one_line_error(capsys):
     assert err.strip() == "error: --layers '3-1': the range 3-1 runs backwards; write 1-3 (layers run in order as a chain)"
 
 
-def test_accuracy_json_is_one_object_on_stdout(capsys, tmp_path):
-    f = tmp_path / "int8.toml"
-    f.write_text(INT8)
-    code, out, err = run(capsys, "accuracy", "--model", "random", "--plan", str(f), "--json", "--slanc", "off")
+def test_accuracy_json_is_one_object_on_stdout(capsys):
+    code, out, err = run(capsys, "accuracy", "--model", "random", "--plan", str(INT8), "--json", "--slanc", "off")
     assert code == 0
     d = json.loads(out)  # nothing else on stdout
     rows = d["runs"]["SLaNC off"]["rows"]

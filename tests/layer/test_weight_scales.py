@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,14 +21,7 @@ from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.minifloat import FloatFormat
 
 MATS = ("wq", "wk", "wv", "wo", "w_up", "w_down")
-INT8_CHANNEL = """base = "{base}"
-name = "int8-channel"
-[weights.wq]
-format = "s8.0"
-scale = "channel"
-scale_kind = "float"
-scale_rule = "maxabs"
-"""
+INT8_CHANNEL = Path(__file__).with_name("int8_channel.toml")
 
 
 def _int8_plan(base: str, kind: str = "float", gran: str = "channel", rule: str = "maxabs") -> PrecisionPlan:
@@ -43,10 +37,8 @@ def tiny():
 
 
 # ---- plan syntax ---------------------------------------------------------------------------
-def test_plan_file_int8_per_channel_round_trips(tmp_path):
-    f = tmp_path / "int8.toml"
-    f.write_text(INT8_CHANNEL.format(base="fixed16"))
-    p = PrecisionPlan.load(f)
+def test_plan_file_int8_per_channel_round_trips():
+    p = PrecisionPlan.load(INT8_CHANNEL)
     assert p.weight("wq") == WeightPrecision("s8.0", scale="channel", scale_kind="float", scale_rule="maxabs")
     assert p.weight("wq").describe() == "s8.0 x fp32 per channel (maxabs)"
     assert PrecisionPlan.from_toml(p.to_toml()) == p and PrecisionPlan.from_json(p.to_json()) == p
