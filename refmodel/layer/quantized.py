@@ -14,7 +14,9 @@ op         contract
 input      x rounded into F(x)
 weight     w rounded into its weight format (MX: blocks along the reduction axis)
 linear     y = acc(x W^T) under the tensor's accumulation policy, output rounded into F; then
-           (bias) y = round_F(y + b): a second rounding
+           (bias) y = round_F(y + b): a second rounding. Weight with a scale s_c (codes q):
+           a = acc(x q^T) rounded into the work format E (policy format, fp32 for exact),
+           y = round_F(a * s_c) (product exact in float64), then the bias
 norm       xs = round(x / s) (exact for a power of two s); mean = round(acc(sum xs) / d);
            c = round(xs - mean); V = acc(sum c^2) (products exact, FMA-style); var = round(V / d);
            ve = round(var + round(eps / s^2)); r = round(1/sqrt(ve)); n = round(c r);
@@ -31,7 +33,9 @@ rope       round(rope(x)) evaluated in float64
 
 Fixed-point plans (every tensor format ``s<W>.<F>``) use the integer models of the RTL units:
 ``linear``/``mix``/``mul`` :mod:`units.mac` (exact products, ACC_W accumulator with wrap or
-saturate, bias preloaded, requantising shift with the tensor's rounding, saturation to F);
+saturate, bias preloaded, requantising shift with the tensor's rounding, saturation to F; a
+per-tensor 2^e weight scale is part of that shift, a per-channel or fp32 scale goes through
+:mod:`units.requant` with one multiplier per output channel, see :meth:`QuantOps._fixed_matmul_requant`);
 ``scores`` the MAC plus :mod:`units.requant` (dyadic multiplier for 1/sqrt(hd)); ``norm``
 :mod:`units.norm` (SLaNC input shift, exact mean/variance, exact rsqrt unit); ``softmax``
 :mod:`units.softmax` (exp2 LUT, exact reciprocal); ``act`` :mod:`units.activation` (full table
@@ -519,15 +523,14 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         sc = w.scale
         if sc is not None and not sc.absorbed:
             return self._fixed_matmul_requant(name, x, w, b)
-        wf = w.fmt
         K = x.shape[-1]
-        p, out = self._mac_params(name, x.fmt, wf, K, None if b is None else b.fmt)
+        p, out = self._mac_params(name, x.fmt, w.fmt, K, None if b is None else b.fmt)
         det: dict[str, Any] = {"mac": p}
         if sc is not None:
             det["weight_scale"] = self._scale_info(sc, "mac shift")
         bias = None
         if b is not None:
-            pf = x.fmt.frac + wf.frac
+            pf = x.fmt.frac + w.fmt.frac
             bias = b.codes
             if b.fmt.frac > pf:  # bias finer than the accumulator LSB: rounded once, offline (rne)
                 bias = round_shift(bias, b.fmt.frac - pf, Rounding.RNE)
