@@ -727,8 +727,7 @@ def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
         e = int(sc.exponents.reshape(-1)[0])  # s<W>.<F> x 2^e is s<W>.<F-e>: same codes, exact values
         eff = FixedFormat(t.fmt.width, t.fmt.frac - e, t.fmt.signed)
         sc.absorbed = True
-        t = QTensor(FixedArray(t.codes, eff).to_float(), eff, t.codes, None, f64_t=t.f64_t, all_finite=t.all_finite,
-                    scale=sc)
+        t = QTensor(np.ldexp(t.values, e), eff, t.codes, None, f64_t=t.f64_t, all_finite=t.all_finite, scale=sc)
     elif sc is not None:
         t = QTensor(t.values * sc.along_rows(t.values.ndim), t.fmt, t.codes, None, f64_t=t.f64_t,
                     all_finite=t.all_finite, scale=sc, elements=t.values)

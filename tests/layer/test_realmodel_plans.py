@@ -17,18 +17,17 @@ def _saturated_weights(model, plans):
     """(plan, layer, weight, saturated count, max |w|) for every weight that saturates; each
     distinct weight precision is quantized once."""
     out = []
-    done = {}
     for i in range(model.n_layers):
         w = model.load_layer(i)
         for name in w:
+            clip = {}
             for pn in plans:
-                wp = PrecisionPlan.from_name(pn).weight(name)
-                if wp not in done:
-                    done[wp] = quantize_weight(PrecisionPlan.from_name(pn), name, w[name]).clip
-                c = done.pop(wp)
-                if c.saturated:
-                    out.append((pn, i, name, c.saturated, float(np.abs(w[name]).max())))
-            done.clear()
+                plan = PrecisionPlan.from_name(pn)
+                wp = plan.weight(name)
+                if wp not in clip:
+                    clip[wp] = quantize_weight(plan, name, w[name]).clip
+                if clip[wp].saturated:
+                    out.append((pn, i, name, clip[wp].saturated, float(np.abs(w[name]).max())))
     return out
 
 
