@@ -105,7 +105,11 @@ def test_installed_package_uses_its_own_data(venv):
     assert Path(info["file"]).parent == pkg
     assert Path(info["rtl"]) == pkg / "_rtl" and (Path(info["rtl"]) / "layer_top.v").is_file()
     assert Path(info["golden"]) == pkg / "_golden"
-    on_path = [p for p in info["path"] if p and Path(p).resolve().is_relative_to(ROOT)]
+    # the dependencies' site-packages may sit inside the checkout (a .venv there); that is not the
+    # checkout's source tree, which must not be importable
+    deps = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    on_path = [p for p in info["path"]
+               if p and Path(p).resolve().is_relative_to(ROOT) and Path(p).resolve() not in deps]
     assert not on_path, f"the checkout is on the installed venv's sys.path: {on_path}"
 
 
