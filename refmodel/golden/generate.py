@@ -291,7 +291,7 @@ def verify_set(set_dir: str | Path, *, weights: str | Path | None = None, inputs
         missing = [n for n in names if n not in have]
         if missing:
             raise CheckFailed(f"golden set {set_dir}: file {missing[0]} is missing (regeneration produces it)")
-        stray = [n for n in have if n not in accounted and n.endswith((".hex", ".json", ".npz"))]
+        stray = [n for n in have if n not in accounted and n.endswith(".hex")]  # inputs may sit beside
         if stray:
             raise CheckFailed(f"golden set {set_dir}: unexpected file {stray[0]} (regeneration does not produce it)")
         for n in names:

@@ -170,22 +170,24 @@ def make_source(config: LayerConfig, *, seed: int = 0, weights: Any = None, inpu
 # ---- rebuilding a recorded source -------------------------------------------------------------
 def _find_file(rec: dict[str, Any], what: str, given: str | Path | None, set_dir: Path) -> Path:
     """The file a record names: ``given``, else next to the set, else at the recorded path; its
-    sha256 must match (:class:`CheckFailed` otherwise), and a missing file is a :class:`UserError`."""
+    sha256 must match. A file found with another sha256 is a :class:`CheckFailed`, no file at
+    all a :class:`UserError` saying how to point at it."""
     candidates = [Path(given)] if given is not None else [set_dir / rec["file"], set_dir.parent / rec["file"],
                                                           Path(rec["path"])]
+    other = None
     for c in candidates:
         if c.is_file():
             digest = sha256_file(c)
-            if digest != rec["sha256"]:
-                if given is not None:
-                    raise CheckFailed(f"--{what} {given} is not the file this set was built from (sha256 "
-                                      f"{digest[:12]}..., the set records {rec['sha256'][:12]}... for {rec['file']})")
-                continue
-            return c
-    opt = "weights" if what == "weights" else "input"
+            if digest == rec["sha256"]:
+                return c
+            other = other or (c, digest)
+    if other is not None:
+        c, digest = other
+        raise CheckFailed(f"{what} file {c} is not the one golden set {set_dir} was built from (sha256 "
+                          f"{digest[:12]}..., the set records {rec['sha256'][:12]}... for {rec['file']})")
     raise UserError(f"golden set {set_dir} was built from the {what} file {rec['file']!r} (sha256 "
-                    f"{rec['sha256'][:12]}...), which is not next to the set nor at {rec['path']!r}: pass "
-                    f"--{opt} FILE, or check only the files with --files-only")
+                    f"{rec['sha256'][:12]}...), which is neither next to the set nor at {rec['path']!r}: pass "
+                    f"--{what} FILE, or check the files alone with --files-only")
 
 
 def _embedded(set_dir: Path) -> dict[str, np.ndarray]:

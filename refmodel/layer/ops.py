@@ -49,7 +49,9 @@ or CPU), and ``exp``, ``erf``/``erfc``, ``sin``/``cos`` and RoPE's ``base^(-2i/h
 :mod:`refmodel.numerics.f64math` (IEEE basic operations only, within 1-3 ulp). Everything else is
 elementwise IEEE arithmetic (+ - * / sqrt), correctly rounded by definition. Use the re-exported
 ``matmul``, ``fsum``, ``dot_rows``, ``mean``, ``exp``, ``expm1``, ``tanh``, ``erf``, ``erfc``,
-``sin``, ``cos`` for any other float64 value that must be reproducible (e.g. a local reference).
+``sin``, ``cos`` for any other float64 value that must be reproducible (e.g. a local reference),
+and ``matmul_upper`` (a reproducible upper bound of a product of magnitudes: one exact BLAS
+product) for error bounds that go into a golden set.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from ..numerics.f64dot import dot_rows, fsum, matmul, mean
+from ..numerics.f64dot import dot_rows, fsum, matmul, matmul_upper, mean
 from ..numerics.f64math import cos, erf, erfc, exp, expm1, pow_const, sin, sincos, tanh
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "ACTIVATIONS",
     "NORMS",
     "matmul",
+    "matmul_upper",
     "fsum",
     "dot_rows",
     "mean",

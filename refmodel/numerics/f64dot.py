@@ -54,7 +54,7 @@ import math
 
 import numpy as np
 
-__all__ = ["MAX_BITS", "matmul", "dot_rows", "fsum", "mean"]
+__all__ = ["MAX_BITS", "matmul", "matmul_upper", "dot_rows", "fsum", "mean"]
 
 #: bits of each reduction line represented exactly (see the module docstring)
 MAX_BITS = 160
@@ -217,6 +217,14 @@ def _pow2(e: np.ndarray) -> np.ndarray:
     return ((e.astype(np.int64) + 1023) << 52).view(np.float64)
 
 
+def _times_pow2(x: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """``x * 2^e`` for integer ``e`` in -2044..2046, as two exact power-of-two factors (one
+    rounding only if the result is subnormal, inf if it overflows)."""
+    e1 = np.clip(e, -1022, 1023)
+    with np.errstate(over="ignore", under="ignore"):
+        return (x * _pow2(e1)) * _pow2(np.clip(e - e1, -1022, 1023))
+
+
 def _split2(a: np.ndarray, E: np.ndarray, beta: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two slices and the remainder: ``a = q0 2^(E-beta) + q1 2^(E-2 beta) + rem`` with ``q0, q1``
     integer-valued, ``|rem| <= 2^(E - 2 beta - 1)``; exact for ``|E| <= 900`` except elements below
@@ -274,10 +282,7 @@ def _matmul_fast(a: np.ndarray, bs: _BSide) -> tuple[np.ndarray, np.ndarray]:
     ah = a - rema  # exact
     T = ah @ bs.rem + rema @ bs.b  # the rest, rounded: error below gamma_2K sum |terms|
     unit = Ea + bs.F - 2 * beta  # value = units * 2^unit
-    scale_in = _pow2(np.clip(-unit, -1022, 1023))  # |unit| <= 1900 + 2 beta: split the scaling
-    scale_rest = _pow2(np.clip(-unit - np.clip(-unit, -1022, 1023), -1022, 1023))
-    with np.errstate(over="ignore", under="ignore"):
-        tau = (T * scale_in) * scale_rest
+    tau = _times_pow2(T, -unit)
     s1, e1 = _two_sum(lev0, lev1 * float(2.0**-beta))
     s2, e2 = _two_sum(s1, lev2 * float(2.0**-(2 * beta)))
     s3, e3 = _two_sum(s2, tau)
@@ -290,8 +295,7 @@ def _matmul_fast(a: np.ndarray, bs: _BSide) -> tuple[np.ndarray, np.ndarray]:
     mal = np.max(np.abs(rema), axis=-1, keepdims=True)
     g = 2 * K * _U / (1 - 2 * K * _U)
     terms = K * (mah * bs.max_rem + mal * bs.max_b) * g + 2 * K * 2.0**-1074
-    with np.errstate(over="ignore", under="ignore"):
-        err = ((terms * scale_in) * scale_rest) * (1 + 2.0**-40)
+    err = _times_pow2(terms, -unit) * (1 + 2.0**-40)
     err += 2.0**-51 * (np.abs(e1) + np.abs(e2) + np.abs(e3)) + K * 2.0**-99
     # RN(exact) = H iff exact lies strictly inside H's rounding interval (half the gap to each
     # neighbour; the gap below a power of two is half the gap above)
@@ -436,3 +440,56 @@ def mean(a: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
     """``fsum(a, axis) / n``: the correctly rounded sum, then one IEEE division."""
     a = np.asarray(a, dtype=np.float64)
     return fsum(a, axis, keepdims) / a.shape[axis % a.ndim]
+
+
+def _split_up(a: np.ndarray, E: np.ndarray, beta: int, n: int) -> list[np.ndarray]:
+    """Non-negative ``a`` as ``n`` integer slices on the grids ``2^(E - p beta)``, the last one
+    rounded UP: ``sum_p q_p 2^(E - p beta) >= a``, each ``0 <= q_p <= 2^beta``."""
+    s = a * _pow2(beta - E)
+    out = []
+    for p in range(n):
+        if p + 1 == n:
+            out.append(np.ceil(s))
+        else:
+            q = np.floor(s)
+            out.append(q)
+            s = (s - q) * float(2**beta)  # exact
+    return out
+
+
+def matmul_upper(a: np.ndarray, b: np.ndarray, slices: int = 1) -> np.ndarray:
+    """A deterministic upper bound of ``a @ b`` for NON-NEGATIVE finite operands (e.g. products of
+    magnitudes in error bounds): each row of ``a`` / column of ``b`` is rounded up to ``slices``
+    slices of ``beta`` bits below its largest element, and the product of the rounded operands
+    is computed exactly (integer slice products, any BLAS order) and rounded up. Identical on
+    every machine; at most ``K 2^(E_a + E_b) 2^(1 - slices beta)`` above the exact value (beta ~
+    20 bits) and never below it. Cost: ``slices^2`` BLAS products. Line exponents must lie in
+    +-900 (``ValueError`` otherwise)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul_upper: shapes {a.shape} and {b.shape} do not align")
+    if (a.size and (a.min() < 0 or not np.isfinite(a).all())) or (b.size and (b.min() < 0 or not np.isfinite(b).all())):
+        raise ValueError("matmul_upper needs non-negative finite operands")
+    K = a.shape[-1]
+    if K == 0:
+        return np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]))
+    beta = _beta(K, 2)
+    Ea, Fb = _line_exponents(a, -1), _line_exponents(b, -2)
+    if a.size and b.size and max(np.abs(Ea).max(), np.abs(Fb).max()) > _SAFE_EXP:
+        raise ValueError("matmul_upper: operand magnitudes beyond 2^+-900")
+    qa, qb = _split_up(a, Ea, beta, slices), _split_up(b, Fb, beta, slices)
+    unit = Ea + Fb - 2 * beta
+    out = None
+    for t in range(2 * slices - 1):  # levels, most significant first; each level sum exact in int64
+        lev = None
+        for p in range(max(0, t - slices + 1), min(slices, t + 1)):
+            v = (qa[p] @ qb[t - p]).astype(np.int64)  # exact: integers at most 2^53
+            lev = v if lev is None else lev + v
+        term = lev.astype(np.float64)  # a level sum above 2^53 may round down: then one ulp up
+        term = np.where(term.astype(np.int64) < lev, np.nextafter(term, np.inf), term)
+        term = _times_pow2(term, unit - t * beta)
+        out = term if out is None else np.nextafter(out + term, np.inf)  # each sum rounded up
+    assert out is not None
+    tiny = (out < 2.2250738585072014e-308) & (out >= 0)
+    return np.where(tiny & (out > 0), np.nextafter(out, np.inf), out)
