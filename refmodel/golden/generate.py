@@ -149,14 +149,14 @@ def _clipping(run: LayerRun) -> dict[str, dict[str, Any]]:
 
 def _stage_tensors(run: LayerRun, ref: dict[str, np.ndarray],
                    tols: dict[str, tuple[np.ndarray | None, str | None]]) -> Iterator[GoldenTensor]:
-    """Weights (and their scales), tables, then the stage tensors; each stage's reference and
-    tolerance are dropped once written (``ref`` and ``tols`` are consumed)."""
+    """Weights (and their scales), tables, then the stage tensors; each stage's codes, reference
+    and tolerance are dropped once written (``run.tensors``, ``ref`` and ``tols`` are consumed)."""
     for name, t in run.weights.items():
         yield from _codes_entry(name, t, "weight")
         yield from _scale_entry(name, t)
     yield from _tables(run)
     for name in list(run.tensors):
-        t = run.tensors[name]
+        t = run.tensors.pop(name)  # consumed: each stage's arrays are freed once written
         tol, ng = tols.pop(name, (None, None))
         role = "input" if name == "x" else "output"
         yield from _codes_entry(name, t, role, reference=ref.pop(name), tolerance=tol, no_guarantee=ng)
