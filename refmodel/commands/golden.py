@@ -47,25 +47,21 @@ def _clipping_lines(m: dict[str, Any]) -> tuple[list[str], list[str]]:
     return info, warn
 
 
+def _describe_part(e: dict[str, Any], noun: str) -> str:
+    kind = e.get("kind")
+    if kind == "model":
+        return f"{e.get('name', e.get('model'))} layer {e.get('layer')}"
+    if kind == "model_text":
+        return f"{e.get('tokens')} tokens of text"
+    if kind == "file":
+        return f"{noun} {e.get('file')}"
+    if kind == "embedded":
+        return f"{noun} given as array(s)"
+    return f"random {noun} (seed {e.get('seed')})"
+
+
 def _describe_source(src: dict[str, Any]) -> str:
-    w, x = src.get("weights", {}), src.get("input", {})
-    if w.get("kind") == "model":
-        ws = f"{w.get('name', w.get('model'))} layer {w.get('layer')}"
-    elif w.get("kind") == "file":
-        ws = f"weights {w.get('file')}"
-    elif w.get("kind") == "embedded":
-        ws = "weights given as arrays"
-    else:
-        ws = f"random weights (seed {w.get('seed')})"
-    if x.get("kind") == "model_text":
-        xs = f"{x.get('tokens')} tokens of text"
-    elif x.get("kind") == "file":
-        xs = f"input {x.get('file')}"
-    elif x.get("kind") == "embedded":
-        xs = "input given as an array"
-    else:
-        xs = f"random input (seed {x.get('seed')})"
-    return f"{ws}, {xs}"
+    return f"{_describe_part(src.get('weights', {}), 'weights')}, {_describe_part(src.get('input', {}), 'input')}"
 
 
 def register(app: typer.Typer) -> None:

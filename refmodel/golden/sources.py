@@ -112,16 +112,22 @@ def _model_source(model: str, layer: int, text: str | None, inputs: Any, seed: i
                        extra)
 
 
+def _load_file(loader: Any, given: str | Path, config: LayerConfig) -> tuple[Any, dict[str, Any]]:
+    """``loader(path, config)`` with its ValueError as a one-line UserError, and the file record."""
+    p = Path(given)
+    try:
+        data = loader(p, config)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return data, _file_record(p, str(given))
+
+
 def _input_from(inputs: Any, config: LayerConfig, seed: int) -> tuple[np.ndarray, dict[str, Any], dict[str, bytes]]:
     if inputs is None:
         return random_inputs(config, seed=seed + 1), {"kind": "random", "seed": int(seed) + 1}, {}
     if isinstance(inputs, (str, Path)):
-        p = Path(inputs)
-        try:
-            x = load_input(p, config)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        return x, _file_record(p, str(inputs)), {}
+        x, rec = _load_file(load_input, inputs, config)
+        return x, rec, {}
     x = np.asarray(inputs, dtype=np.float64)
     return x, {"kind": "embedded", "file": EMBEDDED_FILE, "key": "x"}, {}
 
@@ -146,12 +152,7 @@ def make_source(config: LayerConfig, *, seed: int = 0, weights: Any = None, inpu
         w = random_weights(config, seed=seed)
         w_rec: dict[str, Any] = {"kind": "random", "seed": int(seed)}
     elif isinstance(weights, (str, Path)):
-        p = Path(weights)
-        try:
-            w = load_weights(p, config)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        w_rec = _file_record(p, str(weights))
+        w, w_rec = _load_file(load_weights, weights, config)
     else:
         w = weights if isinstance(weights, LayerWeights) else LayerWeights(weights)
         w.validate(config)

@@ -244,8 +244,17 @@ _repeat_kv = repeat_kv  # old private name (used by refmodel.layer.quantized)
 
 class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
     """The float64 reference backend: every op in IEEE double; products and sums correctly rounded
-    (one rounding of the exact value), elementary functions within 1-3 ulp, all of it identical on
-    every machine (module docstring). Tensors are plain float64 arrays."""
+    (one rounding of the exact value), elementary functions within 1-5 ulp, all of it identical on
+    every machine (module docstring). Tensors are plain float64 arrays.
+
+    The kernels are class attributes (``_matmul``, ``_mean``, ``_dot_rows``, ``_fsum``, ``_exp``)
+    so that a benchmark can run the same layer on plain numpy for comparison."""
+
+    _matmul = staticmethod(matmul)
+    _mean = staticmethod(mean)
+    _dot_rows = staticmethod(dot_rows)
+    _fsum = staticmethod(fsum)
+    _exp = staticmethod(exp)
 
     def input(self, name: str, x: np.ndarray) -> np.ndarray:
         return self.record(name, np.array(x, dtype=np.float64))
@@ -256,7 +265,7 @@ class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
         return a
 
     def linear(self, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, heads: int | None = None) -> np.ndarray:
-        y = matmul(x, w.T)
+        y = self._matmul(x, w.T)
         if b is not None:
             y = y + b
         if heads is not None:
@@ -274,11 +283,11 @@ class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
         eps_s = eps / (scale * scale)
         d = xs.shape[-1]
         if kind == "layernorm":
-            c = xs - mean(xs, axis=-1, keepdims=True)
-            var = dot_rows(c, c, axis=-1, keepdims=True) / d
+            c = xs - self._mean(xs, axis=-1, keepdims=True)
+            var = self._dot_rows(c, c, axis=-1, keepdims=True) / d
             n = c / np.sqrt(var + eps_s)
         else:
-            ms = dot_rows(xs, xs, axis=-1, keepdims=True) / d
+            ms = self._dot_rows(xs, xs, axis=-1, keepdims=True) / d
             n = xs / np.sqrt(ms + eps_s)
         y = n * gamma
         if beta is not None:
@@ -290,7 +299,7 @@ class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
 
     def scores(self, name: str, q: np.ndarray, k: np.ndarray, *, scale: float, mask: np.ndarray | None) -> np.ndarray:
         kr = _repeat_kv(k, q.shape[0])
-        s = matmul(q, kr.transpose(0, 2, 1)) * scale
+        s = self._matmul(q, kr.transpose(0, 2, 1)) * scale
         if mask is not None:
             s = np.where(mask, s, 0.0)
         return self.record(name, s)
@@ -301,16 +310,16 @@ class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
             raise ValueError(f"softmax {name!r}: a row has no allowed key (fully masked)")
         if shifted:
             m = np.max(np.where(allowed, s, -np.inf), axis=-1, keepdims=True)
-            e = np.where(allowed, exp(np.where(allowed, s - m, 0.0)), 0.0)
+            e = np.where(allowed, self._exp(np.where(allowed, s - m, 0.0)), 0.0)
         else:  # the unshifted form exists to show what it breaks: overflow gives inf/nan
-            e = np.where(allowed, exp(np.where(allowed, s, 0.0)), 0.0)
+            e = np.where(allowed, self._exp(np.where(allowed, s, 0.0)), 0.0)
         with np.errstate(over="ignore", invalid="ignore"):
-            p = e / fsum(e, axis=-1, keepdims=True)
+            p = e / self._fsum(e, axis=-1, keepdims=True)
         return self.record(name, p)
 
     def mix(self, name: str, p: np.ndarray, v: np.ndarray) -> np.ndarray:
         vr = _repeat_kv(v, p.shape[0])
-        o = matmul(p, vr)  # [H, s, hd]
+        o = self._matmul(p, vr)  # [H, s, hd]
         h, s, hd = o.shape
         return self.record(name, o.transpose(1, 0, 2).reshape(s, h * hd))
 
