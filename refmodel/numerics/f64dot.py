@@ -51,6 +51,7 @@ plain BLAS.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -379,12 +380,6 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reduce(parts: list[np.ndarray], beta: int, E: np.ndarray, axis: int, keepdims: bool) -> np.ndarray:
-    levels = [p.astype(np.int64) for p in parts]
-    r = _round_levels(levels, beta, np.squeeze(E, axis=axis) - beta)
-    return np.expand_dims(r, axis) if keepdims else r
-
-
 def _nonfinite_sum(a: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     nan = np.isnan(a).any(axis=axis)
     pinf = (a == np.inf).any(axis=axis)
@@ -393,20 +388,52 @@ def _nonfinite_sum(a: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return nan | pinf | ninf, np.where(nan, np.nan, np.where(pinf, np.inf, -np.inf))
 
 
+def _by_lines(fn: Any, arrays: list[np.ndarray], axis: int, keepdims: bool) -> np.ndarray:
+    """Apply ``fn`` (2-D blocks ``[rows, K]`` -> ``[rows]``) to the reduction lines along ``axis``,
+    a block of rows at a time (temporaries stay small; lines are independent, so the result does
+    not depend on the blocking)."""
+    axis = axis % arrays[0].ndim
+    moved = [np.moveaxis(x, axis, -1) for x in arrays]
+    lead, K = moved[0].shape[:-1], moved[0].shape[-1]
+    flat = [x.reshape(-1, K) for x in moved]
+    n = flat[0].shape[0]
+    out = np.empty(n)
+    rows = max(1, _CHUNK_ELEMS // 8 // max(K, 1))
+    for i0 in range(0, n, rows):
+        out[i0:i0 + rows] = fn(*[np.ascontiguousarray(x[i0:i0 + rows]) for x in flat])
+    r = out.reshape(lead)
+    return np.expand_dims(r, axis) if keepdims else r
+
+
+def _fsum_lines(a: np.ndarray) -> np.ndarray:
+    K = a.shape[1]
+    beta = _beta(K, 1)
+    E = _line_exponents(a, 1)
+    parts = [np.sum(q, axis=1).astype(np.int64) for q in _slices(a, E, beta, math.ceil(MAX_BITS / beta))]  # exact
+    return _round_levels(parts, beta, E[:, 0] - beta)
+
+
+def _dot_lines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    K = a.shape[1]
+    beta = _beta(K, 2)
+    smax = math.ceil(MAX_BITS / beta)
+    Ea, Eb = _line_exponents(a, 1), _line_exponents(b, 1)
+    qa, qb = _slices(a, Ea, beta, smax), _slices(b, Eb, beta, smax)
+    na, nb = len(qa), len(qb)
+    prods = {(p, r): np.sum(qa[p] * qb[r], axis=1) for p in range(na) for r in range(nb)}  # exact
+    return _round_levels(_levels_from_pairs(prods, na, nb), beta, (Ea + Eb)[:, 0] - 2 * beta)
+
+
 def fsum(a: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
     """``sum(a, axis)`` correctly rounded (module docstring), e.g. a softmax denominator."""
     a = np.asarray(a, dtype=np.float64)
     axis = axis % a.ndim
-    K = a.shape[axis]
-    finite = bool(np.isfinite(a).all())
-    af = a if finite else np.where(np.isfinite(a), a, 0.0)
-    if K == 0:
+    if a.shape[axis] == 0:
         out = np.zeros(a.shape[:axis] + a.shape[axis + 1:])
         return np.expand_dims(out, axis) if keepdims else out
-    beta = _beta(K, 1)
-    E = _line_exponents(af, axis)
-    parts = [np.sum(q, axis=axis) for q in _slices(af, E, beta, math.ceil(MAX_BITS / beta))]  # exact
-    out = _reduce(parts, beta, E, axis, keepdims=False)
+    finite = bool(np.isfinite(a).all())
+    af = a if finite else np.where(np.isfinite(a), a, 0.0)
+    out = _by_lines(_fsum_lines, [af], axis, keepdims=False)
     if not finite:
         special, val = _nonfinite_sum(a, axis)
         out = np.where(special, val, out)
@@ -417,22 +444,15 @@ def dot_rows(a: np.ndarray, b: np.ndarray, axis: int = -1, keepdims: bool = Fals
     """``sum(a * b, axis)`` with exact products, correctly rounded (e.g. a sum of squares)."""
     a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     axis = axis % a.ndim
-    K = a.shape[axis]
-    finite = bool(np.isfinite(a).all() and np.isfinite(b).all())
-    if not finite or K == 0:  # IEEE semantics / empty sum: through the product's own rules
-        with np.errstate(invalid="ignore", over="ignore"):
-            prod = a * b
-        if K == 0 or not np.isfinite(prod).all():
-            return fsum(prod, axis, keepdims)
-    beta = _beta(K, 2)
-    smax = math.ceil(MAX_BITS / beta)
-    Ea, Eb = _line_exponents(a, axis), _line_exponents(b, axis)
-    qa, qb = _slices(a, Ea, beta, smax), _slices(b, Eb, beta, smax)
-    na, nb = len(qa), len(qb)
-    prods = {(p, r): np.sum(qa[p] * qb[r], axis=axis) for p in range(na) for r in range(nb)}  # exact
-    levels = _levels_from_pairs(prods, na, nb)
-    e0 = np.squeeze(Ea + Eb, axis=axis) - 2 * beta
-    out = _round_levels(levels, beta, e0)
+    if a.shape[axis] == 0:
+        return fsum(a * b, axis, keepdims)
+    if np.isfinite(a).all() and np.isfinite(b).all():
+        return _by_lines(_dot_lines, [a, b], axis, keepdims)
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    out = _by_lines(_dot_lines, [np.where(fa, a, 0.0), np.where(fb, b, 0.0)], axis, keepdims=False)
+    with np.errstate(invalid="ignore", over="ignore"):  # the IEEE result where a product is inf/NaN
+        special, val = _nonfinite_sum(np.where(fa & fb, 0.0, a * b), axis)
+    out = np.where(special, val, out)
     return np.expand_dims(out, axis) if keepdims else out
 
 

@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from decimal import Decimal, localcontext
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +96,36 @@ def _as_f64(x: np.ndarray | float) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+#: elements per block: the functions evaluate big arrays block by block, so their temporaries stay
+#: a few MiB whatever the array size (a softmax of 12 x 4096 x 4096 scores)
+BLOCK = 1 << 18
+
+
+def _blockwise(fn: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray | float], Any]:
+    """Apply an elementwise ``fn`` (one array or a tuple of arrays out) to blocks of the flattened
+    input; results have the input's shape."""
+    @functools.wraps(fn)
+    def wrapper(x: np.ndarray | float) -> Any:
+        a = _as_f64(x)
+        if a.size <= BLOCK:
+            return fn(a)
+        flat = a.reshape(-1)
+        first = fn(flat[:BLOCK])
+        multi = isinstance(first, tuple)
+        parts = first if multi else (first,)
+        outs = [np.empty(flat.size, dtype=np.float64) for _ in parts]
+        for o, p in zip(outs, parts, strict=True):
+            o[:BLOCK] = p
+        for i in range(BLOCK, flat.size, BLOCK):
+            r = fn(flat[i:i + BLOCK])
+            for o, p in zip(outs, r if multi else (r,), strict=True):
+                o[i:i + BLOCK] = p
+        shaped = tuple(o.reshape(a.shape) for o in outs)
+        return shaped if multi else shaped[0]
+
+    return wrapper
+
+
 def _horner(r: np.ndarray, coef: list[float]) -> np.ndarray:
     """``coef[0] + r (coef[1] + r (coef[2] + ...))`` in a fixed order."""
     acc = np.full_like(r, coef[-1])
@@ -122,6 +154,7 @@ def _scale(y: np.ndarray, k: np.ndarray) -> np.ndarray:
         return np.ldexp(y, k.astype(np.int32))
 
 
+@_blockwise
 def exp(x: np.ndarray | float) -> np.ndarray:
     """``e^x`` in float64, within 1 ulp, identical on every machine (module docstring)."""
     x = _as_f64(x)
@@ -132,6 +165,7 @@ def exp(x: np.ndarray | float) -> np.ndarray:
     return np.where(np.isnan(x), np.nan, np.where(x == np.inf, np.inf, np.where(x == -np.inf, 0.0, y)))
 
 
+@_blockwise
 def expm1(x: np.ndarray | float) -> np.ndarray:
     """``e^x - 1`` in float64 with relative accuracy near 0, within 1 ulp."""
     x = _as_f64(x)
@@ -144,6 +178,7 @@ def expm1(x: np.ndarray | float) -> np.ndarray:
     return np.where(np.isnan(x), np.nan, np.where(x == np.inf, np.inf, np.where(x == -np.inf, -1.0, y)))
 
 
+@_blockwise
 def tanh(x: np.ndarray | float) -> np.ndarray:
     """Hyperbolic tangent in float64 within 3 ulp: ``tanh|x| = -t / (t + 2)``, ``t = expm1(-2|x|)``."""
     x = _as_f64(x)
@@ -263,6 +298,7 @@ def _erf_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return small, s, c
 
 
+@_blockwise
 def erf(x: np.ndarray | float) -> np.ndarray:
     """Error function in float64 within 3 ulp: series for ``|x| < 0.5``, ``1 - erfc(|x|)`` above
     (module docstring)."""
@@ -271,6 +307,7 @@ def erf(x: np.ndarray | float) -> np.ndarray:
     return np.where(small, s, np.copysign(1.0 - c, x))
 
 
+@_blockwise
 def erfc(x: np.ndarray | float) -> np.ndarray:
     """Complementary error function ``1 - erf(x)`` in float64 with relative accuracy (within 5
     ulp) also for large positive x, where erfc is tiny; 0 from x = 27.5 on (erfc < 2^-1074)."""
@@ -308,6 +345,7 @@ def _cos_poly(r: np.ndarray) -> np.ndarray:
     return 1.0 + r2 * _horner(r2, _COS_COEF[1:])
 
 
+@_blockwise
 def sincos(x: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """``(sin x, cos x)`` in float64 within 1.5 ulp (plus 2^-60 absolute near a zero), for
     ``|x| < 2^29``; ``ValueError`` above (module docstring)."""
