@@ -502,10 +502,9 @@ def matmul_upper(a: np.ndarray, b: np.ndarray, slices: int = 1) -> np.ndarray:
     unit = Ea + Fb - 2 * beta
     out = None
     for t in range(2 * slices - 1):  # levels, most significant first; each level sum exact in int64
-        lev = None
-        for p in range(max(0, t - slices + 1), min(slices, t + 1)):
-            v = (qa[p] @ qb[t - p]).astype(np.int64)  # exact: integers at most 2^53
-            lev = v if lev is None else lev + v
+        pairs = range(max(0, t - slices + 1), min(slices, t + 1))
+        lev = sum(((qa[p] @ qb[t - p]).astype(np.int64) for p in pairs[1:]),  # exact: integers <= 2^53
+                  (qa[pairs[0]] @ qb[t - pairs[0]]).astype(np.int64))
         term = lev.astype(np.float64)  # a level sum above 2^53 may round down: then one ulp up
         term = np.where(term.astype(np.int64) < lev, np.nextafter(term, np.inf), term)
         term = _times_pow2(term, unit - t * beta)
