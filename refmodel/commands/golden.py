@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
                                                ".npy, or .npz with an array named x"),
         model: str | None = typer.Option(None, "--model", help="a bundled real model instead: minilm or smollm2 "
                                          "(its config; use with --layer and --text)"),
-        layer: int | None = typer.Option(None, "--layer", help="layer index of --model"),
+        layer: int | None = typer.Option(None, "--layer", help="layer index of --model (default 0)"),
         text: str | None = typer.Option(None, "--text", help="with --model: text tokenized and embedded by the model "
                                         "and run through its layers before --layer (default: a sample sentence)"),
         out: Path | None = typer.Option(None, "--out", help="output directory: new, empty, or (with --force) a "

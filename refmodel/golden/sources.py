@@ -208,7 +208,10 @@ def rebuild_source(set_dir: Path, manifest: dict[str, Any], config: LayerConfig,
         seed = int(manifest["seed"])
         src = {"weights": {"kind": "random", "seed": seed}, "input": {"kind": "random", "seed": seed + 1}}
     wr, xr = src["weights"], src["input"]
-    if wr["kind"] == "model":
+    for given, rec, what in ((weights, wr, "weights"), (inputs, xr, "input")):
+        if given is not None and rec["kind"] != "file":
+            raise UserError(f"golden set {set_dir} was not built from a {what} file (its {what}: {rec['kind']}); "
+                            f"--{what} does not apply")
         if inputs is None and xr["kind"] == "model_text":
             s = _model_source(wr["model"], int(wr["layer"]), xr["text"], None, 0)
         else:

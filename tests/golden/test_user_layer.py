@@ -127,6 +127,8 @@ def test_legacy_positional_call_and_random_source(tmp_path):
                                               "input": {"kind": "random", "seed": 6}}
     with pytest.raises(UserError, match="--text needs --model"):
         generate_set("tiny", "fp8", tmp_path / "t", text="hello")
+    with pytest.raises(UserError, match="not built from a weights file .* --weights does not apply"):
+        verify_set(d, weights=tmp_path / "any.safetensors")
 
 
 @pytest.mark.models
