@@ -5,9 +5,11 @@ reproducible float64 reference against a plain-BLAS float64 layer, all measured 
     python benchmarks/bench_golden.py [--seq 128 1024] [--plan hw] [--repeats 3] [--no-memory]
 
 Targets (issue: speed and scale, goal 2): generation <= 2x (quantized forward + bounds) at seq 128;
-memory growing with the size written, not faster. Times are the minimum of interleaved repeats
-(min = least-contended run; say when the machine was shared). Peak memory is tracemalloc's peak of
-Python + numpy allocations during one generation (a separate, untimed run).
+memory growing with the size written, not faster. Times are the minimum of interleaved repeats,
+both wall-clock and CPU time of this process (on a shared machine the CPU time is the steadier
+figure; run with OPENBLAS_NUM_THREADS=1 so that it is not inflated by idle BLAS threads). Peak
+memory is tracemalloc's peak of Python + numpy allocations during one generation (a separate,
+untimed run).
 """
 
 from __future__ import annotations
@@ -60,14 +62,17 @@ def blas_reference(c: LayerConfig, w: Any, x: np.ndarray) -> dict[str, np.ndarra
     return ops.results()
 
 
-def _min_interleaved(runs: dict[str, Any], repeats: int) -> dict[str, float]:
-    best = {k: math.inf for k in runs}
+def _min_interleaved(runs: dict[str, Any], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(min wall seconds, min CPU seconds) per run over interleaved repeats."""
+    wall = {k: math.inf for k in runs}
+    cpu = {k: math.inf for k in runs}
     for _ in range(repeats):
         for k, fn in runs.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
+            wall[k] = min(wall[k], time.perf_counter() - t0)
+            cpu[k] = min(cpu[k], time.process_time() - c0)
+    return wall, cpu
 
 
 def _peak_mib(fn: Any) -> float:
@@ -92,15 +97,16 @@ def bench(seq: int, plan: str, repeats: int, memory: bool, tmp: Path) -> None:
         "float64 layer, plain BLAS": lambda: blas_reference(c, w, x),
         "golden generation (all)": lambda: generate_set(c, plan, out, force=True),
     }
-    t = _min_interleaved(runs, repeats)
+    wall, cpu = _min_interleaved(runs, repeats)
     size = sum(p.stat().st_size for p in out.iterdir())
-    base = t["quantized forward"] + t["bounds"]
     print(f"\ngpt2-small, seq {seq}, plan {plan}: {repeats} interleaved repeats (min)")
-    print(f"{'run':<36} {'s':>9}")
-    for k, v in t.items():
-        print(f"{k:<36} {v:9.3f}")
-    print(f"golden / (forward + bounds)          {t['golden generation (all)'] / base:9.2f}x   (target <= 2x)")
-    print(f"reproducible / plain-BLAS reference  {t['float64 reference (reproducible)'] / t['float64 layer, plain BLAS']:9.1f}x")
+    print(f"{'run':<36} {'wall s':>9} {'CPU s':>9}")
+    for k in runs:
+        print(f"{k:<36} {wall[k]:9.3f} {cpu[k]:9.3f}")
+    for label, t in (("wall", wall), ("CPU", cpu)):
+        base = t["quantized forward"] + t["bounds"]
+        print(f"golden / (forward + bounds), {label:<4}   {t['golden generation (all)'] / base:9.2f}x   (target <= 2x)")
+        print(f"reproducible / plain-BLAS ref, {label:<4} {t['float64 reference (reproducible)'] / t['float64 layer, plain BLAS']:9.1f}x")
     print(f"written: {size / 2**20:.1f} MiB in {len(list(out.iterdir()))} files")
     if memory:
         peak = _peak_mib(lambda: generate_set(c, plan, out, force=True))

@@ -212,6 +212,7 @@ def rebuild_source(set_dir: Path, manifest: dict[str, Any], config: LayerConfig,
         if given is not None and rec["kind"] != "file":
             raise UserError(f"golden set {set_dir} was not built from a {what} file (its {what}: {rec['kind']}); "
                             f"--{what} does not apply")
+    if wr["kind"] == "model":
         if inputs is None and xr["kind"] == "model_text":
             s = _model_source(wr["model"], int(wr["layer"]), xr["text"], None, 0)
         else:
