@@ -87,10 +87,10 @@ def _model_file_sha(model: str) -> str:
 
 
 def _model_source(model: str, layer: int, text: str | None, inputs: Any, seed: int) -> LayerSource:
-    probe = _load_model(model, [])
-    if not 0 <= layer < probe.n_layers:
-        raise UserError(f"--layer {layer} is outside 0..{probe.n_layers - 1} for {model} ({probe.name})")
-    m = _load_model(model, list(range(layer + 1)))
+    m = _load_model(model, [])  # reads the model file once; layers are loaded below
+    if not 0 <= layer < m.n_layers:
+        raise UserError(f"--layer {layer} is outside 0..{m.n_layers - 1} for {model} ({m.name})")
+    layers = [m.load_layer(i) for i in range(layer + 1)]
     w_rec = {"kind": "model", "model": model, "name": m.name, "layer": int(layer), "sha256": _model_file_sha(model)}
     extra: dict[str, bytes] = {}
     if inputs is None:
@@ -100,7 +100,7 @@ def _model_source(model: str, layer: int, text: str | None, inputs: Any, seed: i
         from refmodel.layer.realweights import run_layers
 
         ids = m.tokenize(txt)
-        x = run_layers(m.config, m.layers[:layer], m.embed_ids(ids))
+        x = run_layers(m.config, layers[:layer], m.embed_ids(ids))
         x_rec: dict[str, Any] = {"kind": "model_text", "model": model, "layer": int(layer), "text": txt,
                                  "tokens": len(ids)}
     else:
@@ -108,7 +108,7 @@ def _model_source(model: str, layer: int, text: str | None, inputs: Any, seed: i
         if x_rec["kind"] == "embedded":
             extra[EMBEDDED_FILE] = npz_bytes({"x": x})
     cfg = dataclasses.replace(m.config, seq_len=int(np.asarray(x).shape[0]))
-    return LayerSource(cfg, m.layers[layer], np.asarray(x, dtype=np.float64), {"weights": w_rec, "input": x_rec},
+    return LayerSource(cfg, layers[layer], np.asarray(x, dtype=np.float64), {"weights": w_rec, "input": x_rec},
                        extra)
 
 
@@ -217,7 +217,7 @@ def rebuild_source(set_dir: Path, manifest: dict[str, Any], config: LayerConfig,
             s = _model_source(wr["model"], int(wr["layer"]), xr["text"], None, 0)
         else:
             s = _model_source(wr["model"], int(wr["layer"]), None, _input_arg(xr, inputs, set_dir), 0)
-        if _model_file_sha(wr["model"]) != wr["sha256"]:
+        if s.record["weights"]["sha256"] != wr["sha256"]:
             raise CheckFailed(f"golden set {set_dir} was built from other {wr['name']} weights (sha256 "
                               f"{wr['sha256'][:12]}...) than the installed package's")
         s.record = src
