@@ -77,9 +77,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="seed of the random weights (seed) and input (seed + 1) when "
                                  "--weights / --input / --model are not given"),
         weights: Path | None = typer.Option(None, "--weights", help="the layer's weights: .safetensors or .npz with "
-                                            "refmodel's tensor names (docs/golden.md), linear weights [out, in]"),
-        input_file: Path | None = typer.Option(None, "--input", help="the layer's input activations x [seq, d_model]: "
-                                               ".npy, or .npz with an array named x"),
+                                            "refmodel's tensor names (docs/golden.md), linear weights shaped (out, in)"),
+        input_file: Path | None = typer.Option(None, "--input", help="the layer's input activations x, shaped "
+                                               "(seq, d_model): .npy, or .npz with an array named x"),
         model: str | None = typer.Option(None, "--model", help="a bundled real model instead: minilm or smollm2 "
                                          "(its config; use with --layer and --text)"),
         layer: int | None = typer.Option(None, "--layer", help="layer index of --model (default 0)"),
