@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ def run_reference(
     config: LayerConfig,
     weights: LayerWeights,
     x: np.ndarray,
-    slanc: object | Mapping[str, float] | None = None,
+    slanc: Any | Mapping[str, float] | None = None,
     *,
     pad_mask: np.ndarray | None = None,
     softmax_shifted: bool = True,

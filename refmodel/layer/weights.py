@@ -207,7 +207,7 @@ def random_inputs(
                 raise ValueError(f"random_inputs: outliers={outliers} not in 0..d_model={config.d_model}")
             chans = rng.choice(config.d_model, size=int(outliers), replace=False)
         else:
-            chans = np.asarray(list(outliers), dtype=np.int64)
+            chans = np.asarray(outliers, dtype=np.int64).reshape(-1)
             if chans.size and (chans.min() < 0 or chans.max() >= config.d_model):
                 raise ValueError(f"random_inputs: outlier channel out of range 0..{config.d_model - 1}: {chans.tolist()}")
         signs = rng.choice([-1.0, 1.0], size=chans.size)
