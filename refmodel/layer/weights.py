@@ -201,8 +201,10 @@ def random_inputs(
         raise ValueError(f"random_inputs: seq_len must be >= 1, got {seq_len}")
     rng = np.random.default_rng(seed)
     x = rng.normal(0.0, scale, size=(n, config.d_model))
+    if isinstance(outliers, bool):
+        raise ValueError("random_inputs: outliers must be a count or channel indices, not a bool")
     if outliers is not None:
-        if isinstance(outliers, (int, np.integer)) and not isinstance(outliers, bool):
+        if isinstance(outliers, (int, np.integer)):
             if not 0 <= outliers <= config.d_model:
                 raise ValueError(f"random_inputs: outliers={outliers} not in 0..d_model={config.d_model}")
             chans = rng.choice(config.d_model, size=int(outliers), replace=False)
