@@ -43,9 +43,9 @@ MKL and Accelerate are, never a Strassen-type algorithm).
   sticky bit). Operands with few significant bits (decoded fp8, fixed-point codes) take one or
   two slices.
 
-Cost (measured by ``benchmarks/``): about six BLAS products of the operand shapes plus some 60
-elementwise passes over the output; a GPT-2-small layer's reference runs ~13x slower than with
-plain BLAS.
+Cost: about six BLAS products of the operand shapes plus some 60 elementwise passes over the
+output; a GPT-2-small layer's reference runs 10-15x slower than with plain BLAS
+(``benchmarks/bench_golden.py``).
 """
 
 from __future__ import annotations
