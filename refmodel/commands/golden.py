@@ -23,28 +23,13 @@ def _given(ctx: typer.Context, names: list[str]) -> list[str]:
 
 
 def _clipping_lines(m: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(info lines, warning lines) for the saturation / underflow counts a run recorded: a line per
-    tensor or weight with nonzero counts, a warning above 0.1 % saturated or 50 % zero."""
-    try:
-        from refmodel.layer.clipping import WARN_SATURATED, WARN_ZERO  # type: ignore[import-not-found]
-    except ImportError:
-        WARN_SATURATED, WARN_ZERO = 1e-3, 0.5
-    info, warn = [], []
-    for name, c in (m.get("clipping") or {}).items():
-        n = int(c.get("n", 0)) or 1
-        sat = int(c.get("saturated", 0)) + int(c.get("nonfinite", 0))
-        uf = c.get("underflow")
-        zero = int(c.get("zero", 0))
-        if sat or uf:
-            parts = [f"{sat} saturated ({sat / n:.3g})"] if sat else []
-            if uf:
-                parts.append(f"{int(uf)} flushed to 0 ({int(uf) / n:.3g})")
-            info.append(f"{name}: " + ", ".join(parts) + f" of {n}")
-        if sat / n > WARN_SATURATED:
-            warn.append(f"{name}: {sat / n:.3g} of its {n} values saturated (> {WARN_SATURATED:.3g})")
-        if zero / n > WARN_ZERO:
-            warn.append(f"{name}: {zero / n:.3g} of its {n} values are 0 (> {WARN_ZERO:.3g})")
-    return info, warn
+    """(info lines, warning lines) for the saturation / underflow counts the run recorded in the
+    manifest: a line per tensor or weight that saturated or flushed anything, a warning per
+    threshold exceeded (above 0.1 % saturated, above 50 % zero; :mod:`refmodel.layer.clipping`)."""
+    from refmodel.layer.clipping import ClipCount, clipping_warnings, format_clipping
+
+    counts = {name: ClipCount(**c) for name, c in (m.get("clipping") or {}).items()}
+    return format_clipping(counts), clipping_warnings(counts)
 
 
 def _describe_part(e: dict[str, Any], noun: str) -> str:
@@ -137,7 +122,9 @@ def register(app: typer.Typer) -> None:
             console.print(f"[yellow]no guarantee[/] (tolerance could not be bounded) for: {', '.join(ng)}")
         info, warn = _clipping_lines(m)
         if info:
-            console.print("saturation / underflow: " + "; ".join(info), soft_wrap=True)
+            console.print("saturated / flushed to zero in quantization:")
+            for line in info:
+                console.print(f"  {line}", soft_wrap=True)
         for w in warn:
             console.print(f"[yellow]warning[/]: {w}", soft_wrap=True)
 

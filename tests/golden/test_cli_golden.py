@@ -74,13 +74,19 @@ def test_output_keeps_numbers_whole_in_80_columns(capsys, tmp_path, monkeypatch)
     assert code == 0 and "…" not in out
 
 
-def test_clipping_counts_and_warnings():
+def test_clipping_counts_and_warnings(capsys, tmp_path):
+    """The saturation / flush-to-zero counts the run records are printed when nonzero, with a
+    warning above 0.1 % saturated or 50 % zero (here: s4.0 weights flush almost everything)."""
     from refmodel.commands.golden import _clipping_lines
 
-    m = {"clipping": {"wq": {"n": 4096, "saturated": 10, "nonfinite": 0, "zero": 5, "underflow": 3},
-                      "probs": {"n": 100, "saturated": 0, "nonfinite": 0, "zero": 60, "underflow": None},
-                      "x": {"n": 100, "saturated": 0, "nonfinite": 0, "zero": 0, "underflow": 0}}}
-    info, warn = _clipping_lines(m)
-    assert info == ["wq: 10 saturated (0.00244), 3 flushed to 0 (0.000732) of 4096"]
-    assert warn == ["wq: 0.00244 of its 4096 values saturated (> 0.001)", "probs: 0.6 of its 100 values are 0 (> 0.5)"]
-    assert _clipping_lines({}) == ([], [])
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"base": "hw", "weights": {"wq": {"format": "s4.0"}}}))
+    code, out, err = run(capsys, "golden", "--plan", str(plan), "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert m["clipping"]["wq"]["n"] == 4096 and m["clipping"]["wq"]["zero"] > 2048
+    assert "saturated / flushed to zero in quantization:" in out and "  wq: " in out
+    assert "warning" in out and "wq: " in out.split("warning", 1)[1]
+    info, warn = _clipping_lines({"clipping": {"x": {"n": 10, "saturated": 0, "nonfinite": 0, "zero": 0,
+                                                      "underflow": 0}}})
+    assert info == [] and warn == []
