@@ -30,13 +30,13 @@ def _yosys() -> str:
 
 
 def _tables(tmp: Path) -> dict[str, str]:
-    from refmodel.golden.hexfile import write_memh
+    from refmodel.golden.hexfile import write_memh, write_table
     from refmodel.numerics.units.activation import act_table
-    from refmodel.numerics.units.exp2 import Exp2Params, write_exp2_lut
+    from refmodel.numerics.units.exp2 import Exp2Params
 
     paths = {}
-    paths["exp2"] = str(write_exp2_lut(tmp / "exp2.hex", Exp2Params(16, 8, 6, 16, 4, 14)))
-    paths["exp2_8"] = str(write_exp2_lut(tmp / "exp2_8.hex", Exp2Params(16, 8, 8, 16, 8, 14)))
+    paths["exp2"] = str(write_table(tmp / "exp2.hex", Exp2Params(16, 8, 6, 16, 4, 14).table()))
+    paths["exp2_8"] = str(write_table(tmp / "exp2_8.hex", Exp2Params(16, 8, 8, 16, 8, 14).table()))
     tab = act_table("gelu_tanh", "s12.6", "s16.10")
     paths["gelu"] = str(write_memh(tmp / "gelu.hex", tab, 16))
     paths["gamma"] = str(write_memh(tmp / "gamma.hex", np.full(64, 1 << 12), 16))

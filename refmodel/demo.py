@@ -104,7 +104,7 @@ def run_demo(
         f"plan {p.name}; seed {seed}")
     gdir = out_dir / "golden"
     t0 = time.perf_counter()
-    generate_set(cfg, p, seed, gdir)
+    generate_set(cfg, p, gdir, seed=seed, force=True)  # the demo's own output directory
     m = read_manifest(gdir)
     log(f"golden set: {gdir} ({len(m['tensors'])} tensors) in {time.perf_counter() - t0:.2f} s")
     if m.get("slanc"):

@@ -1,6 +1,6 @@
 """pytest runner for rtl/act_table.v (cocotb tests in act_table_tests.py).
 
-Each configuration writes its table with the model (act_table -> write_act_memh) into the build
+Each configuration writes its table with the model (ActParams.table -> write_table) into the build
 tree and hands the absolute path to the RTL as the string parameter TABLE_MEMFILE (quoted: an
 unquoted string parameter is silently ignored by iverilog).
 """
@@ -14,8 +14,8 @@ import pytest
 from golden_common import GoldenSet, quoted
 from harness import ROOT, RTL, SIM_ROOT, run_unit
 
-from refmodel.golden.hexfile import write_memh
-from refmodel.numerics.units.activation import ActParams, act_table, write_act_memh
+from refmodel.golden.hexfile import write_memh, write_table
+from refmodel.numerics.units.activation import ActParams, act_table
 
 CONFIGS = [
     # kind, in spec, out spec, lanes: every config runs all 2^IN_W input codes
@@ -36,7 +36,7 @@ def _table_file(p: ActParams, variant: str = ""):
     table = act_table(p.kind, p.in_fmt, p.out_fmt)
     if variant == "short":
         return write_memh(path, table[: p.depth // 2], p.out_fmt.width)
-    write_act_memh(path, table, p.out_fmt)
+    write_table(path, p.table())
     if variant == "poison":
         lines = path.read_text().splitlines()
         f = p.in_fmt

@@ -7,6 +7,7 @@ import pytest
 from golden_common import GoldenSet, softmax_params
 from harness import ROOT, SIM_ROOT, run_unit
 
+from refmodel.golden.hexfile import write_table
 from refmodel.numerics.units.softmax import SoftmaxParams
 
 # name -> (params, environment)
@@ -29,7 +30,7 @@ def test_softmax(name):
     p, env = CONFIGS[name]
     lut = SIM_ROOT / "luts" / f"exp2_L{p.lut_bits}_W{p.lut_w}.hex"
     lut.parent.mkdir(parents=True, exist_ok=True)
-    p.write_lut(lut)
+    write_table(lut, p.lut_table())
     run_unit("softmax_row", sources=["softmax_row.v", "reciprocal.v"], test_module="softmax_tests",
              parameters=p.to_hdl(lut_path=lut), extra_env=env)
 

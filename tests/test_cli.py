@@ -82,7 +82,7 @@ def test_golden_generate_verify_and_damage(capsys, tmp_path):
     f = out_dir / "q.hex"
     f.write_text(f.read_text().replace("0", "1", 1))
     code, _, err = run(capsys, "golden", "verify", str(out_dir))
-    assert code == 2 and "q.hex" in err
+    assert code == 1 and "q.hex" in err  # a failed check (exit 1), not a usage error
 
 
 def test_accuracy_random_with_plot(capsys, tmp_path):

@@ -2,41 +2,47 @@
 
 Layout of ``golden/<set>/``::
 
-    manifest.json            schema, generator, config, plan, seed, and one entry per tensor
+    manifest.json            schema, generator, config, plan, source, and one entry per tensor
     <name>.hex               codes, one fixed-width hex word per line, row-major, two's complement
     <name>.ref.hex           float64 reference values (IEEE bit patterns, 16 hex digits) -- optional
     <name>.tol.hex           per-element absolute tolerance (float64 bit patterns) -- optional
+    source.npz               float64 weights / input given as arrays through the Python API -- optional
 
 Each manifest tensor entry: ``file``, ``shape``, ``layout`` ("row-major"), ``format`` (spec string),
 ``word_width``, ``signed``, ``role`` (input | weight | output | table), ``sha256`` of every file
 it names, ``compare``: ``"bit_exact"`` or ``{"abs": scalar}`` or ``{"abs_file": "<name>.tol.hex"}``,
 and optional ``reference`` (the ``.ref.hex`` file) and ``no_guarantee`` (the reason a bound could
-not be given). No timestamps: the same inputs give byte-identical files.
+not be given). ``source`` records where the float64 weights and input came from (a seed, files with
+their sha256, or a bundled model) so that ``verify_set`` can regenerate the set. No timestamps:
+the same inputs give byte-identical files.
 
-Writing is all-or-nothing: files go to a temporary sibling directory that replaces the target only
-once everything is written.
+Writing (:func:`write_set`) goes through :class:`refmodel.golden.safewrite.SetTarget`: never into a
+directory that is not new, empty or a refmodel set, files first into a temporary sibling, the
+manifest last; tensors are written one at a time (``tensors`` may be a generator) in chunks, so the
+writer's memory does not grow with the set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from refmodel.errors import UserError
+from refmodel.errors import CheckFailed, UserError
 
-from .hexfile import format_memh, read_memh
+from .hexfile import read_f64_hex, read_memh, sha256_file, write_words
+from .safewrite import SetTarget
 
-__all__ = ["SCHEMA_VERSION", "GoldenTensor", "write_set", "read_manifest", "load_tensor", "check_files"]
+__all__ = ["SCHEMA_VERSION", "GoldenTensor", "write_set", "read_manifest", "load_tensor", "check_files",
+           "tensor_entry"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_READABLE_SCHEMAS = (1, 2)
 
 
 @dataclass
@@ -55,129 +61,164 @@ class GoldenTensor:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _write_words_file(d: Path, name: str, codes: np.ndarray, width: int, *, f64: bool = False) -> str:
+    """Write one memh file in ``d``; return its sha256."""
+    h = hashlib.sha256()
+    with open(d / name, "wb") as fh:
+        write_words(fh, codes, width, h, f64=f64)
+    return h.hexdigest()
 
 
-def _f64_hex(values: np.ndarray) -> str:
-    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.uint64).ravel()
-    return "".join(f"{int(b):016x}\n" for b in bits.tolist())
+def _write_reference(d: Path, t: GoldenTensor, shape: tuple[int, ...], files: dict[str, str]) -> dict[str, Any]:
+    """``<name>.ref.hex``: the float64 reference values."""
+    ref = np.asarray(t.reference, dtype=np.float64)
+    if ref.shape != shape:
+        raise ValueError(f"golden tensor {t.name}: reference shape {ref.shape} != codes shape {shape}")
+    fname = f"{t.name}.ref.hex"
+    files[fname] = _write_words_file(d, fname, ref, 64, f64=True)
+    return {"reference": fname}
 
 
-def _read_f64_hex(path: Path, count: int) -> np.ndarray:
-    words = [int(t, 16) for t in path.read_text().split()]
-    if len(words) != count:
-        raise UserError(f"{path}: expected {count} words, found {len(words)} (truncated or edited file)")
-    return np.array(words, dtype=np.uint64).view(np.float64)
+def _write_tolerance(d: Path, t: GoldenTensor, shape: tuple[int, ...], files: dict[str, str]) -> dict[str, Any]:
+    """The ``compare`` rule: bit_exact, a scalar, or ``<name>.tol.hex`` per element."""
+    if t.tolerance is None:
+        return {"compare": "bit_exact"}
+    if np.ndim(t.tolerance) == 0:
+        return {"compare": {"abs": float(t.tolerance)}}
+    tol = np.broadcast_to(np.asarray(t.tolerance, dtype=np.float64), shape)
+    fname = f"{t.name}.tol.hex"
+    files[fname] = _write_words_file(d, fname, tol, 64, f64=True)
+    return {"compare": {"abs_file": fname, "max_abs": float(tol.max()) if tol.size else 0.0}}
 
 
-def write_set(out_dir: str | Path, tensors: list[GoldenTensor], meta: dict[str, Any]) -> Path:
-    """Write a golden set atomically; returns the path of ``manifest.json``."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    names = [t.name for t in tensors]
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate tensor names in golden set: {names}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        entries: dict[str, Any] = {}
-        for t in tensors:
-            codes = np.asarray(t.codes)
-            files: dict[str, str] = {}
-            hex_name = f"{t.name}.hex"
-            (tmp / hex_name).write_text(format_memh(codes.ravel(), t.word_width))
-            files[hex_name] = _sha(tmp / hex_name)
-            entry: dict[str, Any] = {
-                "file": hex_name,
-                "shape": list(codes.shape),
-                "layout": "row-major",
-                "format": t.format,
-                "word_width": int(t.word_width),
-                "signed": bool(t.signed),
-                "role": t.role,
-            }
-            if t.reference is not None:
-                ref_name = f"{t.name}.ref.hex"
-                ref = np.asarray(t.reference, dtype=np.float64)
-                if ref.shape != codes.shape:
-                    raise ValueError(f"golden tensor {t.name}: reference shape {ref.shape} != codes shape {codes.shape}")
-                (tmp / ref_name).write_text(_f64_hex(ref))
-                files[ref_name] = _sha(tmp / ref_name)
-                entry["reference"] = ref_name
-            if t.tolerance is None:
-                entry["compare"] = "bit_exact"
-            elif np.ndim(t.tolerance) == 0:
-                entry["compare"] = {"abs": float(t.tolerance)}
-            else:
-                tol = np.broadcast_to(np.asarray(t.tolerance, dtype=np.float64), codes.shape)
-                tol_name = f"{t.name}.tol.hex"
-                (tmp / tol_name).write_text(_f64_hex(tol))
-                files[tol_name] = _sha(tmp / tol_name)
-                entry["compare"] = {"abs_file": tol_name, "max_abs": float(tol.max()) if tol.size else 0.0}
-            if t.no_guarantee:
-                entry["no_guarantee"] = t.no_guarantee
-            entry.update(t.extra)
-            entry["sha256"] = files
-            entries[t.name] = entry
-        manifest = {"schema_version": SCHEMA_VERSION, **meta, "tensors": entries}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir / "manifest.json"
+def tensor_entry(d: Path, t: GoldenTensor) -> dict[str, Any]:
+    """Write the files of one tensor into directory ``d``; return its manifest entry."""
+    codes = np.asarray(t.codes)
+    shape = tuple(codes.shape)
+    files: dict[str, str] = {}
+    hex_name = f"{t.name}.hex"
+    files[hex_name] = _write_words_file(d, hex_name, codes, int(t.word_width))
+    entry: dict[str, Any] = {
+        "file": hex_name,
+        "shape": list(shape),
+        "layout": "row-major",
+        "format": t.format,
+        "word_width": int(t.word_width),
+        "signed": bool(t.signed),
+        "role": t.role,
+    }
+    if t.reference is not None:
+        entry.update(_write_reference(d, t, shape, files))
+    entry.update(_write_tolerance(d, t, shape, files))
+    if t.no_guarantee:
+        entry["no_guarantee"] = t.no_guarantee
+    entry.update(t.extra)
+    entry["sha256"] = files
+    return entry
+
+
+def _valid_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name == "manifest":
+        raise ValueError(f"golden tensor name {name!r} is not a plain file stem")
+
+
+def write_set(out_dir: str | Path, tensors: Iterable[GoldenTensor], meta: dict[str, Any], *, force: bool = False,
+              target: SetTarget | None = None, extra_files: dict[str, bytes] | None = None,
+              progress: Any = None) -> Path:
+    """Write a golden set safely (module docstring); returns the path of ``manifest.json``.
+
+    ``tensors`` may be any iterable (a generator streams them); ``extra_files`` are written as is
+    (name -> bytes) and listed in the manifest with their sha256; ``progress`` is called once per
+    tensor written. With ``target`` (an entered :class:`SetTarget`), the caller holds the lock."""
+    if target is None:
+        with SetTarget(out_dir, force=force) as tgt:
+            return write_set(out_dir, tensors, meta, target=tgt, extra_files=extra_files, progress=progress)
+    tmp = target.temp_dir()
+    entries: dict[str, Any] = {}
+    for t in tensors:
+        _valid_name(t.name)
+        if t.name in entries:
+            raise ValueError(f"duplicate tensor name in golden set: {t.name!r}")
+        entries[t.name] = tensor_entry(tmp, t)
+        if progress is not None:
+            progress()
+    manifest: dict[str, Any] = {"schema_version": SCHEMA_VERSION, **meta, "tensors": entries}
+    if extra_files:
+        hashes = {}
+        for name, data in sorted(extra_files.items()):
+            (tmp / name).write_bytes(data)
+            hashes[name] = hashlib.sha256(data).hexdigest()
+        manifest["files"] = sorted(hashes)
+        manifest["files_sha256"] = hashes
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return target.commit() / "manifest.json"
 
 
 def read_manifest(set_dir: str | Path) -> dict[str, Any]:
-    """Parse and schema-check ``manifest.json``; errors name the file and the bad key."""
+    """Parse and schema-check ``manifest.json``. A missing directory or manifest is a
+    :class:`UserError` (not a set); a damaged one a :class:`CheckFailed`; both name the file."""
     set_dir = Path(set_dir)
     path = set_dir / "manifest.json"
     if not set_dir.is_dir():
         raise UserError(f"golden set not found: {set_dir} is not a directory")
     if not path.exists():
-        raise UserError(f"golden set {set_dir}: manifest.json is missing")
+        raise UserError(f"golden set {set_dir}: manifest.json is missing (not a golden set?)")
     try:
         m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    if m.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{path}: schema_version {m.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckFailed(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(m, dict):
+        raise CheckFailed(f"{path}: not a JSON object")
+    if m.get("schema_version") not in _READABLE_SCHEMAS:
+        raise CheckFailed(f"{path}: schema_version {m.get('schema_version')!r}, expected one of {_READABLE_SCHEMAS}")
     for key in ("generator", "tensors"):
         if key not in m:
-            raise UserError(f"{path}: missing key {key!r}")
+            raise CheckFailed(f"{path}: missing key {key!r}")
     for name, e in m["tensors"].items():
         for key in ("file", "shape", "format", "word_width", "signed", "sha256", "compare"):
             if key not in e:
-                raise UserError(f"{path}: tensor {name!r} lacks key {key!r}")
+                raise CheckFailed(f"{path}: tensor {name!r} lacks key {key!r}")
     return m
 
 
-def check_files(set_dir: str | Path, manifest: dict[str, Any] | None = None) -> None:
-    """Every file the manifest names exists, has the right word count and its sha256 matches."""
+def _count_lines(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return n
+
+
+def check_files(set_dir: str | Path, manifest: dict[str, Any] | None = None, progress: Any = None) -> int:
+    """Every file the manifest names exists, has the right word count and its sha256 matches
+    (:class:`CheckFailed` naming the first that does not). Returns the number of files checked;
+    ``progress`` is called once per tensor."""
     set_dir = Path(set_dir)
     m = manifest or read_manifest(set_dir)
+    n = 0
     for name, e in m["tensors"].items():
         count = int(np.prod(e["shape"])) if e["shape"] else 1
         for fname, digest in e["sha256"].items():
             p = set_dir / fname
             if not p.exists():
-                raise UserError(f"golden set {set_dir}: file {fname} (tensor {name!r}) is missing")
-            lines = p.read_text().count("\n")
+                raise CheckFailed(f"golden set {set_dir}: file {fname} (tensor {name!r}) is missing")
+            lines = _count_lines(p)
             if lines != count:
-                raise UserError(
-                    f"golden set {set_dir}: file {fname} has {lines} words, manifest says {count} "
-                    f"(truncated or padded)"
-                )
-            if _sha(p) != digest:
-                raise UserError(f"golden set {set_dir}: file {fname} does not match its sha256 (edited?)")
+                raise CheckFailed(f"golden set {set_dir}: file {fname} has {lines} words, manifest says {count} "
+                                  f"(truncated or padded)")
+            if sha256_file(p) != digest:
+                raise CheckFailed(f"golden set {set_dir}: file {fname} does not match its sha256 (edited?)")
+            n += 1
+        if progress is not None:
+            progress()
+    for fname, digest in m.get("files_sha256", {}).items():
+        p = set_dir / fname
+        if not p.exists():
+            raise CheckFailed(f"golden set {set_dir}: file {fname} is missing")
+        if sha256_file(p) != digest:
+            raise CheckFailed(f"golden set {set_dir}: file {fname} does not match its sha256 (edited?)")
+        n += 1
+    return n
 
 
 def load_tensor(set_dir: str | Path, name: str, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -191,14 +232,14 @@ def load_tensor(set_dir: str | Path, name: str, manifest: dict[str, Any] | None 
     count = int(np.prod(shape)) if shape else 1
     try:
         codes = read_memh(set_dir / e["file"], e["word_width"], e["signed"], count=count).reshape(shape)
-    except ValueError as err:
+        out: dict[str, Any] = {"codes": codes, "entry": e}
+        if "reference" in e:
+            out["reference"] = read_f64_hex(set_dir / e["reference"], count).reshape(shape)
+        cmp = e["compare"]
+        if isinstance(cmp, dict) and "abs_file" in cmp:
+            out["tolerance"] = read_f64_hex(set_dir / cmp["abs_file"], count).reshape(shape)
+        elif isinstance(cmp, dict) and "abs" in cmp:
+            out["tolerance"] = np.full(shape, float(cmp["abs"]))
+    except (ValueError, OSError) as err:
         raise UserError(str(err)) from None
-    out: dict[str, Any] = {"codes": codes, "entry": e}
-    if "reference" in e:
-        out["reference"] = _read_f64_hex(set_dir / e["reference"], count).reshape(shape)
-    cmp = e["compare"]
-    if isinstance(cmp, dict) and "abs_file" in cmp:
-        out["tolerance"] = _read_f64_hex(set_dir / cmp["abs_file"], count).reshape(shape)
-    elif isinstance(cmp, dict) and "abs" in cmp:
-        out["tolerance"] = np.full(shape, float(cmp["abs"]))
     return out

@@ -40,6 +40,18 @@ op                                                  meaning (shapes: s = seq, d 
 ``mask`` is a bool array broadcastable to ``[s, s]`` (query i, key j; True = may attend) or None.
 Every op that produces a tensor records it under ``name`` in ``self.tensors`` (a name may be used
 once per forward); :meth:`LayerOps.results` decodes them all to float64.
+
+**The float64 reference gives the same bits on every machine.** :class:`Float64Ops` and the module
+functions here (the only code that may compute a golden set's float64 reference) never call BLAS
+or numpy's SIMD math directly: every matrix product, dot product and sum is correctly rounded
+(:mod:`refmodel.numerics.f64dot`: the exact value rounded once, whatever BLAS kernel, thread count
+or CPU), and ``exp``, ``erf``/``erfc``, ``sin``/``cos`` and RoPE's ``base^(-2i/hd)`` come from
+:mod:`refmodel.numerics.f64math` (IEEE basic operations only, within 1-3 ulp). Everything else is
+elementwise IEEE arithmetic (+ - * / sqrt), correctly rounded by definition. Use the re-exported
+``matmul``, ``fsum``, ``dot_rows``, ``mean``, ``exp``, ``expm1``, ``tanh``, ``erf``, ``erfc``,
+``sin``, ``cos`` for any other float64 value that must be reproducible (e.g. a local reference),
+and ``matmul_upper`` (a reproducible upper bound of a product of magnitudes: one exact BLAS
+product) for error bounds that go into a golden set.
 """
 
 from __future__ import annotations
@@ -50,11 +62,24 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ..numerics.f64dot import dot_rows, fsum, matmul, matmul_upper, mean
+from ..numerics.f64math import cos, erf, erfc, exp, expm1, pow_const, sin, sincos, tanh
+
 __all__ = [
     "LayerOps",
     "Float64Ops",
     "ACTIVATIONS",
     "NORMS",
+    "matmul",
+    "matmul_upper",
+    "fsum",
+    "dot_rows",
+    "mean",
+    "exp",
+    "expm1",
+    "tanh",
+    "sin",
+    "cos",
     "erf",
     "erfc",
     "gelu_erf",
@@ -132,71 +157,8 @@ class LayerOps(ABC, Generic[T, W]):
 
 
 # =========================================================================================
-# float64 special functions (vectorised; no Python loop over elements)
+# float64 activations (vectorised; reproducible: see the module docstring)
 # =========================================================================================
-_SQRT_PI = math.sqrt(math.pi)
-_ERF_SERIES_CUTOFF = 1.5
-_ERF_SERIES_TERMS = 25
-_ERFC_CONTFRAC_CUTOFF = 30.0
-_ERFC_CONTFRAC_TERMS = 50
-
-
-def _erf_series(x: np.ndarray) -> np.ndarray:
-    # erf(x) = 2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (1*3*...*(2n+1)), Horner form, |x| < 1.5
-    x2 = x * x
-    acc = np.zeros_like(x)
-    fk = _ERF_SERIES_TERMS + 0.5
-    for _ in range(_ERF_SERIES_TERMS):
-        acc = 2.0 + x2 * acc / fk
-        fk -= 1.0
-    return acc * x * np.exp(-x2) / _SQRT_PI
-
-
-def _erfc_contfrac(x: np.ndarray) -> np.ndarray:
-    # Lentz-free continued fraction for erfc(x), x >= 1.5 (forward recurrence of convergents)
-    x2 = x * x
-    a = 0.0
-    da = 0.5
-    p = np.ones_like(x)
-    p_last = np.zeros_like(x)
-    q = da + x2
-    q_last = np.ones_like(x)
-    for _ in range(_ERFC_CONTFRAC_TERMS):
-        a += da
-        da += 2.0
-        b = da + x2
-        p, p_last = b * p - a * p_last, p
-        q, q_last = b * q - a * q_last, q
-    with np.errstate(under="ignore"):
-        r = p / q * x * np.exp(-x2) / _SQRT_PI
-    return np.where(x >= _ERFC_CONTFRAC_CUTOFF, 0.0, r)
-
-
-def erf(x: np.ndarray | float) -> np.ndarray:
-    """Error function in float64, vectorised (series for |x| < 1.5, continued fraction above;
-    the algorithm of CPython's former pure-C ``math.erf``). Within 5 ulp of ``math.erf`` (tested)."""
-    x = np.asarray(x, dtype=np.float64)
-    ax = np.abs(x)
-    small = ax < _ERF_SERIES_CUTOFF
-    s = _erf_series(np.where(small, x, 0.0))
-    cf = _erfc_contfrac(np.where(small, _ERF_SERIES_CUTOFF, np.minimum(ax, _ERFC_CONTFRAC_CUTOFF)))
-    big = np.where(x > 0, 1.0 - cf, cf - 1.0)
-    return np.where(small, s, np.where(np.isnan(x), np.nan, big))
-
-
-def erfc(x: np.ndarray | float) -> np.ndarray:
-    """Complementary error function 1 - erf(x) in float64, vectorised. Relative error <= 2e-14
-    against ``math.erfc`` (worst near x = 1.4, where the series branch computes 1 - erf); the
-    continued fraction keeps relative accuracy for large positive x (no cancellation)."""
-    x = np.asarray(x, dtype=np.float64)
-    ax = np.abs(x)
-    small = ax < _ERF_SERIES_CUTOFF
-    s = 1.0 - _erf_series(np.where(small, x, 0.0))
-    cf = _erfc_contfrac(np.where(small, _ERF_SERIES_CUTOFF, np.minimum(ax, _ERFC_CONTFRAC_CUTOFF)))
-    big = np.where(x > 0, cf, 2.0 - cf)
-    return np.where(small, s, np.where(np.isnan(x), np.nan, big))
-
-
 def gelu_erf(x: np.ndarray | float) -> np.ndarray:
     """Exact GELU ``x * Phi(x) = 0.5 x erfc(-x / sqrt 2)`` (BERT), float64; the erfc form keeps
     relative accuracy for negative x."""
@@ -209,15 +171,13 @@ def gelu_tanh(x: np.ndarray | float) -> np.ndarray:
     evaluated as the identical ``x / (1 + exp(-2u))`` to keep relative accuracy for negative x."""
     x = np.asarray(x, dtype=np.float64)
     u = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
-    with np.errstate(over="ignore"):
-        return x / (1.0 + np.exp(-2.0 * u))
+    return x / (1.0 + exp(-2.0 * u))
 
 
 def silu(x: np.ndarray | float) -> np.ndarray:
     """SiLU / swish ``x * sigmoid(x) = x / (1 + exp(-x))`` (llama), float64."""
     x = np.asarray(x, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        return x / (1.0 + np.exp(-x))
+    return x / (1.0 + exp(-x))
 
 
 _ACT_FN = {"gelu_tanh": gelu_tanh, "gelu_erf": gelu_erf, "silu": silu}
@@ -237,11 +197,12 @@ def activation(kind: str, x: np.ndarray | float) -> np.ndarray:
 # =========================================================================================
 def rope_angles(positions: np.ndarray, head_dim: int, base: float) -> np.ndarray:
     """Angles ``[s, head_dim/2]``: ``pos * base^(-2i/head_dim)``, float64 (HF computes the
-    frequencies in float32; the float64 reference is the exact definition)."""
+    frequencies in float32; the float64 reference is the exact definition: each frequency
+    correctly rounded, times the position, one rounding)."""
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
     pos = np.asarray(positions, dtype=np.float64)
-    inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    inv_freq = pow_const(base, -np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     return pos[:, None] * inv_freq[None, :]
 
 
@@ -249,8 +210,7 @@ def rope_half(x: np.ndarray, positions: np.ndarray, base: float) -> np.ndarray:
     """Half-split RoPE (HF ``rotate_half``): rotates the pair ``(x[i], x[i + hd/2])`` by angle i.
     ``x`` is ``[..., s, hd]``; float64."""
     hd = x.shape[-1]
-    ang = rope_angles(positions, hd, base)
-    c, s = np.cos(ang), np.sin(ang)
+    s, c = sincos(rope_angles(positions, hd, base))
     x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
     return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
 
@@ -259,8 +219,7 @@ def rope_pairs(x: np.ndarray, positions: np.ndarray, base: float) -> np.ndarray:
     """Adjacent-pair RoPE (original Meta / llama.cpp): rotates ``(x[2i], x[2i+1])`` by angle i.
     ``x`` is ``[..., s, hd]``; float64."""
     hd = x.shape[-1]
-    ang = rope_angles(positions, hd, base)
-    c, s = np.cos(ang), np.sin(ang)
+    s, c = sincos(rope_angles(positions, hd, base))
     xe, xo = x[..., 0::2], x[..., 1::2]
     out = np.empty_like(x, dtype=np.float64)
     out[..., 0::2] = xe * c - xo * s
@@ -284,8 +243,18 @@ _repeat_kv = repeat_kv  # old private name (used by refmodel.layer.quantized)
 
 
 class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
-    """The float64 reference backend: every op in IEEE double, numpy, no intermediate rounding
-    other than float64's own. Tensors are plain float64 arrays."""
+    """The float64 reference backend: every op in IEEE double; products and sums correctly rounded
+    (one rounding of the exact value), elementary functions within 1-5 ulp, all of it identical on
+    every machine (module docstring). Tensors are plain float64 arrays.
+
+    The kernels are class attributes (``_matmul``, ``_mean``, ``_dot_rows``, ``_fsum``, ``_exp``)
+    so that a benchmark can run the same layer on plain numpy for comparison."""
+
+    _matmul = staticmethod(matmul)
+    _mean = staticmethod(mean)
+    _dot_rows = staticmethod(dot_rows)
+    _fsum = staticmethod(fsum)
+    _exp = staticmethod(exp)
 
     def input(self, name: str, x: np.ndarray) -> np.ndarray:
         return self.record(name, np.array(x, dtype=np.float64))
@@ -296,7 +265,7 @@ class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
         return a
 
     def linear(self, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, heads: int | None = None) -> np.ndarray:
-        y = x @ w.T
+        y = self._matmul(x, w.T)
         if b is not None:
             y = y + b
         if heads is not None:
@@ -312,12 +281,13 @@ class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
             raise ValueError(f"norm {name!r}: SLaNC scale must be > 0, got {scale!r}")
         xs = x / scale if scale != 1.0 else x
         eps_s = eps / (scale * scale)
+        d = xs.shape[-1]
         if kind == "layernorm":
-            c = xs - xs.mean(axis=-1, keepdims=True)
-            var = np.mean(c * c, axis=-1, keepdims=True)
+            c = xs - self._mean(xs, axis=-1, keepdims=True)
+            var = self._dot_rows(c, c, axis=-1, keepdims=True) / d
             n = c / np.sqrt(var + eps_s)
         else:
-            ms = np.mean(xs * xs, axis=-1, keepdims=True)
+            ms = self._dot_rows(xs, xs, axis=-1, keepdims=True) / d
             n = xs / np.sqrt(ms + eps_s)
         y = n * gamma
         if beta is not None:
@@ -329,7 +299,7 @@ class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
 
     def scores(self, name: str, q: np.ndarray, k: np.ndarray, *, scale: float, mask: np.ndarray | None) -> np.ndarray:
         kr = _repeat_kv(k, q.shape[0])
-        s = (q @ kr.transpose(0, 2, 1)) * scale
+        s = self._matmul(q, kr.transpose(0, 2, 1)) * scale
         if mask is not None:
             s = np.where(mask, s, 0.0)
         return self.record(name, s)
@@ -340,17 +310,16 @@ class Float64Ops(LayerOps[np.ndarray, np.ndarray]):
             raise ValueError(f"softmax {name!r}: a row has no allowed key (fully masked)")
         if shifted:
             m = np.max(np.where(allowed, s, -np.inf), axis=-1, keepdims=True)
-            e = np.where(allowed, np.exp(np.where(allowed, s - m, 0.0)), 0.0)
+            e = np.where(allowed, self._exp(np.where(allowed, s - m, 0.0)), 0.0)
         else:  # the unshifted form exists to show what it breaks: overflow gives inf/nan
-            with np.errstate(over="ignore", invalid="ignore"):
-                e = np.where(allowed, np.exp(np.where(allowed, s, 0.0)), 0.0)
+            e = np.where(allowed, self._exp(np.where(allowed, s, 0.0)), 0.0)
         with np.errstate(over="ignore", invalid="ignore"):
-            p = e / e.sum(axis=-1, keepdims=True)
+            p = e / self._fsum(e, axis=-1, keepdims=True)
         return self.record(name, p)
 
     def mix(self, name: str, p: np.ndarray, v: np.ndarray) -> np.ndarray:
         vr = _repeat_kv(v, p.shape[0])
-        o = p @ vr  # [H, s, hd]
+        o = self._matmul(p, vr)  # [H, s, hd]
         h, s, hd = o.shape
         return self.record(name, o.transpose(1, 0, 2).reshape(s, h * hd))
 

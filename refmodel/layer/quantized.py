@@ -60,7 +60,7 @@ from ..numerics.rounding import Overflow, Rounding, round_shift
 from .clipping import ClipCount, count_clipping
 from .config import LayerConfig
 from .forward import layer_forward, tensor_names
-from .ops import LayerOps, _repeat_kv, activation, rope_half
+from .ops import LayerOps, _repeat_kv, activation, exp, rope_half
 from .plan import PrecisionPlan
 from .qtensor import QTensor, as_operand, store
 from .weights import LayerWeights
@@ -460,9 +460,9 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             if shifted:
                 m = np.max(np.where(allowed, sv, -np.inf), axis=-1, keepdims=True)
                 dd = st(np.where(allowed, sv - m, 0.0))
-                e = st(np.where(allowed, np.exp(dd.values), 0.0))
+                e = st(np.where(allowed, exp(dd.values), 0.0))  # reproducible exp (ops)
             else:
-                e = st(np.where(allowed, np.exp(np.where(allowed, sv, 0.0)), 0.0))
+                e = st(np.where(allowed, exp(np.where(allowed, sv, 0.0)), 0.0))
             n = sv.shape[-1]
             e2 = e.values.reshape(-1, n)
             ones = QTensor(np.ones((n, 1)))

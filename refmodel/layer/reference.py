@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ def run_reference(
     config: LayerConfig,
     weights: LayerWeights,
     x: np.ndarray,
-    slanc: object | Mapping[str, float] | None = None,
+    slanc: Any | Mapping[str, float] | None = None,
     *,
     pad_mask: np.ndarray | None = None,
     softmax_shifted: bool = True,
@@ -30,7 +31,8 @@ def run_reference(
     (:class:`refmodel.layer.slanc.SlancScales` or a mapping ``{"ln1": s1, "ln2": s2}``), which in
     float64 change the result only by rounding (norm(x/s; eps/s^2) == norm(x; eps) exactly).
     ``weights`` are validated first (``ValueError`` naming a bad tensor). Arithmetic is IEEE
-    double throughout (numpy matmul; summation order is numpy's, i.e. not specified).
+    double throughout, and the result is the same on every machine: products and sums are
+    correctly rounded, elementary functions reproducible (see :mod:`refmodel.layer.ops`).
     """
     ops = Float64Ops()
     layer_forward(ops, config, weights, x, pad_mask=pad_mask, slanc=slanc, softmax_shifted=softmax_shifted,

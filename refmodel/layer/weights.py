@@ -20,17 +20,29 @@ ln2_g/_b    [d]                  all (_b: no llama) second norm gain / bias
 
 For gpt2/llama (pre-norm) ``ln1`` feeds the attention and ``ln2`` the MLP. For bert (post-LN)
 ``ln1`` normalises ``x + attention`` and ``ln2`` normalises ``ln1 + MLP`` (the layer output).
+
+Files (:func:`load_weights`, :func:`load_input`): a layer's weights as ``.safetensors`` or ``.npz``
+with exactly these names (any float dtype: f64, f32, f16, bf16; converted exactly to float64), and
+its input activations ``x [seq, d_model]`` as ``.npy`` or ``.npz`` (array ``x``, or the only array).
+See docs/golden.md for the names per arch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from .config import LayerConfig
 
-__all__ = ["LayerWeights", "weight_shapes", "weight_names", "random_weights", "random_inputs", "padding_mask"]
+__all__ = ["LayerWeights", "weight_shapes", "weight_names", "random_weights", "random_inputs", "padding_mask",
+           "load_weights", "load_input", "WEIGHT_FILE_SUFFIXES", "INPUT_FILE_SUFFIXES"]
+
+#: file types :func:`load_weights` reads
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".npz")
+#: file types :func:`load_input` reads
+INPUT_FILE_SUFFIXES = (".npy", ".npz")
 
 
 def weight_shapes(config: LayerConfig) -> dict[str, tuple[int, ...]]:
@@ -189,13 +201,15 @@ def random_inputs(
         raise ValueError(f"random_inputs: seq_len must be >= 1, got {seq_len}")
     rng = np.random.default_rng(seed)
     x = rng.normal(0.0, scale, size=(n, config.d_model))
+    if isinstance(outliers, bool):
+        raise ValueError("random_inputs: outliers must be a count or channel indices, not a bool")
     if outliers is not None:
-        if isinstance(outliers, (int, np.integer)) and not isinstance(outliers, bool):
+        if isinstance(outliers, (int, np.integer)):
             if not 0 <= outliers <= config.d_model:
                 raise ValueError(f"random_inputs: outliers={outliers} not in 0..d_model={config.d_model}")
             chans = rng.choice(config.d_model, size=int(outliers), replace=False)
         else:
-            chans = np.asarray(list(outliers), dtype=np.int64)
+            chans = np.asarray(outliers, dtype=np.int64).reshape(-1)
             if chans.size and (chans.min() < 0 or chans.max() >= config.d_model):
                 raise ValueError(f"random_inputs: outlier channel out of range 0..{config.d_model - 1}: {chans.tolist()}")
         signs = rng.choice([-1.0, 1.0], size=chans.size)
@@ -214,3 +228,77 @@ def padding_mask(seq_len: int, n_valid: int) -> np.ndarray:
     m = np.zeros(seq_len, dtype=bool)
     m[:n_valid] = True
     return m
+
+
+def _float_arrays(path: Path, what: str, suffixes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """name -> array of a .safetensors / .npz / .npy file (``ValueError`` naming the file)."""
+    if not path.is_file():
+        raise ValueError(f"{what} file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise ValueError(f"{what} file {path}: unsupported type {suffix or '(none)'!r}; use {' or '.join(suffixes)}")
+    try:
+        if suffix == ".safetensors":
+            try:
+                from safetensors.numpy import load_file
+            except ImportError:
+                raise ValueError(f"{what} file {path}: reading .safetensors needs the Python package "
+                                 f"'safetensors' (pip install safetensors, or the models extra)") from None
+            return dict(load_file(str(path)))
+        if suffix == ".npy":
+            return {"x": np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if str(e).startswith(what):
+            raise
+        raise ValueError(f"{what} file {path}: not readable ({e})") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{what} file {path}: not readable ({e})") from None
+
+
+def _to_f64(name: str, a: np.ndarray, path: Path, what: str) -> np.ndarray:
+    try:
+        return np.asarray(a).astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} file {path}: array {name!r} has dtype {a.dtype}, not a float array") from None
+
+
+def load_weights(path: str | Path, config: LayerConfig | None = None) -> LayerWeights:
+    """A layer's weights from a ``.safetensors`` or ``.npz`` file with refmodel's names (module
+    table; linear weights ``[out, in]``), converted exactly to float64 and, given ``config``,
+    validated (``ValueError`` naming the file and the missing, unexpected or misshaped tensor)."""
+    p = Path(path)
+    arrays = _float_arrays(p, "weights", WEIGHT_FILE_SUFFIXES)
+    w = LayerWeights({k: _to_f64(k, v, p, "weights") for k, v in arrays.items()})
+    if config is not None:
+        try:
+            w.validate(config)
+        except ValueError as e:
+            raise ValueError(f"weights file {p}: {e}") from None
+    return w
+
+
+def load_input(path: str | Path, config: LayerConfig | None = None) -> np.ndarray:
+    """A layer input ``x [seq, d_model]`` from ``.npy`` or ``.npz`` (array ``x``, or the file's only
+    array; a leading batch dimension of 1 is dropped), as float64; checked against ``config``
+    (``ValueError`` naming the file)."""
+    p = Path(path)
+    arrays = _float_arrays(p, "input", INPUT_FILE_SUFFIXES)
+    if "x" in arrays:
+        key = "x"
+    elif len(arrays) == 1:
+        key = next(iter(arrays))
+    else:
+        raise ValueError(f"input file {p}: holds {', '.join(sorted(arrays))}; name the activations 'x'")
+    x = _to_f64(key, arrays[key], p, "input")
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    if config is not None:
+        if x.ndim != 2 or x.shape[1] != config.d_model or x.shape[0] < 1:
+            raise ValueError(f"input file {p}: array {key!r} has shape {list(x.shape)}, expected [seq, "
+                             f"{config.d_model}] for d_model={config.d_model}")
+        if not np.isfinite(x).all():
+            idx = [int(i) for i in np.argwhere(~np.isfinite(x))[0]]
+            raise ValueError(f"input file {p}: array {key!r} has a non-finite value at index {idx}")
+    return x

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from refmodel.errors import UserError
+from refmodel.errors import CheckFailed, UserError
 from refmodel.golden.hexfile import read_memh, write_memh
 from refmodel.golden.manifest import GoldenTensor, check_files, load_tensor, read_manifest, write_set
 
@@ -41,9 +41,12 @@ def test_byte_identical_rewrite(tmp_path):
     write_set(tmp_path / "b", _tensors(), meta)
     for f in sorted(p.name for p in (tmp_path / "a").iterdir()):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
-    # rewriting over an existing set replaces it whole
-    write_set(tmp_path / "a", _tensors()[:1], meta)
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "x.hex"]
+    # an existing set is replaced only with force, and then only its own files go
+    with pytest.raises(UserError, match="already holds a golden set; pass --force"):
+        write_set(tmp_path / "a", _tensors()[:1], meta)
+    (tmp_path / "a" / "notes.txt").write_text("mine")
+    write_set(tmp_path / "a", _tensors()[:1], meta, force=True)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "notes.txt", "x.hex"]
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "edited", "bad_json", "no_manifest"])
@@ -68,7 +71,7 @@ def test_damage_is_named(tmp_path, damage):
     else:
         (out / "manifest.json").unlink()
         match = r"manifest\.json is missing"
-    with pytest.raises(UserError, match=match):
+    with pytest.raises(UserError if damage == "no_manifest" else CheckFailed, match=match):
         check_files(out)
 
 
@@ -77,7 +80,7 @@ def test_failed_write_leaves_nothing(tmp_path):
                        reference=np.zeros((3, 3)))  # shape mismatch -> error mid-write
     with pytest.raises(ValueError, match="reference shape"):
         write_set(tmp_path / "s", _tensors() + [bad], {"generator": {}})
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # no temporary, no lock file, no half set
 
 
 def test_memh_matches_readmemh_conventions(tmp_path):
@@ -96,7 +99,7 @@ def test_unsigned_codes_decode_unsigned(tmp_path):
     manifest records the format's signedness (issue found by the layer bench: 0x8000 read as -1)."""
     from refmodel.golden.generate import generate_set
 
-    d = generate_set("tiny", "hw", 0, tmp_path / "s")
+    d = generate_set("tiny", "hw", tmp_path / "s", seed=0)
     m = read_manifest(d)
     assert m["tensors"]["probs"]["signed"] is False and m["tensors"]["q"]["signed"] is True
     p = load_tensor(d, "probs", m)["codes"]

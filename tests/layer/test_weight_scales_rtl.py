@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from refmodel.layer.config import LayerConfig
-from refmodel.layer.weights import LayerWeights
+from refmodel.layer.weights import LayerWeights, random_weights
 
 
 def _need_icarus() -> None:
@@ -21,23 +21,17 @@ def _need_icarus() -> None:
         pytest.skip("Icarus Verilog not installed (apt-get install -y iverilog)")
 
 
-def test_layer_top_bit_exact_with_pow2_weight_scales(tmp_path, monkeypatch):
+def test_layer_top_bit_exact_with_pow2_weight_scales(tmp_path):
     _need_icarus()
     import refmodel.golden.generate as gen
     from refmodel.golden.manifest import load_tensor, read_manifest
     from refmodel.rtl_layer import simulate_layer
 
     cfg = LayerConfig(arch="gpt2", d_model=48, n_heads=3, d_ff=96, seq_len=12)
-    base = gen.random_weights
-
-    def weights_needing_scales(config, seed=0, **kw):
-        w = dict(base(config, seed=seed, **kw))
-        w["wq"] = w["wq"] * 3.0  # max ~1.6: 2^1
-        w["w_down"] = w["w_down"] * 9.0  # max ~2.5: 2^2
-        return LayerWeights(w)
-
-    monkeypatch.setattr(gen, "random_weights", weights_needing_scales)
-    out = gen.generate_set(cfg, "hw", 11, tmp_path / "set")
+    w = dict(random_weights(cfg, seed=11))
+    w["wq"] = w["wq"] * 3.0  # max ~1.6: 2^1
+    w["w_down"] = w["w_down"] * 9.0  # max ~2.5: 2^2
+    out = gen.generate_set(cfg, "hw", tmp_path / "set", seed=11, weights=LayerWeights(w))
     units = read_manifest(out)["units"]
     exps = {n: units[n]["weight_scale"]["exponent"] for n in ("q", "k", "v", "proj", "up", "down")}
     assert exps["q"] == 1 and exps["down"] == 2 and exps["k"] == 0

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refmodel.golden.hexfile import read_memh
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.activation import (
     KINDS,
@@ -20,7 +19,6 @@ from refmodel.numerics.units.activation import (
     act_ref,
     act_table,
     table_error,
-    write_act_memh,
 )
 
 RTL = Path(__file__).resolve().parents[2] / "rtl"
@@ -120,12 +118,11 @@ def test_lookup_addresses_twos_complement():
     assert got.tolist() == [[0, 127], [-128, -1]]  # address = x & 0xff
 
 
-def test_memh_round_trip(tmp_path):
-    t = act_table("gelu_erf", "s10.6", "s12.8")
-    path = write_act_memh(tmp_path / "t.hex", t, "s12.8")
-    lines = path.read_text().splitlines()
-    assert len(lines) == 1024 and all(len(s) == 3 for s in lines)
-    assert np.array_equal(read_memh(path, 12, signed=True, count=1024), t)
+def test_table_object():
+    """The unit returns its ROM as a table (codes + output format), not a file."""
+    t = ActParams("gelu_erf", "s10.6", "s12.8").table()
+    assert len(t) == 1024 and str(t.fmt) == "s12.8" and t.width == 12
+    assert np.array_equal(t.codes, act_table("gelu_erf", "s10.6", "s12.8"))
 
 
 def test_errors():

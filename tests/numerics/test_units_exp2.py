@@ -9,7 +9,6 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 import numpy as np
 import pytest
 
-from refmodel.golden.hexfile import read_memh
 from refmodel.numerics.units.exp2 import (
     Exp2Params,
     exhaustive_error,
@@ -17,7 +16,6 @@ from refmodel.numerics.units.exp2 import (
     exp_neg,
     log2e_code,
     prefloor_rel_error,
-    write_exp2_lut,
 )
 
 
@@ -82,11 +80,12 @@ def test_error_measures():
     assert 0.004 < rho < 0.0065
 
 
-def test_write_lut(tmp_path):
+def test_lut_table():
+    """The unit returns its table (codes + format); the memh writer lives in refmodel.golden."""
     p = Exp2Params(lut_bits=6, lut_w=16)
-    path = write_exp2_lut(tmp_path / "lut.hex", p)
-    assert read_memh(path, 16, count=64).tolist() == p.lut().tolist()
-    assert path.read_text().splitlines()[0] == "8000"
+    t = p.table()
+    assert t.codes.tolist() == p.lut().tolist() and len(t) == 64
+    assert str(t.fmt) == "u16.15" and t.width == 16 and t.codes[0] == 1 << 15
 
 
 def test_unit_doctests():

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from refmodel.golden.hexfile import write_memh
+from refmodel.numerics import f64math
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.rounding import Rounding, round_float_to_int
 from refmodel.numerics.units.reciprocal import UnitError
+from refmodel.numerics.units.table import UnitTable
 
 __all__ = [
     "KINDS",
@@ -43,7 +43,6 @@ __all__ = [
     "act_ref",
     "act_table",
     "act_lookup",
-    "write_act_memh",
     "table_error",
 ]
 
@@ -53,7 +52,6 @@ KINDS = ("gelu_tanh", "gelu_erf", "silu")
 MAX_IN_W = 16
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_erf_vec = np.frompyfunc(math.erf, 1, 1)
 
 
 def _kind(kind: str) -> str:
@@ -100,21 +98,26 @@ class ActParams:
         ``TABLE_MEMFILE``, passed separately)."""
         return {"IN_W": self.in_fmt.width, "OUT_W": self.out_fmt.width, "LANES": int(self.lanes)}
 
+    def table(self) -> UnitTable:
+        """The ROM contents (:func:`act_table`) in ``out_fmt``, one word per input bit pattern."""
+        return UnitTable("act_table", act_table(self.kind, self.in_fmt, self.out_fmt), self.out_fmt)
+
 
 def act_ref(kind: str, x: np.ndarray) -> np.ndarray:
-    """float64 reference of the activation ``kind`` at ``x`` (float64 array).
+    """float64 reference of the activation ``kind`` at ``x`` (float64 array), with the
+    reproducible tanh / erf of :mod:`refmodel.numerics.f64math` (the same table on every machine).
 
     * ``gelu_tanh``: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``
-    * ``gelu_erf``:  ``0.5 x (1 + erf(x / sqrt 2))`` (``math.erf`` per element: table builds only)
+    * ``gelu_erf``:  ``0.5 x (1 + erf(x / sqrt 2))``
     * ``silu``:      ``x sigmoid(x) = 0.5 x (1 + tanh(x / 2))`` (the tanh form never overflows)
     """
     kind = _kind(kind)
     x = np.asarray(x, dtype=np.float64)
     if kind == "gelu_tanh":
-        return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+        return 0.5 * x * (1.0 + f64math.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
     if kind == "gelu_erf":
-        return 0.5 * x * (1.0 + _erf_vec(x / math.sqrt(2.0)).astype(np.float64))
-    return 0.5 * x * (1.0 + np.tanh(0.5 * x))
+        return 0.5 * x * (1.0 + f64math.erf(x / math.sqrt(2.0)))
+    return 0.5 * x * (1.0 + f64math.tanh(0.5 * x))
 
 
 def _input_codes(in_fmt: FixedFormat) -> np.ndarray:
@@ -159,11 +162,6 @@ def act_lookup(x_codes: np.ndarray, table: np.ndarray, params: ActParams) -> np.
                 f"act_lookup: input code {int(x[bad].ravel()[0])} outside {params.in_fmt} ({lo}..{hi})"
             )
     return table[x & np.int64(params.depth - 1)]
-
-
-def write_act_memh(path: str | Path, table: np.ndarray, out_fmt: FixedFormat | str) -> Path:
-    """Write ``table`` as a ``$readmemh`` file: 2^IN_W words of OUT_W bits (two's complement)."""
-    return write_memh(path, table, FixedFormat.parse(out_fmt).width)
 
 
 def table_error(

@@ -27,15 +27,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
-from refmodel.golden.hexfile import write_memh
+from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.reciprocal import UnitError
+from refmodel.numerics.units.table import UnitTable
 
-__all__ = ["Exp2Params", "log2e_code", "exp2_lut", "write_exp2_lut", "exp_neg", "exhaustive_error",
-           "prefloor_rel_error"]
+__all__ = ["Exp2Params", "log2e_code", "exp2_lut", "exp_neg", "exhaustive_error", "prefloor_rel_error"]
 
 # log2(e) to 40 decimal places (OEIS A007525), so the constant's rounding is decided exactly
 _LOG2E = Fraction("1.4426950408889634073599246810018921374266")
@@ -123,10 +122,9 @@ class Exp2Params:
     def lut(self) -> np.ndarray:
         return exp2_lut(self.lut_bits, self.lut_w)
 
-
-def write_exp2_lut(path: str | Path, params: Exp2Params) -> Path:
-    """Write the EXP2_LUT as a ``$readmemh`` file (``lut_w``-bit words, one per line)."""
-    return write_memh(path, params.lut(), params.lut_w)
+    def table(self) -> UnitTable:
+        """The EXP2_LUT the RTL loads: ``2**lut_bits`` codes in u{lut_w}.{lut_w-1}."""
+        return UnitTable("exp2_lut", self.lut(), FixedFormat(self.lut_w, self.lut_w - 1, signed=False))
 
 
 def exp_neg(d, params: Exp2Params, lut: np.ndarray | None = None) -> np.ndarray:

@@ -41,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from refmodel.numerics.units.exp2 import Exp2Params, exp_neg, prefloor_rel_error, write_exp2_lut
+from refmodel.numerics.units.exp2 import Exp2Params, exp_neg, prefloor_rel_error
 from refmodel.numerics.units.reciprocal import DividerParams, UnitError
+from refmodel.numerics.units.table import UnitTable
 
 __all__ = ["SoftmaxParams", "softmax", "softmax_error_bound", "exhaustive_error", "reference_softmax"]
 
@@ -112,9 +113,9 @@ class SoftmaxParams:
             hdl["EXP2_MEMFILE"] = '"' + str(Path(lut_path).resolve()) + '"'
         return hdl
 
-    def write_lut(self, path: str | Path) -> Path:
-        """Write the EXP2_LUT memh file the RTL loads."""
-        return write_exp2_lut(path, self.exp2)
+    def lut_table(self) -> UnitTable:
+        """The EXP2_LUT the RTL loads (codes and format; the memh writer turns it into a file)."""
+        return self.exp2.table()
 
     def cycles(self, n: int) -> int:
         """RTL cycles per row of ``n`` elements back to back at full rate (load n, exp n,
