@@ -77,6 +77,14 @@ def walk_input(walk: Any, rec: Any) -> None:
                                   "input_error": E})
 
 
+def overshoot(B: Any, out: RoundingModel) -> np.ndarray:
+    """The saturation overshoot inside an elementwise op bound's local part (its output rounding
+    beyond ``out.err``): a bias for the statistical tier."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        over = B.parts["local"] - out.err(np.abs(B.parts["z"]))
+    return np.where(over > 0, over, 0.0)
+
+
 def elementwise_out(walk: Any, tp: Any) -> tuple[RoundingModel, bool]:
     """(output model, MX?) of a value computed in float64 and stored into the tensor."""
     if is_mx_spec(tp.format):
@@ -112,14 +120,14 @@ def walk_act(walk: Any, rec: Any) -> None:
         unit = act_table_model(kind, tin, rec.details["act_params"].out_fmt)
         B = activation_bound(xc, rig_only(Er + cast), fn=kind, unit=unit, what=f"{name} table")
         ch = ValueChain.from_bound(B)
-        if np.any(sat):
-            ch.void |= sat
-            ch.reasons.append(f"no guarantee: {name}: input {hn} saturates the table input {tin} "
-                              f"(|value| up to {float(np.max(np.abs(h[sat]))):.6g} > {tin.max:g}, {int(sat.sum())} element(s))")
+        if np.any(sat):  # the clamp into the table input is an exact, known input error
+            ch.notes.append(f"{name}: input {hn} saturates the table input {tin} (|value| up to "
+                            f"{float(np.max(np.abs(h[sat]))):.6g} > {tin.max:g}, {int(sat.sum())} element(s))")
         d1 = np.abs(activation_derivative(kind, xc))
         rh = Sh.row_part()
-        st = StatError(h.shape, d1 * d1 * (Sh.indep + rh * rh + cast * cast) + unit.err(0.0) ** 2, d1 * Sh.det, 0.0, 0.0,
-                       d1 * d1 * Sh.shared)
+        rnd = np.where(sat, 0.0, cast)  # the shift's rounding: mean-zero; a clamp: a bias (below)
+        st = StatError(h.shape, d1 * d1 * (Sh.indep + rh * rh + rnd * rnd) + unit.err(0.0) ** 2,
+                       d1 * Sh.det + B.parts["L"] * np.where(sat, cast, 0.0), 0.0, 0.0, d1 * d1 * Sh.shared)
         Tin = Th + cast
     else:
         out, mx_out = elementwise_out(walk, tp)
@@ -131,20 +139,22 @@ def walk_act(walk: Any, rec: Any) -> None:
         rh = Sh.row_part()
         st = StatError(h.shape, d1 * d1 * (Sh.indep + rh * rh), d1 * Sh.det, 0.0, 0.0, d1 * d1 * Sh.shared)
         st.add_rounding(out.step_err(z), out.unbiased)
-        st.det = st.det + ACT_FUNC * np.abs(z)
+        st.det = st.det + ACT_FUNC * np.abs(z) + overshoot(B, unit)
         if mx_out:
             mx_tail(walk, ch, st, tp, name)
         Tin = Th
     so = 0.5 * cst.M2 * Tin * Tin  # second order, into indep
     st.indep = st.indep + so * so
     ch.ref64 = ACT_FUNC * (np.abs(activation(kind, h)) + cst.L * walk.mag(hn)) + 1e-300
-    walk.finish(rec, ch, st)
+    # phi(0) = 0 and phi is L-Lipschitz: |phi(h)| <= L |h|
+    walk.finish(rec, ch, st, ref_magnitude=cst.L * (np.abs(h) + Er))
 
 
 def table_input(walk: Any, rec: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, FixedFormat]:
     """The requantising shift of the activation's input into the table input format
     (deterministic replay of ``QuantOps._fixed_act``): the table input value ``xc``, the bound on
-    its rounding ``|xc - h|`` (where it did not saturate), the saturated mask and the format."""
+    its rounding ``|xc - h|`` (the exact clamp distance where it saturated), the saturated mask
+    and the format."""
     prm = rec.details["act_params"]
     tin = prm.in_fmt
     tp = walk.tp(rec.name)
@@ -158,7 +168,9 @@ def table_input(walk: Any, rec: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
     c = np.clip(c, tin.min_code, tin.max_code)
     xc = np.ldexp(c.astype(np.float64), -tin.frac)
     m = rounding_model(tin, tp.rounding)
-    cast = np.where(xc == h, 0.0, m.abs)
+    # a rounding of the shift (at most its model's half-LSB), or, where the value saturated the
+    # table input, the exact clamp distance
+    cast = np.where(sat, np.abs(xc - h), np.where(xc == h, 0.0, m.abs))
     return xc, cast, sat, tin
 
 
@@ -205,9 +217,12 @@ def _walk_binary(walk: Any, rec: Any, op: str) -> None:
                        Sa.shared + Sb.shared)
         ch.ref64 = 2.0 ** -52 * (np.abs(a) + np.abs(b) + walk.mag(an) + walk.mag(bn))
     st.add_rounding(out.step_err(z), out.unbiased)
+    st.det = st.det + overshoot(B, out)
     if mx_out:
         mx_tail(walk, ch, st, tp, name)
-    walk.finish(rec, ch, st)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref_mag = (np.abs(a) + Ea) * (np.abs(b) + Eb) if op == "mul" else np.abs(a) + Ea + np.abs(b) + Eb
+    walk.finish(rec, ch, st, ref_magnitude=ref_mag)
 
 
 def walk_rope(walk: Any, rec: Any) -> None:
@@ -243,9 +258,13 @@ def walk_rope(walk: Any, rec: Any) -> None:
     st = StatError(x.shape, rot(Sx.indep, lambda t: t * t), rot(Sx.det, np.abs) + 2.0 ** -51 * 2 * np.concatenate(
         [pair, pair], axis=-1), Sx.row_rel, Brot, rot(Sx.shared, lambda t: t * t))
     st.add_rounding(out.step_err(B.parts["z"]), out.unbiased)
+    st.det = st.det + overshoot(B, out)
     if mx_out:
         mx_tail(walk, ch, st, tp, name)
-    walk.finish(rec, ch, st)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ar = np.abs(x) + Er
+        pr = ar[..., : hd // 2] + ar[..., hd // 2:]  # a rotation of the pair: |a c - b s| <= |a| + |b|
+    walk.finish(rec, ch, st, ref_magnitude=np.concatenate([pr, pr], axis=-1))
 
 
 _ACT_TABLE_CACHE: dict[tuple[str, str, str], RoundingModel] = {}

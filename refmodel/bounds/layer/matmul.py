@@ -39,6 +39,7 @@ from ..matmul import matmul_bound
 from ..model import EXACT, RoundingModel
 from ..mx import is_mx_spec
 from .models import F64, fixed_model, gamma64, matmul_models, plan_model
+from .repeats import repeated_keys, row_ids
 from .state import StatError, ValueChain, rig_only
 
 __all__ = ["walk_linear", "walk_scores", "walk_mix", "matmul_stat"]
@@ -70,24 +71,23 @@ def matmul_stat(a: np.ndarray, b: np.ndarray, Sa: StatError, Sb: StatError, z: n
 
 def fixed_bias(walk: Any, name: str, bn: str, pf: int, mac: Any, Eb: Any) -> tuple[np.ndarray, Any, list[str]]:
     """The bias a fixed-point MAC preloads (``QuantOps._fixed_matmul``: rounded offline to the
-    accumulator LSB ``2^-pf`` when finer, clipped to ``mac.b_w`` bits), its error bound against
-    the reference bias (``Eb`` plus the offline rounding; ``inf`` where clipped) and the reasons."""
+    accumulator LSB when finer, clipped to ``mac.b_w`` bits), its error bound against the
+    reference bias (``Eb`` plus the exact difference from the stored bias) and notes."""
     bq = walk.qt(bn)
     codes = bq.codes.astype(np.int64)
     bfrac = bq.fmt.frac
-    Eb_tot: Any = Eb
-    reasons: list[str] = []
+    notes: list[str] = []
     if bfrac > pf:
         codes = round_shift(codes, bfrac - pf, Rounding.RNE)
         bfrac = pf
-        Eb_tot = Eb + 2.0 ** (-pf - 1)
     lim = (1 << (mac.b_w - 1)) - 1
     clip = (codes > lim) | (codes < -lim - 1)
     if np.any(clip):
-        reasons.append(f"no guarantee: bias {bn} of {name} clipped to {mac.b_w} bits in {int(clip.sum())} element(s)")
-        Eb_tot = np.where(clip, np.inf, Eb_tot)
+        notes.append(f"bias {bn} of {name} clipped to {mac.b_w} bits in {int(clip.sum())} element(s); the bound "
+                     f"carries the exact difference")
     bias = np.ldexp(np.clip(codes, -lim - 1, lim).astype(np.float64), -bfrac)
-    return bias, Eb_tot, reasons
+    # the preloaded bias differs from the stored one by a known amount (offline rounding, clip)
+    return bias, Eb + np.abs(bias - np.asarray(bq.values, dtype=np.float64)), notes
 
 
 def walk_linear(walk: Any, rec: Any) -> None:
@@ -116,17 +116,20 @@ def walk_linear(walk: Any, rec: Any) -> None:
         accum = Accum.fixed(FixedFormat(mac.acc_w, pf, True), mac.acc_overflow.value)
         out = fixed_model(parse_format(tp.format), mac.rounding)
         bias = None
+        notes: list[str] = []
         if bn is not None:
-            bias, Eb_tot, reasons = fixed_bias(walk, name, bn, pf, mac, Eb)
+            bias, Eb_tot, notes = fixed_bias(walk, name, bn, pf, mac, Eb)
         Ebv = np.broadcast_to(Eb_tot, (w.shape[0],)) + 0.0
         B = matmul_bound(x, Wt, E_a=rig_only(Ex), bias=bias, E_bias=None if bias is None else rig_only(Ebv),
                          accum=accum, bias_in_acc=bias is not None, out=out, what=f"{name} ({tp.format})")
         ch = ValueChain.from_bound(B)
+        ch.notes += notes
     else:
         mx_out = is_mx_spec(tp.format)
         accum, outm, prod = matmul_models(tp.acc, "fp32" if mx_out else tp.format, tp.rounding)
         B = matmul_bound(x, Wt, E_a=rig_only(Ex), accum=accum, products=prod, out=outm,
-                         what=f"{name} ({tp.format}, {tp.acc})", stat_mode="hm" if prod is F64 else "partial_sums")
+                         what=f"{name} ({tp.format}, {tp.acc})", stat_mode="hm" if prod is F64 else "partial_sums",
+                         running=walk.running(K, accum, outm))
         ch = ValueChain.from_bound(B)
         axis = 0 if name == "v" else -1
         if mx_out:
@@ -140,28 +143,35 @@ def walk_linear(walk: Any, rec: Any) -> None:
                 ch.round(plan_model(tp.format, tp.rounding, tp.overflow), f"{name} + bias")
     # weight quantisation: rigorous (|x| + E_x) E_w; statistical through the shared part
     absx = np.abs(x)
-    ch.propagated = ch.propagated + (absx + Ex) @ Ewt
+    exact_in = not (np.any(Ex) or np.any(Ewt))
+    if exact_in:  # local mode: |x| |W| is the op bound's own sum_abs
+        Pext = B.parts["sum_abs"]
+    else:
+        ch.propagated = ch.propagated + (absx + Ex) @ Ewt
+        Pext = (absx + walk.mag(xn)) @ (np.abs(Wt) + Ewt)
     # the float64 reference's own error: x @ w.T (+ b), any summation order
-    Pext = (absx + walk.mag(xn)) @ (np.abs(Wt) + Ewt)
     ch.ref64 = gamma64(K + 2) * (Pext + (0.0 if b is None else np.abs(b) + Eb))
     # statistical tier
     Sx = walk.stat_of(xn)
     Ewu, Ewb = walk.weight_parts(wn)
     Sw = StatError(Wt.shape, 0.0, Ewb.T, 0.0, 0.0, (Ewu * Ewu).T)
-    st = matmul_stat(x, Wt, Sx, Sw, ch.z, False)
+    st = StatError(ch.z.shape) if walk.local else matmul_stat(x, Wt, Sx, Sw, ch.z, False)
     if bn is not None:
         Ebu, Ebb = walk.weight_parts(bn)
         st.shared = st.shared + Ebu * Ebu  # a bias error is shared by every token
         st.det = st.det + Ebb + (np.asarray(Eb_tot) - Eb if walk.fixed else 0.0)  # bias requantised in the MAC
     st.indep = st.indep + ch.local_var
     st.det = st.det + ch.local_det
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref_mag = (Pext if exact_in else (absx + Ex) @ (np.abs(Wt) + Ewt)) + (0.0 if b is None else np.abs(b) + Eb_tot)
     if heads:
         H = out_t.values.shape[0]
         s = x.shape[0]
         split = lambda a: a.reshape(s, H, -1).transpose(1, 0, 2)  # noqa: E731
         ch.map(split)
         st.map(split, lambda r: np.broadcast_to(r[None], (H,) + r.shape).copy())
-    walk.finish(rec, ch, st, extra_reasons=reasons)
+        ref_mag = split(ref_mag)
+    walk.finish(rec, ch, st, extra_reasons=reasons, ref_magnitude=ref_mag)
 
 
 def scale_model(tp: Any, pow2: bool) -> RoundingModel:
@@ -220,7 +230,8 @@ def walk_scores(walk: Any, rec: Any) -> None:
         mx_out = is_mx_spec(tp.format)
         accum, outm, prod = matmul_models(tp.acc, "fp32" if mx_out else tp.format, tp.rounding)
         B = matmul_bound(q, kT, E_a=rig_only(Eq), E_b=rig_only(EkT), accum=accum, products=prod, out=outm,
-                         what=f"{name} q.k ({tp.format}, {tp.acc})", stat_mode="hm" if prod is F64 else "partial_sums")
+                         what=f"{name} q.k ({tp.format}, {tp.acc})", stat_mode="hm" if prod is F64 else "partial_sums",
+                         running=walk.running(hd, accum, outm))
         ch = ValueChain.from_bound(B)
         z_qk = ch.z.copy()
         c_hat = c
@@ -236,7 +247,7 @@ def walk_scores(walk: Any, rec: Any) -> None:
     Sq = walk.stat_of(qn)
     SkT = StatError(kT.shape, np.swapaxes(Sk.indep, -1, -2), np.swapaxes(Sk.det, -1, -2), 0.0, 0.0,
                     np.swapaxes(Sk.shared, -1, -2))
-    st = matmul_stat(q, kT, Sq, SkT, z_qk, False)
+    st = StatError(z_qk.shape) if walk.local else matmul_stat(q, kT, Sq, SkT, z_qk, False)
     # k's row factor is per key token: delta_j (q_i . B_k,j), independent across keys
     rk = np.swapaxes(Sk.row_rel, -1, -2) * np.abs(q @ np.swapaxes(Sk.row_base, -1, -2))
     st.indep = st.indep + rk * rk
@@ -248,7 +259,9 @@ def walk_scores(walk: Any, rec: Any) -> None:
     keep = allowed
     ch.map(lambda arr: np.where(keep, arr, False if arr.dtype == bool else 0.0))
     st.map(lambda arr: np.where(keep, arr, 0.0), lambda r: r)
-    walk.finish(rec, ch, st)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref_mag = np.where(keep, abs(c) * ((np.abs(q) + Eq) @ (np.abs(kT) + EkT)), 0.0)
+    walk.finish(rec, ch, st, ref_magnitude=ref_mag)
 
 
 def walk_mix(walk: Any, rec: Any) -> None:
@@ -272,13 +285,18 @@ def walk_mix(walk: Any, rec: Any) -> None:
     else:
         mx_out = is_mx_spec(tp.format)
         accum, outm, prod = matmul_models(tp.acc, "fp32" if mx_out else tp.format, tp.rounding)
+        # repeated tokens: identical p v terms in a row add identical rounding errors
+        rep = repeated_keys(p, p != 0, row_ids(vr)[:, None, :]) if accum.needs_partial_sums else None
         B = matmul_bound(p, vr, E_a=rig_only(Ep), E_b=rig_only(Evr), accum=accum, products=prod, out=outm,
-                         what=f"{name} ({tp.format}, {tp.acc})", stat_mode="hm" if prod is F64 else "partial_sums")
+                         what=f"{name} ({tp.format}, {tp.acc})", stat_mode="hm" if prod is F64 else "partial_sums",
+                         running=walk.running(n, accum, outm), coherent=rep)
         ch = ValueChain.from_bound(B)
     Pext = (np.abs(p) + walk.mag(pn)) @ (np.abs(vr) + repeat_kv(walk.mag(vn), H))
     ch.ref64 = gamma64(n + 2) * Pext
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref_mag = (np.abs(p) + Ep) @ (np.abs(vr) + Evr)
     Sp = walk.stat_of(pn)
-    st = matmul_stat(p, vr, Sp, Sv, ch.z, True)
+    st = StatError(ch.z.shape) if walk.local else matmul_stat(p, vr, Sp, Sv, ch.z, True)
     st.absorb_row()  # a per-(head, query) factor: not shared by the concatenated row
     st.indep = st.indep + ch.local_var
     st.det = st.det + ch.local_det
@@ -286,9 +304,10 @@ def walk_mix(walk: Any, rec: Any) -> None:
     cat = lambda a: a.transpose(1, 0, 2).reshape(s, h * hd)  # noqa: E731
     ch.map(cat)
     st.map(cat, lambda r: np.zeros((s, 1)))
+    ref_mag = cat(ref_mag)
     if mx_out:
         v0, d0 = ch.local_var.copy(), ch.local_det.copy()
         ch.round_mx(tp.format, tp.rounding, walk.stored_X(name), -1, f"{name} output")
         st.indep = st.indep + (ch.local_var - v0)
         st.det = st.det + (ch.local_det - d0)
-    walk.finish(rec, ch, st)
+    walk.finish(rec, ch, st, ref_magnitude=ref_mag)

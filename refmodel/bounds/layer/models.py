@@ -5,9 +5,11 @@ format (``refmodel/layer/quantized.py`` module docstring). This module turns the
 rounding and overflow strings into :class:`~refmodel.bounds.model.RoundingModel` objects and
 :class:`~refmodel.bounds.accum.Accum` policies, with two project conventions:
 
-* **saturation voids the guarantee** in the end-to-end tier (``saturation_ok=False``): a clamped
-  value must be reported, never absorbed into a large tolerance (the local tier, which compares
-  with the float64 op on the stage's own inputs, bounds the clamp instead, :mod:`.local`);
+* **saturation is bounded, not voided** (``saturation_ok=True``): a value known to lie within
+  ``L`` of ``z`` that is clamped into ``[min, max]`` moves by at most the overshoot
+  ``max(|z| + L - max, 0)`` (:func:`refmodel.bounds.model.output_rounding`), so a run that
+  saturates still gets a finite bound, with a note naming the tensor and the format; only an
+  overflow to inf / NaN / a wrapped value voids it;
 * **double rounding** of a value computed in float64 and then rounded into a narrower float is
   covered by widening the relative error by ``WIDEN = 2^-52`` (the float64 step's own error).
 
@@ -57,10 +59,11 @@ class Unsupported(Exception):
 
 @functools.lru_cache(maxsize=512)
 def plan_model(spec: str, rounding: str = "rne", overflow: str = "saturate", *, widen: float = WIDEN,
-               saturation_ok: bool = False) -> RoundingModel:
+               saturation_ok: bool = True) -> RoundingModel:
     """One rounding into ``spec`` (fixed / minifloat / float64) of a float64-computed value.
 
-    Saturation into the format voids the guarantee unless ``saturation_ok``; float targets are
+    Saturation into the format is a bounded overshoot (``saturation_ok``, module docstring) or, with
+    ``saturation_ok=False``, voids the guarantee; float targets are
     widened by ``widen`` for the double rounding (float64 evaluation, then the format)."""
     if spec == "float64":
         return F64
@@ -74,7 +77,7 @@ def plan_model(spec: str, rounding: str = "rne", overflow: str = "saturate", *, 
 
 
 @functools.lru_cache(maxsize=512)
-def fixed_model(fmt: FixedFormat, rounding: Any, overflow: str = "saturate", saturation_ok: bool = False
+def fixed_model(fmt: FixedFormat, rounding: Any, overflow: str = "saturate", saturation_ok: bool = True
                 ) -> RoundingModel:
     """One rounding into the fixed-point ``fmt`` under ``rounding`` (a :class:`Rounding` or its name)."""
     r = rounding.value if isinstance(rounding, Rounding) else str(rounding)
@@ -91,9 +94,11 @@ def gamma64(n: int) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def matmul_models(policy: str, out_spec: str, rounding: str) -> tuple[Accum, RoundingModel, RoundingModel]:
+def matmul_models(policy: str, out_spec: str, rounding: str, saturation_ok: bool = True
+                  ) -> tuple[Accum, RoundingModel, RoundingModel]:
     """(accumulation, output rounding, product rounding) of a float-plan matrix product whose
-    result is stored in ``out_spec`` (``numerics.accumulate.matmul`` semantics)."""
+    result is stored in ``out_spec`` (``numerics.accumulate.matmul`` semantics); ``saturation_ok``
+    as :func:`plan_model` for the output rounding."""
     pol = _acc.parse_policy(policy)
     if out_spec == "float64":
         if isinstance(pol, _acc.Exact):
@@ -102,13 +107,13 @@ def matmul_models(policy: str, out_spec: str, rounding: str) -> tuple[Accum, Rou
         raise Unsupported(f"policy {policy} with a float64 output is not modelled")
     out = parse_format(out_spec)
     if isinstance(pol, _acc.Exact):
-        return Accum.exact(), plan_model(out_spec, rounding, widen=0.0), EXACT
+        return Accum.exact(), plan_model(out_spec, rounding, widen=0.0, saturation_ok=saturation_ok), EXACT
     if isinstance(pol, (_acc.Sequential, _acc.Blocked)):
         if isinstance(pol.fmt, FixedFormat):
             raise Unsupported(f"fixed-point accumulation policy {policy} with float operands is not modelled")
         a = Accum.from_policy(pol, rounding=rounding)
         a = replace(a, model=replace(a.model, saturation_ok=False))
-        o = EXACT if pol.fmt == out else plan_model(out_spec, rounding, widen=0.0)
+        o = EXACT if pol.fmt == out else plan_model(out_spec, rounding, widen=0.0, saturation_ok=saturation_ok)
         return a, o, EXACT
     raise Unsupported(f"accumulation policy {policy} with float operands is not modelled")
 

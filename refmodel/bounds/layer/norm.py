@@ -144,7 +144,16 @@ def walk_norm(walk: Any, rec: Any) -> None:
     else:
         ch, st = _walk_float_norm(walk, rec, x, Ex, g, Eg, b, Eb, center, eps, scale, Sx, gn, bn)
     ch.ref64 = norm_ref64(walk.ref[xn], center, eps, g, Eg, b, Eb)
-    walk.finish(rec, ch, st, shared_events=4 * int(np.prod(x.shape[:-1])))
+    walk.finish(rec, ch, st, shared_events=4 * int(np.prod(x.shape[:-1])),
+                ref_magnitude=norm_magnitude(x.shape[-1], g, Eg, b, Eb))
+
+
+def norm_magnitude(d: int, g: np.ndarray, Eg: Any, b: Any, Eb: Any) -> np.ndarray:
+    """A priori bound on a norm's output ``|g n + beta|``: ``|n_i| <= sqrt(d)`` for any input
+    (``n_i^2 = d c_i^2 / (sum c^2 + d eps) <= d``), so ``(|g| + E_g) sqrt(d) + |beta| + E_beta``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = (np.abs(g) + Eg) * math.sqrt(d)
+        return m if b is None else m + np.abs(b) + Eb
 
 
 def float_norm_steps(rec: Any, tp: Any, center: bool) -> tuple[NormSteps, Any]:
@@ -189,7 +198,8 @@ def _walk_float_norm(walk, rec, x, Ex, g, Eg, b, Eb, center, eps, scale, Sx, gn,
     W = rec.details["work_format"]
     xs, cast = float_norm_input(x, scale, W, tp, mW, rec.inputs[0])
     B = norm_bound(xs, rig_only(Ex / scale + cast), center=center, eps=eps, steps=steps, g=g, beta=b, E_g=rig_only(Eg),
-                   E_beta=None if Eb is None else rig_only(Eb), slanc_scale=scale, alpha=walk.alpha)
+                   E_beta=None if Eb is None else rig_only(Eb), slanc_scale=scale, alpha=walk.alpha,
+                   running=walk.running(x.shape[-1], steps.var_acc))
     ch = ValueChain.from_bound(B)
     # statistical: propagate in the scaled domain, then the unit's own roundings
     Sxs = StatError(x.shape, Sx.indep / scale ** 2, Sx.det / scale, Sx.row_rel, Sx.row_base / scale,
@@ -264,10 +274,9 @@ def _walk_fixed_norm(walk, rec, x, Ex, g, Eg, b, Eb, center, eps, Sx, gn, bn):
     ch.vacuous |= np.broadcast_to(~np.isfinite(Bp.rig), z.shape)
     ch.reasons += Bp.reasons
     sat = clamp > 0
-    if np.any(sat):
-        ch.void |= sat
-        ch.reasons.append(f"no guarantee: {rec.name} output saturates at {prm.out_fmt} (|value| up to "
-                          f"{float(np.max(np.abs(z_u[sat]))):.6g} > {prm.out_fmt.max:g}, {int(sat.sum())} element(s))")
+    if np.any(sat):  # the clamp distance is part of the bound (exact at x_hat)
+        ch.notes.append(f"{rec.name} output saturates at {prm.out_fmt} (|value| up to "
+                        f"{float(np.max(np.abs(z_u[sat]))):.6g} > {prm.out_fmt.max:g}, {int(sat.sum())} element(s))")
     st = norm_stat(walk, Sx, x, center, eps, g, gn, bn)
     # the unit's own error, split as in norm_error_bound's derivation: the SLaNC-shift and mean
     # roundings (Delta, per element), the row's scale change rms(Delta)/s_u and the rsqrt /
@@ -278,7 +287,7 @@ def _walk_fixed_norm(walk, rec, x, Ex, g, Eg, b, Eb, center, eps, Sx, gn, bn):
     st.add_rounding(G * rn, True)
     st.add_rounding(np.zeros_like(z) + math.ldexp(0.5, -prm.out_fmt.frac), prm.out_rounding is Rounding.RNE)
     st.row_rel = st.row_rel + rel
-    st.det = st.det + eps_term
+    st.det = st.det + eps_term + clamp
     return ch, st
 
 

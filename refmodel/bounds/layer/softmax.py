@@ -34,6 +34,7 @@ from ..model import EXACT, RoundingModel
 from ..mx import is_mx_spec
 from ..softmax import SoftmaxSteps, softmax_bound, softmax_propagation
 from .models import F64, FUNC, U64, fixed_model, gamma64, internal_sum, plan_model, row_shape
+from .repeats import repeated_keys
 from .state import StatError, ValueChain, rig_only
 
 __all__ = ["walk_softmax", "softmax_ref64", "float_softmax_steps", "fixed_softmax_steps", "softmax_unit_bound",
@@ -112,10 +113,11 @@ def walk_softmax(walk: Any, rec: Any) -> None:
     else:
         steps = float_softmax_steps(rec, tp, shifted)
         B = softmax_bound(logits, rig_only(Er), steps=steps, shifted=shifted, mask=allowed, alpha=walk.alpha,
-                          what=f"{name} ({rec.details['work_format']})")
+                          what=f"{name} ({rec.details['work_format']})",
+                          running=walk.running(logits.shape[-1], steps.acc))
         ch = ValueChain.from_bound(B)
         s = B.parts["s"]
-        st = float_softmax_stat(walk.lam, logits, s, allowed, shifted, steps)
+        st = float_softmax_stat(walk.lam, logits, s, allowed, shifted, steps, repeated_keys(logits, allowed))
         if is_mx_spec(tp.format):
             v0, d0 = ch.local_var.copy(), ch.local_det.copy()
             ch.round_mx(tp.format, tp.rounding, walk.stored_X(name), -1, f"{name} output")
@@ -150,7 +152,9 @@ def walk_softmax(walk: Any, rec: Any) -> None:
     ch.ref64 = softmax_ref64(np.asarray(walk.ref[sn], dtype=np.float64), allowed)
     ch.map(lambda a: np.where(allowed, a, False if a.dtype == bool else 0.0))
     st.map(lambda a: np.where(allowed, a, 0.0), lambda r: r)
-    walk.finish(rec, ch, st, shared_events=2 * int(np.prod(logits.shape[:-1])))
+    # a probability is in [0, 1]: |s_hat - s| <= |s_hat| + 1 whatever the logit errors
+    walk.finish(rec, ch, st, shared_events=2 * int(np.prod(logits.shape[:-1])),
+                ref_magnitude=np.where(allowed, 1.0, 0.0))
 
 
 def softmax_ref64(lr: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -170,10 +174,16 @@ def softmax_ref64(lr: np.ndarray, allowed: np.ndarray) -> np.ndarray:
 
 
 def float_softmax_stat(lam: float, logits: np.ndarray, s: np.ndarray, allowed: np.ndarray, shifted: bool,
-                       steps: SoftmaxSteps) -> StatError:
+                       steps: SoftmaxSteps, repeated: np.ndarray | None = None) -> StatError:
     """Local roundings of a float softmax, first order: per-element relative exp errors
-    (argument and result rounding: independent), the denominator's accumulation error (a
-    relative error shared by the row), the output rounding."""
+    (argument and result rounding: independent, except for ``repeated`` logits, whose identical
+    exps have identical errors: one coherent group ``D``), the denominator's accumulation error (a
+    relative error shared by the row; repeated terms coherent too), the output rounding.
+
+    With relative exp errors ``c_k xi_k`` (``|xi| <= 1``), ``ds_j / s_j = c_j xi_j - sum_k s_k c_k
+    xi_k``; with ``C_D = sum_(k in D) s_k c_k`` and ``U = sum_(k not in D) s_k^2 c_k^2`` its
+    variance proxy is ``(c_j - C_D)^2 + U`` for ``j`` in ``D`` and ``(1 - s_j)^2 c_j^2 + C_D^2 + U
+    - s_j^2 c_j^2`` otherwise."""
     keep = allowed
     lk = np.where(keep, logits, -np.inf)
     m = np.max(lk, -1, keepdims=True)
@@ -185,7 +195,10 @@ def float_softmax_stat(lam: float, logits: np.ndarray, s: np.ndarray, allowed: n
     c = np.where(keep, (sub.rel * a + sub.abs if shifted else 0.0) + ex.rel, 0.0)
     s2 = s * s
     unb = sub.unbiased and ex.unbiased
-    rel_part = s2 * np.maximum((1 - s) ** 2 * c * c + np.sum(s2 * c * c, -1, keepdims=True) - s2 * c * c, 0.0)
+    rep = np.zeros(logits.shape, bool) if repeated is None else np.asarray(repeated, bool) & keep
+    C_D = np.sum(np.where(rep, s * c, 0.0), -1, keepdims=True)
+    U = np.sum(np.where(rep, 0.0, s2 * c * c), -1, keepdims=True)
+    rel_part = s2 * np.where(rep, (c - C_D) ** 2 + U, np.maximum((1 - s) ** 2 * c * c + C_D * C_D + U - s2 * c * c, 0.0))
     st = StatError(logits.shape)
     if unb:
         st.indep = st.indep + rel_part
@@ -195,7 +208,7 @@ def float_softmax_stat(lam: float, logits: np.ndarray, s: np.ndarray, allowed: n
     st.det = st.det + np.where(keep, ex.abs * (1 + n * s) / Wsum, 0.0)
     # the denominator: accumulation error relative to the sum, shared by the row
     ps = PartialSums(row_shape(logits), steps.acc)
-    ps.feed(w[..., None, :])
+    ps.feed(w[..., None, :], None if repeated is None else rep[..., None, :])
     A = np.sum(w * (1 + ex.rel), -1, keepdims=True) + n * ex.abs
     accV, accD = steps.acc.proxy(int(np.max(n)), A, ss_outer=ps.ss_outer, ss_inner=ps.ss_inner)
     st.set_row((lam * np.sqrt(accV) + accD) / Wsum, s)

@@ -192,6 +192,10 @@ class ValueChain:
             self.local_var = self.local_var + e0 * e0
         else:
             self.local_det = self.local_det + e0
+        # a saturated value: the clamp's overshoot (the bounded part beyond the rounding) is a bias
+        with np.errstate(invalid="ignore", over="ignore"):
+            over = er - m.err(np.abs(self.z) + Lf)
+        self.local_det = self.local_det + np.where(over > 0, over, 0.0)
         return self
 
     def round_mx(self, spec: str, rounding: str, X: Any, axis: int, what: str) -> ValueChain:

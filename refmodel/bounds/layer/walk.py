@@ -32,13 +32,17 @@ class LayerWalk:
     ``errors``: rigorous bound of every tensor so far; ``stats``: their statistical states;
     ``weight_err``: ``|w_hat - w|`` of every weight (:func:`weight_errors`); ``iso`` / ``ref_q``:
     the isolated walk's bounds and the float64 layer on the quantised weights (isolation);
-    ``voided``: set once a value was saturated / overflowed / clipped (from then on isolation,
-    which would absorb that effect exactly, cannot lift a "no guarantee" downstream).
+    ``voided``: set once a value overflowed or a weight may have been clipped (from then on
+    isolation, which would absorb that effect exactly, cannot lift a "no guarantee" downstream).
+    ``local``: the local mode of :mod:`.local` (inputs exact, no propagation).
     """
 
     def __init__(self, run: Any, ref: Mapping[str, np.ndarray], weights: Any, alpha: float,
                  iso: Mapping[str, TensorBound] | None = None, ref_q: Mapping[str, np.ndarray] | None = None,
-                 weight_err: dict[str, WeightError] | None = None) -> None:
+                 weight_err: dict[str, WeightError] | None = None, *, local: bool = False) -> None:
+        #: local mode: every op's inputs are taken as exact (the stage's own quantised inputs and
+        #: weights): the bound of each tensor is its op's own rounding error (:mod:`.local`)
+        self.local = local
         self.iso = iso
         self.ref_q = ref_q
         self.run = run
@@ -71,7 +75,9 @@ class LayerWalk:
         return self.run.tensors[name] if name in self.run.tensors else self.run.weights[name]
 
     def err(self, name: str) -> np.ndarray:
-        """Rigorous error bound of a tensor, or of a weight (its quantisation error)."""
+        """Rigorous error bound of a tensor, or of a weight (its quantisation error); 0 in local mode."""
+        if self.local:
+            return np.zeros(self.val(name).shape)
         return self.errors[name] if name in self.errors else self.weight_err[name][0]
 
     def mag(self, name: str) -> np.ndarray:
@@ -84,6 +90,8 @@ class LayerWalk:
 
     def stat_of(self, name: str) -> StatError:
         """A copy of the statistical state of a tensor, or of a weight (its quantisation error)."""
+        if self.local:
+            return StatError(self.val(name).shape)
         if name in self.stats:
             return self.stats[name].copy()
         E, _, biased = self.weight_err[name]
@@ -117,15 +125,32 @@ class LayerWalk:
     def tp(self, name: str) -> Any:
         return self.plan.tensor(name)
 
+    def running(self, n: int, accum: Any, out: Any = None) -> bool:
+        """Whether to bound a float accumulation of ``n`` roundings a posteriori from its partial
+        sums (:func:`refmodel.bounds.accum.running_error`, one more pass over the terms): in local
+        mode unless a narrower output rounding ``out`` dominates (``n u_acc < u_out / 4``); end to
+        end where the a priori ``gamma_n`` is large (``n u >= 2^-10``: it is then vacuous or loose)."""
+        if accum.kind not in ("sequential", "blocked", "rounded"):
+            return False
+        nu = n * accum.model.rel
+        if self.local:
+            return nu >= (0.0 if out is None else out.rel) / 4
+        return nu >= 2.0 ** -10
+
     def stored_X(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         """The block exponents of an MX tensor of the run."""
         return mx_scale_exponents(self.run.tensors[name].mx, shape)
 
     # ---- results ----------------------------------------------------------------------------------------
     def finish(self, rec: Any, chain: ValueChain, st: StatError, *, shared_events: int = 0,
-               extra_reasons: list[str] | None = None) -> None:
+               extra_reasons: list[str] | None = None, ref_magnitude: Any = None) -> None:
         """Record the bound of ``rec``'s tensor from its chain and statistical state (and, with
-        isolation, the minimum with the isolated bound plus the exact quantisation effect)."""
+        isolation, the minimum with the isolated bound plus the exact quantisation effect).
+
+        ``ref_magnitude``: an a priori bound on ``|reference output|`` from the op's inputs and
+        their error bounds (a softmax is in [0, 1], a norm within ``|g| sqrt(d) + |beta|``, ...).
+        Where the propagated bound is larger or not finite, ``|value| + ref_magnitude`` caps it
+        (``|v - ref| <= |v| + |ref|``): finite whenever the run and its inputs' bounds are."""
         rig = chain.rigorous()
         name = rec.name
         v = self.val(name)
@@ -165,6 +190,19 @@ class LayerWalk:
             pf = min(1.0, pf + ib.failure_prob)
             # a reason stays only if some element has no guarantee in both decompositions
             reasons = [] if np.all(np.isfinite(rig)) else list(dict.fromkeys(reasons + ib.no_guarantee))
+        notes = list(dict.fromkeys(chain.notes))
+        if ref_magnitude is not None:
+            with np.errstate(invalid="ignore", over="ignore"):
+                cap = (np.abs(v) + np.broadcast_to(ref_magnitude, v.shape)) * (1 + FORMULA_REL)
+            capped = np.isfinite(cap) & ~(rig <= cap)
+            if np.any(capped):
+                why = f" ({reasons[0]})" if reasons else ""
+                notes.append(f"{name}: {int(capped.sum())} element(s) bounded by |value| + the a priori range of the "
+                             f"reference{why}")
+                rig = np.where(capped, cap, rig)
+                stat = np.where(np.isfinite(stat), np.minimum(stat, rig), rig)
+                if np.all(np.isfinite(rig)):
+                    reasons = []
         self.errors[name] = rig
         void = chain.void | nf  # overflow / saturation / non-finite: the statistical state is void too
         if np.any(void):
@@ -176,7 +214,7 @@ class LayerWalk:
         parts.update({"propagated": chain.propagated, "local": chain.local, "ref64": chain.ref64,
                       "stat_indep": st.indep, "stat_det": st.det, "stat_row_rel": st.row_rel,
                       "stat_row_base": st.row_base, "stat_shared": st.shared})
-        self.out[name] = TensorBound(name, rec.kind, rig, stat, reasons, list(dict.fromkeys(chain.notes)), pf, parts)
+        self.out[name] = TensorBound(name, rec.kind, rig, stat, reasons, notes, pf, parts)
 
     def fail(self, rec: Any, reason: str) -> None:
         """No guarantee for ``rec``'s whole tensor (an unmodelled op or policy)."""
