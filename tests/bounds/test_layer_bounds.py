@@ -97,25 +97,40 @@ def test_golden_set_tolerances_hw_tiny():
         assert np.all(np.abs(val - t.reference) <= t.tolerance), t.name
 
 
-def test_no_guarantee_is_reported_by_name():
+def test_saturation_is_bounded_and_overflow_is_reported_by_name():
     cfg = CONFIGS["small-gpt2"]
     w = random_weights(cfg, seed=2)
-    # an input beyond the fixed-point range saturates: no guarantee at x, with the value and format
+    # an input beyond the fixed-point range saturates: a finite bound (the exact overshoot) and a
+    # note naming the tensor, the format and the value
     x = random_inputs(cfg, seed=3)
     x[1, 3] = 500.0
     run = run_quantized(cfg, w, x, "hw")
-    b = layer_bounds(run, run_reference(cfg, w, x))
-    assert not np.isfinite(b["x"].rigorous[1, 3]) and np.isfinite(b["x"].rigorous[0, 0])
-    assert any("input x" in r and "s16.8" in r for r in b["x"].no_guarantee), b["x"].no_guarantee
-    assert not b["ln1"].guaranteed and any("input tensor x" in r for r in b["ln1"].no_guarantee)
-    # fp16 without SLaNC: 1e3-sigma outliers overflow the norm's sum of squares
+    ref = run_reference(cfg, w, x)
+    b = layer_bounds(run, ref)
+    for n, tb in b.items():
+        assert tb.guaranteed, (n, tb.no_guarantee)
+        assert np.all(np.abs(run.tensors[n].values - ref[n]) <= tb.rigorous), n
+    assert b["x"].rigorous[1, 3] >= 500.0 - 128.0 > 100 * b["x"].rigorous[0, 0]
+    assert any("input x" in r and "s16.8" in r and "saturate" in r for r in b["x"].notes), b["x"].notes
+    # fp16 without SLaNC: 1e3-sigma outliers overflow the norm's fp16 sum of squares; the run stays
+    # finite (the unit outputs beta), so the bound is the a priori range of a norm, with the cause
     x = random_inputs(cfg, seed=3)
     x[:, 5] = 3000.0
     run = run_quantized(cfg, w, x, "fp16")
+    ref = run_reference(cfg, w, x)
+    b = layer_bounds(run, ref)
+    assert b["ln1"].guaranteed
+    assert np.all(np.abs(run.tensors["ln1"].values - ref["ln1"]) <= b["ln1"].rigorous)
+    assert any("sum of squares" in r and "fp16" in r for r in b["ln1"].notes), b["ln1"].notes
+    # an input that overflows fp16 to inf: the run is not finite, no guarantee, named
+    x = random_inputs(cfg, seed=3)
+    x[0, 0] = 1e6
+    with np.errstate(all="ignore"):
+        run = run_quantized(cfg, w, x, "fp16")
     b = layer_bounds(run, run_reference(cfg, w, x))
-    assert not b["ln1"].guaranteed
-    assert any("sum of squares" in r and "fp16" in r for r in b["ln1"].no_guarantee), b["ln1"].no_guarantee
-    assert np.all(np.isinf(b["ln1"].statistical))
+    assert not np.isfinite(b["x"].rigorous[0, 0]) and np.isfinite(b["x"].rigorous[0, 1])
+    assert any("input x" in r and "fp16" in r for r in b["x"].no_guarantee), b["x"].no_guarantee
+    assert not b["ln1"].guaranteed and any("input tensor x" in r for r in b["ln1"].no_guarantee)
     # a clipped weight (s8.7 holds [-1, 1)) has no model bound unless the exact weights are given
     wd = w.to_dict()
     wd["wq"] = wd["wq"].copy()

@@ -171,6 +171,7 @@ class LayerWalk:
             reasons.append(f"no guarantee: tensor {name}: bound not finite in {int(np.sum(~np.isfinite(rig)))} element(s)")
         stat = np.where(np.isfinite(rig), np.minimum(stat, rig), stat)
         parts: dict[str, Any] = {}
+        notes = list(dict.fromkeys(chain.notes))
         pf = min(1.0, self.alpha * (int(np.prod(v.shape)) + self.shared_events))
         if self.iso is not None and self.ref_q is not None and name in self.iso:
             # isolation: |t - ref| <= |t - t_q| + |t_q - ref| with t_q the float64 layer on the quantised
@@ -188,9 +189,14 @@ class LayerWalk:
                 rig = np.minimum(rig, irig)
                 stat = np.minimum(stat, istat)
             pf = min(1.0, pf + ib.failure_prob)
+            notes = list(dict.fromkeys(notes + ib.notes))
             # a reason stays only if some element has no guarantee in both decompositions
-            reasons = [] if np.all(np.isfinite(rig)) else list(dict.fromkeys(reasons + ib.no_guarantee))
-        notes = list(dict.fromkeys(chain.notes))
+            if np.all(np.isfinite(rig)):
+                notes += [f"{name}: bounded by the isolated decomposition where the propagation has none ({r})"
+                          for r in reasons]
+                reasons = []
+            else:
+                reasons = list(dict.fromkeys(reasons + ib.no_guarantee))
         if ref_magnitude is not None:
             with np.errstate(invalid="ignore", over="ignore"):
                 cap = (np.abs(v) + np.broadcast_to(ref_magnitude, v.shape)) * (1 + FORMULA_REL)
@@ -221,8 +227,9 @@ class LayerWalk:
         shape = self.val(rec.name).shape
         self.errors[rec.name] = np.full(shape, np.inf)
         self.stats[rec.name] = StatError(shape, np.inf, np.inf, 0.0, 0.0, np.inf)
+        reasons = list(dict.fromkeys(self.inherited(rec.inputs) + [f"no guarantee: tensor {rec.name}: {reason}"]))
         self.out[rec.name] = TensorBound(rec.name, rec.kind, np.full(shape, np.inf), np.full(shape, np.inf),
-                                         [f"no guarantee: tensor {rec.name}: {reason}"], [], 1.0)
+                                         reasons, [], 1.0)
 
     def run_all(self) -> dict[str, TensorBound]:
         """Walk every record of the run; returns ``{tensor name: TensorBound}`` in forward order."""
