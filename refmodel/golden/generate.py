@@ -27,7 +27,7 @@ from refmodel.layer.weights import random_inputs, random_weights
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.minifloat import FloatFormat
 
-from .manifest import GoldenTensor, check_files, read_manifest, write_set
+from .manifest import GoldenTensor, ToleranceTier, check_files, read_manifest, write_set
 
 __all__ = ["generate_set", "verify_set", "build_tensors", "GENERATOR"]
 
@@ -46,6 +46,7 @@ def _codes_entry(name: str, t: QTensor, role: str, **kw: Any) -> list[GoldenTens
         ref = kw.pop("reference", None)
         tol = kw.pop("tolerance", None)
         ng = kw.pop("no_guarantee", None)
+        tiers = kw.pop("tolerances", None) or {}
         scales = GoldenTensor(f"{name}.scale", m.scales, "e8m0", 8, False, role=role,
                               extra={"mx_axis": int(m.axis), "block": int(m.fmt.block)})
         elems = GoldenTensor(f"{name}.elem", m.elements, str(m.fmt), width, bool(m.fmt.is_int), role=role,
@@ -54,7 +55,7 @@ def _codes_entry(name: str, t: QTensor, role: str, **kw: Any) -> list[GoldenTens
         if ref is not None:
             # the reference and tolerance belong to the decoded values, kept as a float64 tensor
             vals = GoldenTensor(f"{name}.value", np.asarray(t.values).view(np.uint64), "float64", 64, False,
-                                role=role, reference=ref, tolerance=tol, no_guarantee=ng)
+                                role=role, reference=ref, tolerance=tol, no_guarantee=ng, tolerances=tiers)
             out.append(vals)
         return out
     raise UserError(f"golden sets need a quantized plan: tensor {name!r} is float64")
@@ -99,15 +100,30 @@ def _tables(run: LayerRun) -> list[GoldenTensor]:
     return out
 
 
-def _tolerances(run: LayerRun, ref: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray | None, str | None]]:
-    """name -> (rigorous per-element tolerance, no-guarantee reason) from the bounds module."""
-    try:
-        from refmodel.bounds.layer import layer_bounds
-    except ImportError:  # bounds propagation not built yet: codes only (bit_exact)
-        return {}
+def _tolerances(run: LayerRun, ref: dict[str, np.ndarray], weights: Any, x: np.ndarray
+                ) -> dict[str, tuple[dict[str, ToleranceTier], str | None]]:
+    """name -> (tolerance tiers, no-guarantee reason of the end-to-end tier), from
+    :mod:`refmodel.bounds.layer`: ``local`` and ``warning`` against the float64 op on the stage's
+    own quantised inputs (:func:`local_bounds`), ``end_to_end`` against the float64 layer
+    (:func:`layer_bounds` with the exact weights)."""
+    from refmodel.bounds.layer import layer_bounds
+    from refmodel.bounds.layer.local import local_bounds
 
-    b = layer_bounds(run, ref)
-    return {n: (tb.rigorous, "; ".join(tb.no_guarantee) or None) for n, tb in b.items()}
+    e2e = layer_bounds(run, ref, weights=weights)
+    loc = local_bounds(run, x=x)
+    out: dict[str, tuple[dict[str, ToleranceTier], str | None]] = {}
+    for n, tb in e2e.items():
+        tiers: dict[str, ToleranceTier] = {}
+        lb = loc.get(n)
+        if lb is not None:
+            tiers["local"] = ToleranceTier(lb.rigorous, lb.reference, {"inputs": list(lb.inputs)})
+            tiers["warning"] = ToleranceTier(lb.warning, lb.reference,
+                                             {"failure_probability": float(lb.failure_probability)})
+        fin = np.isfinite(tb.rigorous)
+        tiers["end_to_end"] = ToleranceTier(tb.rigorous, np.asarray(ref[n], dtype=np.float64),
+                                            {"finite_fraction": float(fin.mean()) if fin.size else 1.0})
+        out[n] = (tiers, "; ".join(tb.no_guarantee) or None)
+    return out
 
 
 def build_tensors(config: LayerConfig, plan: PrecisionPlan, seed: int) -> tuple[list[GoldenTensor], dict[str, Any]]:
@@ -116,15 +132,15 @@ def build_tensors(config: LayerConfig, plan: PrecisionPlan, seed: int) -> tuple[
     x = random_inputs(config, seed=seed + 1)
     run = run_quantized(config, weights, x, plan)
     ref = run_reference(config, weights, x)
-    tols = _tolerances(run, ref)
+    tols = _tolerances(run, ref, weights, x)
     tensors: list[GoldenTensor] = []
     for name, t in run.weights.items():
         tensors += _codes_entry(name, t, "weight")
     tensors += _tables(run)
     for name, t in run.tensors.items():
-        tol, ng = tols.get(name, (None, None))
+        tiers, ng = tols.get(name, ({}, None))
         role = "input" if name == "x" else "output"
-        tensors += _codes_entry(name, t, role, reference=ref[name], tolerance=tol, no_guarantee=ng)
+        tensors += _codes_entry(name, t, role, reference=ref[name], no_guarantee=ng, tolerances=tiers)
     meta = {
         "generator": GENERATOR,
         "config": config.to_dict(),

@@ -13,6 +13,22 @@ it names, ``compare``: ``"bit_exact"`` or ``{"abs": scalar}`` or ``{"abs_file": 
 and optional ``reference`` (the ``.ref.hex`` file) and ``no_guarantee`` (the reason a bound could
 not be given). No timestamps: the same inputs give byte-identical files.
 
+Schema 2: stage tensors compare ``"bit_exact"`` and carry ``tolerances`` with up to three tiers
+(:data:`TIER_FILES`), each a per-element absolute tolerance file against a float64 reference file:
+
+    "tolerances": {
+      "local":      {"abs_file": "q.ltol.hex", "reference": "q.lref.hex", "max_abs": ..., "inputs": [...]},
+      "warning":    {"abs_file": "q.wtol.hex", "reference": "q.lref.hex", "max_abs": ...,
+                     "failure_probability": ...},
+      "end_to_end": {"abs_file": "q.tol.hex",  "reference": "q.ref.hex",  "max_abs": ..., "finite_fraction": ...}
+    }
+
+``local``: rigorous bound on |stage output - the float64 op applied to the stage's own quantised
+inputs (named in ``inputs``)|, the reference in ``.lref.hex``; ``warning``: the statistical tier of
+the same error (exceeded by correct hardware with at most ``failure_probability`` per element under
+its model); ``end_to_end``: rigorous bound against the float64 layer (``.ref.hex``). ``max_abs``
+is over the finite entries. Schema 1 sets (no tiers) are still read.
+
 Writing is all-or-nothing: files go to a temporary sibling directory that replaces the target only
 once everything is written.
 """
@@ -34,9 +50,25 @@ from refmodel.errors import UserError
 
 from .hexfile import format_memh, read_memh
 
-__all__ = ["SCHEMA_VERSION", "GoldenTensor", "write_set", "read_manifest", "load_tensor", "check_files"]
+__all__ = ["SCHEMA_VERSION", "GoldenTensor", "ToleranceTier", "TIER_FILES", "write_set", "read_manifest",
+           "load_tensor", "check_files"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: schema versions :func:`read_manifest` accepts
+READABLE_SCHEMAS = (1, 2)
+#: tolerance tier -> (suffix of its tolerance file, suffix of its reference file)
+TIER_FILES = {"local": ("ltol", "lref"), "warning": ("wtol", "lref"), "end_to_end": ("tol", "ref")}
+
+
+@dataclass
+class ToleranceTier:
+    """One tolerance tier of a stage tensor: per-element absolute tolerance ``abs`` against the
+    float64 ``reference`` (both shaped like the codes), and the tier's manifest keys ``meta``
+    (``inputs``, ``failure_probability``, ``finite_fraction``)."""
+
+    abs: np.ndarray
+    reference: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,6 +85,7 @@ class GoldenTensor:
     tolerance: float | np.ndarray | None = None  # None: bit_exact
     no_guarantee: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tolerances: dict[str, ToleranceTier] = field(default_factory=dict)
 
 
 def _sha(path: Path) -> str:
@@ -69,6 +102,34 @@ def _read_f64_hex(path: Path, count: int) -> np.ndarray:
     if len(words) != count:
         raise UserError(f"{path}: expected {count} words, found {len(words)} (truncated or edited file)")
     return np.array(words, dtype=np.uint64).view(np.float64)
+
+
+def _write_tier(tmp: Path, t: GoldenTensor, tier: str, tt: ToleranceTier, shape: tuple[int, ...],
+                files: dict[str, str]) -> dict[str, Any]:
+    """Write one tolerance tier's files of tensor ``t`` into ``tmp`` (its reference file once,
+    shared by tiers that name the same one) and return the tier's manifest entry."""
+    tol_sfx, ref_sfx = TIER_FILES[tier]
+    out: dict[str, Any] = {}
+    for key, sfx, arr in (("abs_file", tol_sfx, tt.abs), ("reference", ref_sfx, tt.reference)):
+        a = np.asarray(arr, dtype=np.float64)
+        if a.shape != shape:
+            raise ValueError(f"golden tensor {t.name}: {tier} {key} shape {a.shape} != codes shape {shape}")
+        fname = f"{t.name}.{sfx}.hex"
+        text = _f64_hex(a)
+        if fname in files:  # written by another tier (or the entry's reference): must be the same array
+            if hashlib.sha256(text.encode()).hexdigest() != files[fname]:
+                raise ValueError(f"golden tensor {t.name}: {tier} {key} differs from the {fname} already written")
+        else:
+            (tmp / fname).write_text(text)
+            files[fname] = _sha(tmp / fname)
+        out[key] = fname
+    tol = np.asarray(tt.abs, dtype=np.float64)
+    fin = np.isfinite(tol)
+    out["max_abs"] = float(tol[fin].max()) if fin.any() else 0.0
+    out.update(tt.meta)
+    if not fin.all() and "finite_fraction" not in out:
+        out["finite_fraction"] = float(fin.mean())
+    return out
 
 
 def write_set(out_dir: str | Path, tensors: list[GoldenTensor], meta: dict[str, Any]) -> Path:
@@ -104,7 +165,11 @@ def write_set(out_dir: str | Path, tensors: list[GoldenTensor], meta: dict[str, 
                 (tmp / ref_name).write_text(_f64_hex(ref))
                 files[ref_name] = _sha(tmp / ref_name)
                 entry["reference"] = ref_name
-            if t.tolerance is None:
+            if t.tolerances:
+                entry["compare"] = "bit_exact"
+                entry["tolerances"] = {tier: _write_tier(tmp, t, tier, tt, codes.shape, files)
+                                       for tier, tt in t.tolerances.items()}
+            elif t.tolerance is None:
                 entry["compare"] = "bit_exact"
             elif np.ndim(t.tolerance) == 0:
                 entry["compare"] = {"abs": float(t.tolerance)}
@@ -148,8 +213,9 @@ def read_manifest(set_dir: str | Path) -> dict[str, Any]:
         m = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
-    if m.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{path}: schema_version {m.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    if m.get("schema_version") not in READABLE_SCHEMAS:
+        raise UserError(f"{path}: schema_version {m.get('schema_version')!r}, expected one of "
+                        f"{', '.join(map(str, READABLE_SCHEMAS))}")
     for key in ("generator", "tensors"):
         if key not in m:
             raise UserError(f"{path}: missing key {key!r}")
@@ -181,7 +247,9 @@ def check_files(set_dir: str | Path, manifest: dict[str, Any] | None = None) -> 
 
 
 def load_tensor(set_dir: str | Path, name: str, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Codes (shaped), and the reference / tolerance arrays when present."""
+    """Codes (shaped), and the reference / tolerance arrays when present: ``reference`` and
+    ``tolerance`` are the end-to-end ones; ``tolerances[tier]`` holds every tier as
+    ``{"abs": array, "reference": array, **its manifest keys}``."""
     set_dir = Path(set_dir)
     m = manifest or read_manifest(set_dir)
     if name not in m["tensors"]:
@@ -201,4 +269,15 @@ def load_tensor(set_dir: str | Path, name: str, manifest: dict[str, Any] | None 
         out["tolerance"] = _read_f64_hex(set_dir / cmp["abs_file"], count).reshape(shape)
     elif isinstance(cmp, dict) and "abs" in cmp:
         out["tolerance"] = np.full(shape, float(cmp["abs"]))
+    tiers: dict[str, dict[str, Any]] = {}
+    for tier, te in e.get("tolerances", {}).items():
+        d = {k: v for k, v in te.items() if k not in ("abs_file", "reference")}
+        d["abs"] = _read_f64_hex(set_dir / te["abs_file"], count).reshape(shape)
+        d["reference"] = _read_f64_hex(set_dir / te["reference"], count).reshape(shape)
+        tiers[tier] = d
+    if tiers:
+        out["tolerances"] = tiers
+        if "end_to_end" in tiers:
+            out["tolerance"] = tiers["end_to_end"]["abs"]
+            out.setdefault("reference", tiers["end_to_end"]["reference"])
     return out

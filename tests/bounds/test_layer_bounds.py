@@ -20,6 +20,15 @@ from refmodel.layer.quantized import run_quantized
 from refmodel.layer.reference import run_reference
 from refmodel.layer.weights import random_inputs, random_weights
 from refmodel.numerics.block import mx_quantize
+from refmodel.numerics.formats import parse_format
+from refmodel.numerics.minifloat import FloatFormat, decode
+
+def decode_codes(codes: np.ndarray, fmt) -> np.ndarray:
+    """float64 values of fixed-point or minifloat codes."""
+    if isinstance(fmt, FloatFormat):
+        return decode(codes, fmt)
+    return np.ldexp(codes.astype(np.float64), -fmt.frac)
+
 
 #: layer trials per preset in the default suite (small configs: every op of gpt2 / bert / llama)
 PLAN_TRIALS = {"fp32": 210, "fp16": 270, "bf16": 300, "fp8": 320, "mxfp8": 300, "fixed16": 300, "hw": 300}
@@ -82,19 +91,29 @@ def test_isolation_is_never_looser_and_is_what_makes_hw_useful():
     assert np.median(both["q"].rigorous) < 0.2 * np.median(prop["q"].rigorous)
 
 
-def test_golden_set_tolerances_hw_tiny():
+@pytest.mark.parametrize("plan", ["hw", "fp8"])
+def test_golden_set_tolerance_tiers(plan):
+    """Every stage tensor of a golden set carries the three tiers, all finite, and the set's own
+    codes are within each of them."""
     from refmodel.golden.generate import build_tensors
 
-    tensors, meta = build_tensors(LayerConfig.from_name("tiny"), PrecisionPlan.from_name("hw"), seed=0)
+    tensors, meta = build_tensors(LayerConfig.from_name("tiny"), PrecisionPlan.from_name(plan), seed=0)
     stages = [t for t in tensors if t.role in ("input", "output")]
     assert [t.name for t in stages][:3] == ["x", "ln1", "q"] and len(stages) == 15
     for t in stages:
-        assert t.tolerance is not None and np.all(np.isfinite(t.tolerance)), t.name
+        assert set(t.tolerances) == {"local", "warning", "end_to_end"}, t.name
         assert t.no_guarantee is None, (t.name, t.no_guarantee)
-        fmt = meta["plan"]["tensors"][t.name]["format"]
-        frac = int(fmt.split(".")[1])
-        val = np.ldexp(np.asarray(t.codes, dtype=np.float64), -frac)
-        assert np.all(np.abs(val - t.reference) <= t.tolerance), t.name
+        fmt = parse_format(meta["plan"]["tensors"][t.name]["format"])
+        val = decode_codes(np.asarray(t.codes), fmt)
+        loc, warn, e2e = (t.tolerances[k] for k in ("local", "warning", "end_to_end"))
+        for tier in (loc, warn, e2e):
+            assert np.all(np.isfinite(tier.abs)), t.name
+        assert np.all(warn.abs <= loc.abs) and np.array_equal(warn.reference, loc.reference)
+        assert np.all(np.abs(val - loc.reference) <= loc.abs), t.name
+        assert np.all(np.abs(val - e2e.reference) <= e2e.abs), t.name
+        assert np.array_equal(e2e.reference, t.reference)
+        assert loc.meta["inputs"] == ([] if t.name == "x" else list(meta["units"][t.name]["inputs"]))
+        assert 0 < warn.meta["failure_probability"] < 1e-4 and e2e.meta["finite_fraction"] == 1.0
 
 
 def test_saturation_is_bounded_and_overflow_is_reported_by_name():
