@@ -85,6 +85,17 @@ def overshoot(B: Any, out: RoundingModel) -> np.ndarray:
     return np.where(over > 0, over, 0.0)
 
 
+def exact_on_grid(a: np.ndarray, b: np.ndarray, op: str, stored: np.ndarray) -> np.ndarray:
+    """Elements where ``a + b`` (or ``a * b``) is exactly a float64 (TwoSum / TwoProd error 0) and
+    equals the stored output: the output rounding did nothing there (e.g. a fixed-point residual
+    add of two values on the output's own grid, without saturation)."""
+    from ..emulate import two_prod, two_sum
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        z, e = two_prod(a, b) if op == "mul" else two_sum(a, b)
+        return (e == 0) & (z == stored) & np.isfinite(z)
+
+
 def elementwise_out(walk: Any, tp: Any) -> tuple[RoundingModel, bool]:
     """(output model, MX?) of a value computed in float64 and stored into the tensor."""
     if is_mx_spec(tp.format):
@@ -195,6 +206,9 @@ def _walk_binary(walk: Any, rec: Any, op: str) -> None:
     fn = mul_bound if op == "mul" else add_bound
     B = fn(a, b, E_a=rig_only(Ea), E_b=rig_only(Eb), out=out, what=f"{name} ({tp.format})")
     ch = ValueChain.from_bound(B)
+    if not mx_out:  # a result on the output grid (computed exactly in float64) is stored exactly
+        exact = exact_on_grid(a, b, op, walk.val(name))
+        ch.local = np.where(exact, 0.0, ch.local)
     Sa, Sb = walk.stat_of(an), walk.stat_of(bn)
     z = B.parts["z"]
     if op == "mul":
