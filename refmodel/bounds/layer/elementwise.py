@@ -206,9 +206,9 @@ def _walk_binary(walk: Any, rec: Any, op: str) -> None:
     fn = mul_bound if op == "mul" else add_bound
     B = fn(a, b, E_a=rig_only(Ea), E_b=rig_only(Eb), out=out, what=f"{name} ({tp.format})")
     ch = ValueChain.from_bound(B)
-    if not mx_out:  # a result on the output grid (computed exactly in float64) is stored exactly
-        exact = exact_on_grid(a, b, op, walk.val(name))
-        ch.local = np.where(exact, 0.0, ch.local)
+    exact = exact_on_grid(a, b, op, walk.val(name)) if not mx_out else np.zeros(np.shape(a), bool)
+    # a result on the output grid (computed exactly in float64) is stored exactly
+    ch.local = np.where(exact, 0.0, ch.local)
     Sa, Sb = walk.stat_of(an), walk.stat_of(bn)
     z = B.parts["z"]
     if op == "mul":
@@ -230,7 +230,9 @@ def _walk_binary(walk: Any, rec: Any, op: str) -> None:
         st = StatError(z.shape, Sa.indep + Sb.indep + ra * ra + rb * rb, Sa.det + Sb.det, 0.0, 0.0,
                        Sa.shared + Sb.shared)
         ch.ref64 = 2.0 ** -52 * (np.abs(a) + np.abs(b) + walk.mag(an) + walk.mag(bn))
-    st.add_rounding(out.step_err(z), out.unbiased)
+    if walk.local:  # the local reference computes the same exact float64 value there
+        ch.ref64 = np.where(exact, 0.0, ch.ref64)
+    st.add_rounding(np.where(exact, 0.0, out.step_err(z)), out.unbiased)
     st.det = st.det + overshoot(B, out)
     if mx_out:
         mx_tail(walk, ch, st, tp, name)
