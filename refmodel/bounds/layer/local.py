@@ -132,7 +132,8 @@ def local_bounds(run: Any, *, x: np.ndarray | None = None, alpha: float = DEFAUL
     ``x``: the float64 layer input, for the input stage ``x`` (its local tolerance is the
     rounding of ``x`` into its format); without it ``x`` is left out. ``alpha``: failure
     probability of one statistical application (the warning tier)."""
-    refs = local_references(run, x)
+    with np.errstate(all="ignore"):  # a run that overflowed has non-finite stage inputs
+        refs = local_references(run, x)
     view = {n: np.asarray(t.values, dtype=np.float64) for n, t in run.tensors.items()}
     if x is not None:
         view["x"] = np.asarray(x, dtype=np.float64)
