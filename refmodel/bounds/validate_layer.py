@@ -124,7 +124,7 @@ class TensorStats:
         if keep_points and pr.any():
             o, b, sb = obs[pr].ravel(), rig[pr].ravel(), stat[pr].ravel()
             idx = np.arange(o.size) if o.size <= keep_points or rng is None else rng.choice(o.size, keep_points, False)
-            self._points.extend(zip(b[idx].tolist(), sb[idx].tolist(), o[idx].tolist()))
+            self._points.extend(zip(b[idx].tolist(), sb[idx].tolist(), o[idx].tolist(), strict=True))
 
     @staticmethod
     def _mm(parts: list[np.ndarray]) -> tuple[float, float]:

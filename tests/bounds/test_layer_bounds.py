@@ -23,6 +23,7 @@ from refmodel.numerics.block import mx_quantize
 from refmodel.numerics.formats import parse_format
 from refmodel.numerics.minifloat import FloatFormat, decode
 
+
 def decode_codes(codes: np.ndarray, fmt) -> np.ndarray:
     """float64 values of fixed-point or minifloat codes."""
     if isinstance(fmt, FloatFormat):
