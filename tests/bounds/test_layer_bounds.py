@@ -239,6 +239,54 @@ def test_cli_bounds(tmp_path):
     assert "| 2048 |" in res.output and "attention sink" in res.output and "viol" in res.output
 
 
+def test_cli_bounds_local(capsys, monkeypatch):
+    """``refmodel bounds --local``: a finite local tolerance per stage with bound / observed, the
+    same as JSON, and exit code 1 when a rigorous local bound is violated."""
+    import json
+
+    from refmodel.cli import main
+
+    assert main(["bounds", "--plan", "hw", "--local", "--config", "tiny-llama", "--trials", "2"]) == 0
+    out = capsys.readouterr().out
+    for word in ("local tolerances of plan hw", "q_rope", "ratio", "warning", "rigorous violations 0",
+                 "all finite: yes"):
+        assert word in out, word
+    assert main(["bounds", "--plan", "fp8", "--local", "--json"]) == 0
+    cap = capsys.readouterr()
+    d = json.loads(cap.out)
+    assert d["plan"] == "fp8" and d["rigorous_violations"] == 0 and d["finite"] is True
+    stages = {s["name"]: s for s in d["stages"]}
+    assert stages["q"]["inputs"] == ["ln1", "wq", "bq"] and stages["q"]["ratio_median"] >= 1.0
+    assert all(s["max_local"] >= s["max_observed"] for s in d["stages"])
+    # a tolerance that is too small is a failed check: exit code 1, one line on stderr
+    import refmodel.bounds.layer.local as local_mod
+
+    real = local_mod.local_bounds
+
+    def too_tight(run, **kw):
+        out = real(run, **kw)
+        for lb in out.values():
+            lb.rigorous = lb.rigorous * 0.01
+        return out
+
+    monkeypatch.setattr(local_mod, "local_bounds", too_tight)
+    monkeypatch.setattr("refmodel.bounds.report.local_bounds", too_tight)
+    assert main(["bounds", "--plan", "hw", "--local"]) == 1
+    err = capsys.readouterr().err
+    assert "local rigorous bound violation" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_bounds_trials_json(capsys):
+    import json
+
+    from refmodel.cli import main
+
+    assert main(["bounds", "--plan", "bf16", "--trials", "3", "--json", "--kinds", "random"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["trials"] == 3 and d["rigorous_violations"] == 0
+    assert {t["name"] for t in d["tensors"]} >= {"x", "ln1", "probs", "out"}
+
+
 @pytest.mark.parametrize("args, msg", [
     (["--tier", "bogus"], "bad --tier"),
     (["--trials", "0"], "--trials"),
@@ -246,6 +294,7 @@ def test_cli_bounds(tmp_path):
     (["--config", "nope"], "unknown config"),
     (["--kinds", "random,zzz"], "bad --kinds"),
     (["--plot", "x.jpg"], "--plot"),
+    (["--local", "--plot", "x.png"], "--plot is for the trials mode"),
 ])
 def test_cli_bounds_user_errors(args, msg, capsys):
     from refmodel.cli import main
