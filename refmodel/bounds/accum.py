@@ -370,7 +370,7 @@ class PartialSums:
         return np.sqrt(self._si + self._ci * self._ci)
 
     @staticmethod
-    def _split(points: np.ndarray, coh: np.ndarray | None, axis: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _split(points: np.ndarray, coh: np.ndarray | None, axis: Any) -> tuple[Any, Any]:
         """(sum of squares of the independent rounding points, sum of |coherent| ones)."""
         if coh is None:
             return np.sum(points * points, axis=axis), 0.0

@@ -119,15 +119,15 @@ def _word(t: QTensor) -> tuple[np.ndarray, int, bool, Callable[[np.ndarray], np.
     """(integer codes in the tensor's layout, word width, signed two's complement?, decoder of
     modified codes to float64 values in the tensor's layout)."""
     if isinstance(t.fmt, FixedFormat):
-        f = t.fmt
-        return np.asarray(t.codes, np.int64), f.width, f.signed, lambda c: np.ldexp(c.astype(np.float64), -f.frac)
+        xf: FixedFormat = t.fmt
+        return np.asarray(t.codes, np.int64), xf.width, xf.signed, lambda c: np.ldexp(c.astype(np.float64), -xf.frac)
     if isinstance(t.fmt, FloatFormat):
-        f = t.fmt
-        return np.asarray(t.codes, np.int64), f.bits, False, lambda c: decode(c, f)
+        ff: FloatFormat = t.fmt
+        return np.asarray(t.codes, np.int64), ff.bits, False, lambda c: decode(c, ff)
     if t.mx is not None:
         mx: MXArray = t.mx
         el = mx.fmt.element
-        width = 8 if mx.fmt.is_int else el.bits
+        width = 8 if mx.fmt.is_int or not isinstance(el, FloatFormat) else el.bits
         codes = _from_mx_layout(t, np.asarray(mx.elements, np.int64))
 
         def dec(c: np.ndarray) -> np.ndarray:

@@ -255,7 +255,7 @@ def e2e_summary(runs: Iterable[tuple[int, Any, LayerWeights, np.ndarray]], plan:
             if r is not None:
                 st.ratios.append(r)
             pos = fin & (obs > 0)
-            out._elem_ratios.append((tb.rigorous[pos] / obs[pos]).astype(np.float32))
+            out._elem_ratios.append(tb.rigorous[pos] / obs[pos])
         if progress:
             progress(1)
     out.seconds = time.perf_counter() - t0
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     source = argv[1] if len(argv) > 1 else "random"
     plans = argv[2].split(",") if len(argv) > 2 else plans
     n = int(argv[3]) if len(argv) > 3 else 20
-    out = []
+    out: list[E2ESummary] = []
     for p in plans:
         plan = PrecisionPlan.from_name(p)
         if source == "random":
@@ -336,9 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             model = load_minilm() if source == "minilm" else load_smollm2(layers=list(range(0, 30, max(1, 30 // n))))
             runs = real_runs(model, plan, "The quick brown fox jumps over the lazy dog while 1, 2, 3 numbers "
                                           "repeat: the the the cat sat on the mat.")
-        s = e2e_summary(runs, p, source)
-        print(f"# {source} {p}: {s.seconds:.1f} s", file=sys.stderr, flush=True)
-        out.append(s)
+        es = e2e_summary(runs, p, source)
+        print(f"# {source} {p}: {es.seconds:.1f} s", file=sys.stderr, flush=True)
+        out.append(es)
     print(e2e_markdown(out))
     return 0
 
