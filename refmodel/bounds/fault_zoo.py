@@ -65,7 +65,8 @@ from ..numerics.minifloat import FloatFormat, decode
 from .layer.local import LocalBound, local_bounds
 
 __all__ = ["FAULTS", "LSB_FAULTS", "ALTERNATIVES", "Injection", "Detection", "inject", "detect", "zoo",
-           "alternative_run", "check_alternative", "AltResult", "zoo_markdown", "alternatives_markdown"]
+           "alternative_run", "check_alternative", "AltResult", "zoo_markdown", "alternatives_markdown",
+           "summary_markdown"]
 
 FAULTS: dict[str, str] = {
     "shift_up": "requantiser shift off by one: output x2",
@@ -445,6 +446,28 @@ def zoo_markdown(res: ZooResult) -> str:
     return "\n".join(lines)
 
 
+def summary_markdown(results: list[ZooResult]) -> str:
+    """One compact table over configs: rows = faults, columns = plans, cells = ``flagged /
+    applicable`` stages (``+k~`` below tolerance, ``+kW`` warning only)."""
+    plans: list[str] = []
+    for r in results:
+        plans += [p for p in r.stages if p not in plans]
+    lines = ["| fault | " + " | ".join(plans) + " |", "|---|" + "---|" * len(plans)]
+    for f in FAULTS:
+        cells = []
+        for p in plans:
+            marks = [d.mark for r in results for (pp, ff, _), d in r.marks.items() if pp == p and ff == f]
+            app = [m for m in marks if m != "n/a"]
+            c = f"{app.count('F')}/{len(app)}" if app else "n/a"
+            if app.count("~"):
+                c += f" +{app.count('~')}~"
+            if app.count("W"):
+                c += f" +{app.count('W')}W"
+            cells.append(c)
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def alternatives_markdown(res: ZooResult) -> str:
     """Per (plan, alternative): PASS / FAIL (violations) and how many elements differ from the plan."""
     lines = ["| plan | alternative | runs | result | stages differing from the plan (elements) |",
@@ -473,13 +496,17 @@ def main(argv: list[str] | None = None) -> int:
     configs = argv[0].split(",") if argv else ["tiny", "tiny-llama", "tiny-bert"]
     plans = argv[1].split(",") if len(argv) > 1 else [p for p in PRESET_NAMES if p != "float64"]
     seeds = range(int(argv[2])) if len(argv) > 2 else range(1)
+    results = []
     for c in configs:
         res = zoo(LayerConfig.from_name(c), plans, seeds=seeds, config_name=c)
+        results.append(res)
         print(f"### fault zoo: {c}, seeds {list(seeds)}\n")
         print(zoo_markdown(res))
         print(f"### honest alternatives: {c}\n")
         print(alternatives_markdown(res))
         print(flush=True)
+    print(f"### summary over {', '.join(configs)}: flagged / applicable stages\n")
+    print(summary_markdown(results))
     return 0
 
 

@@ -220,10 +220,12 @@ def real_runs(model: Any, plan: PrecisionPlan, text: str) -> Iterator[tuple[int,
     layer's input is the float64 reference output of the layers before it (the embedding for
     layer 0), so every layer is bounded on its own realistic input."""
     x = model.embed(text)
-    first = model.layer_indices[0] if model.layer_indices else 0
-    for i in range(first):
-        x = run_reference(model.config, model.load_layer(i), x)["out"]
-    for i, w in zip(model.layer_indices, model.layers, strict=True):
+    loaded = dict(zip(model.layer_indices, model.layers, strict=True))
+    for i in range(max(loaded) + 1 if loaded else 0):
+        w = loaded.get(i)
+        if w is None:  # a layer between the loaded ones: the float64 reference only
+            x = run_reference(model.config, model.load_layer(i), x)["out"]
+            continue
         with np.errstate(all="ignore"):
             run = QuantizedLayer(model.config, w, plan).run(x)
         yield i, run, w, x
