@@ -444,8 +444,8 @@ class RunningSum:
     ss_inner: np.ndarray
 
 
-def running_error(terms: Any, acc: Accum, *, init: Any = None, A: Any = None, coherent: Any = None
-                  ) -> RunningSum | None:
+def running_error(terms: Any, acc: Accum, *, init: Any = None, A: Any = None, coherent: Any = None,
+                  compiled: bool = True) -> RunningSum | None:
     """A posteriori rigorous bound on ``|computed sum - exact sum|`` of a float accumulation,
     from the exact partial sums of the data (Higham 2002, section 4.2, running error analysis).
 
@@ -453,8 +453,10 @@ def running_error(terms: Any, acc: Accum, *, init: Any = None, A: Any = None, co
     :class:`MatmulTerms`, :class:`LastAxisTerms`); ``init``: an initial value (bias) in the
     accumulator; ``A``: a bound on ``sum |terms| (+ |init|)`` per output (for the float64
     evaluation slack; computed when None); ``coherent``: a parallel sequence of masks marking
-    repeated terms (:class:`PartialSums`). Returns a :class:`RunningSum`, or None for policies
-    without a running bound (exact, fixed, blocked with a recursive inner sum).
+    repeated terms (:class:`PartialSums`); ``compiled``: a matrix product with a sequential
+    accumulator runs the same operations as a compiled loop (:mod:`._running_kernels`,
+    bit-identical; False: this numpy loop, the oracle). Returns a :class:`RunningSum`, or None for
+    policies without a running bound (exact, fixed, blocked with a recursive inner sum).
 
     The error of a recursive sum is exactly the sum of its local rounding errors,
     ``s_hat_K - s_K = sum_k delta_k``; each ``|delta_k| <= h(|x_k|)`` with ``x_k`` the value
@@ -482,6 +484,12 @@ def running_error(terms: Any, acc: Accum, *, init: Any = None, A: Any = None, co
             A = A + np.abs(np.asarray(init, dtype=np.float64))
     slack = gamma(K + 2, 2.0 ** -53).value * np.asarray(A, dtype=np.float64)
     m = acc.model
+    if acc.kind == "sequential" and init is None and isinstance(terms, MatmulTerms) and compiled:
+        from ._running_kernels import sequential_running  # the same operations, compiled
+
+        coh_mask = None if coherent is None else np.asarray(coherent.mask, dtype=bool)
+        E_c, peak_c, ss_c = sequential_running(terms.a, terms.b, m.rel, m.abs, slack, coh_mask)
+        return RunningSum(E_c, peak_c + slack, ss_c, np.zeros(shape))
     S = np.zeros(shape) if init is None else np.broadcast_to(np.asarray(init, dtype=np.float64), shape).copy()
     E = np.zeros(shape)
     peak = np.abs(S)
