@@ -77,8 +77,10 @@ def sequential_running(a: np.ndarray, b: np.ndarray, rel: float, absv: float, sl
     B = np.ascontiguousarray(np.broadcast_to(b, lead + (K, N))).reshape(-1, K, N)
     sl = np.ascontiguousarray(np.broadcast_to(slack, lead + (M, N))).reshape(-1, M, N)
     use = coherent is not None
-    C = (np.ascontiguousarray(np.broadcast_to(coherent, lead + (M, K))).reshape(-1, M, K) if use
-         else np.zeros((A.shape[0], 1, 1), dtype=np.bool_))
+    if coherent is not None:
+        C = np.ascontiguousarray(np.broadcast_to(coherent, lead + (M, K))).reshape(-1, M, K)
+    else:
+        C = np.zeros((A.shape[0], 1, 1), dtype=np.bool_)
     out = [np.empty((A.shape[0], M, N)) for _ in range(4)]
     for h in range(A.shape[0]):
         _kernel(A[h], B[h], float(rel), float(absv), sl[h], C[h], use, out[0][h], out[1][h], out[2][h], out[3][h])
