@@ -132,11 +132,12 @@ def test_saturation_is_bounded_and_overflow_is_reported_by_name():
         assert np.all(np.abs(run.tensors[n].values - ref[n]) <= tb.rigorous), n
     assert b["x"].rigorous[1, 3] >= 500.0 - 128.0 > 100 * b["x"].rigorous[0, 0]
     assert any("input x" in r and "s16.8" in r and "saturate" in r for r in b["x"].notes), b["x"].notes
-    # fp16 without SLaNC: 1e3-sigma outliers overflow the norm's fp16 sum of squares; the run stays
-    # finite (the unit outputs beta), so the bound is the a priori range of a norm, with the cause
+    # fp16 accumulation without SLaNC: 1e3-sigma outliers overflow the norm's fp16 sum of squares;
+    # the run stays finite (the unit outputs beta), so the bound is the a priori range of a norm,
+    # with the cause
     x = random_inputs(cfg, seed=3)
     x[:, 5] = 3000.0
-    run = run_quantized(cfg, w, x, "fp16")
+    run = run_quantized(cfg, w, x, "fp16-acc16")
     ref = run_reference(cfg, w, x)
     b = layer_bounds(run, ref)
     assert b["ln1"].guaranteed
@@ -159,7 +160,10 @@ def test_saturation_is_bounded_and_overflow_is_reported_by_name():
 
     w2 = LayerWeights(wd)
     x = random_inputs(cfg, seed=3)
-    run = run_quantized(cfg, w2, x, "hw")
+    from refmodel.layer.plan import WeightPrecision
+
+    hw = PrecisionPlan.from_name("hw")  # hw would scale wq by 2^2; plain s8.7 clips the 3.0
+    run = run_quantized(cfg, w2, x, hw.replace(weights={**hw.weights, "wq": WeightPrecision("s8.7")}))
     ref = run_reference(cfg, w2, x)
     b = layer_bounds(run, ref, isolate=False)
     assert any("weight wq" in r and "clipped" in r for r in b["q"].no_guarantee), b["q"].no_guarantee
@@ -356,3 +360,34 @@ def test_local_tier_and_finite_end_to_end(plan):
     # finite (the outlier trials of fp16 overflow it)
     for t in rep.rows():
         assert t.no_guarantee == 0 or plan == "fp16", (t.config, t.name, t.reasons)
+
+
+def test_scaled_weights_are_bounded_in_both_tiers():
+    """Weights as element codes times a per-channel / per-tensor scale applied after the
+    accumulation (the fixed requantiser's per-channel multipliers, the float epilogue): both tiers
+    rigorous and finite on every input kind, with and without the exact weights."""
+    from refmodel.bounds.layer.local import local_bounds
+
+    plans = [PrecisionPlan.load("tests/layer/int8_channel.toml"), PrecisionPlan.from_toml(
+        'base = "bf16"\nname = "bf16-scaled"\n'
+        '[weights.wq]\nformat = "s8.0"\nscale = "channel"\nscale_kind = "float"\nscale_rule = "maxabs"\n'
+        '[weights.wv]\nformat = "e4m3fn"\nscale = "tensor"\nscale_kind = "float"\nscale_rule = "maxabs"\n'
+        '[weights.w_down]\nformat = "s4.0"\nscale = "channel"\nscale_kind = "pow2"\nscale_rule = "p99"\n')]
+    for plan in plans:
+        attained = 0.0
+        for i, kind in enumerate(KINDS):
+            cfg, w, x = make_trial(CONFIGS[SMALL[i % 2]], kind, 50 + i, long_seq=16)
+            run = run_quantized(cfg, w, x, plan)
+            assert any(t.scale is not None and not t.scale.absorbed for t in run.weights.values())
+            ref = run_reference(cfg, w, x)
+            for weights in (None, w):
+                for n, tb in layer_bounds(run, ref, weights=weights).items():
+                    fin = np.isfinite(tb.rigorous)
+                    assert np.all(np.abs(run.tensors[n].values - ref[n])[fin] <= tb.rigorous[fin]), (plan.name, n)
+            for n, lb in local_bounds(run, x=x).items():
+                obs = np.abs(run.tensors[n].values - lb.reference)
+                assert lb.finite and np.all(obs <= lb.rigorous), (plan.name, kind, n)
+                pos = lb.rigorous > 0
+                if pos.any():
+                    attained = max(attained, float(np.max(obs[pos] / lb.rigorous[pos])))
+        assert attained > 0.5, plan.name

@@ -109,7 +109,10 @@ def walk_linear(walk: Any, rec: Any) -> None:
     Eb = walk.err(bn) if bn else 0.0
     reasons: list[str] = []
     Eb_tot: Any = Eb
-    if walk.fixed:
+    scaled = "weight_scale_values" in rec.details  # a weight scale applied in an epilogue
+    if scaled:
+        ch, Eb_tot = _scaled_epilogue(walk, rec, x, Ex, b, Eb)
+    elif walk.fixed:
         mac = rec.details["mac"]
         xq, wq = walk.qt(xn), walk.qt(wn)
         pf = xq.fmt.frac + wq.fmt.frac
@@ -143,7 +146,7 @@ def walk_linear(walk: Any, rec: Any) -> None:
                 ch.round(plan_model(tp.format, tp.rounding, tp.overflow), f"{name} + bias")
     # weight quantisation: rigorous (|x| + E_x) E_w; statistical through the shared part
     absx = np.abs(x)
-    exact_in = not (np.any(Ex) or np.any(Ewt))
+    exact_in = not (np.any(Ex) or np.any(Ewt)) and not scaled
     if exact_in:  # local mode: |x| |W| is the op bound's own sum_abs
         Pext = B.parts["sum_abs"]
     else:
@@ -172,6 +175,72 @@ def walk_linear(walk: Any, rec: Any) -> None:
         st.map(split, lambda r: np.broadcast_to(r[None], (H,) + r.shape).copy())
         ref_mag = split(ref_mag)
     walk.finish(rec, ch, st, extra_reasons=reasons, ref_magnitude=ref_mag)
+
+
+def _scaled_epilogue(walk: Any, rec: Any, x: np.ndarray, Ex: np.ndarray, b: Any, Eb: Any) -> tuple[ValueChain, Any]:
+    """A linear layer whose weight is element codes ``q`` times a per-channel (or float) scale
+    ``s`` applied after the accumulation (``QuantOps._float_scale_epilogue`` /
+    ``_fixed_matmul_requant``; docs/plans.md). ``x (q s)^T = (x q^T) s`` exactly, so the chain is
+    the product with the element values, then the scale as a per-column constant:
+
+    * float: ``a = acc(x q^T)`` rounded into the work format ``E``, then ``round_F(a s)`` (the
+      product is exact in float64), then the bias as usual;
+    * fixed: ``acc = x q^T + b_acc 2^-pf`` exact (``b_acc = round_rne(b 2^pf / s)``, the bias in
+      accumulator units), then the requantiser's ``M_c 2^(pf - SHIFT - OUT_F)`` against ``s_c``
+      (the multiplier's approximation joins the propagated part, as a scale error), one rounding,
+      saturation; the bias's offline rounding ``|s b_acc 2^-pf - b|`` is exact per channel.
+
+    Returns the chain and the bias error bound (``Eb`` plus the offline rounding)."""
+    name = rec.name
+    xn, wn = rec.inputs[0], rec.inputs[1]
+    tp = walk.tp(name)
+    wq = walk.qt(wn)
+    s = np.asarray(rec.details["weight_scale_values"], dtype=np.float64).reshape(-1)
+    N = wq.values.shape[0]
+    sv = np.broadcast_to(s, (N,))
+    qv = np.asarray(wq.unscaled().values, dtype=np.float64)  # the element values (codes)
+    if walk.fixed:
+        from ...layer.quantized import _bias_in_acc_units
+
+        mac, rq = rec.details["mac"], rec.details["requant"]
+        M = np.broadcast_to(np.asarray(rec.details["multipliers"], dtype=np.float64), (N,))
+        pf = walk.qt(xn).fmt.frac + wq.fmt.frac
+        out_fmt = parse_format(tp.format)
+        bias = None
+        Eb_tot: Any = Eb
+        if b is not None:
+            bias = np.ldexp(_bias_in_acc_units(walk.qt(rec.inputs[2]), sv, pf).astype(np.float64), -pf)
+            Eb_tot = Eb + np.abs(sv * bias - b) * (1 + 2.0 ** -50)  # the offline rounding, exact per channel
+        B = matmul_bound(x, qv.T, E_a=rig_only(Ex), bias=bias,
+                         accum=Accum.fixed(FixedFormat(mac.acc_w, pf, True), mac.acc_overflow.value),
+                         bias_in_acc=bias is not None, out=EXACT, what=f"{name} ({tp.format}) accumulator")
+        ch = ValueChain.from_bound(B)
+        c_hat = np.ldexp(M, pf - rq.shift - out_fmt.frac)
+        ch.scale(c_hat, sv)  # the requantiser's multiplier against the exact scale
+        ch.round(fixed_model(out_fmt, rq.rounding), f"{name} requant")
+        ch.propagated = ch.propagated + (0.0 if b is None else Eb_tot)
+        return ch, Eb_tot
+    E = rec.details["weight_scale"].get("acc_format", "fp32")
+    mx_out = is_mx_spec(tp.format)
+    accum, outm, prod = matmul_models(tp.acc, E, tp.rounding)
+    K = x.shape[-1]
+    B = matmul_bound(x, qv.T, E_a=rig_only(Ex), accum=accum, products=prod, out=outm,
+                     what=f"{name} ({E}, {tp.acc}) accumulator",
+                     stat_mode="hm" if prod is F64 else "partial_sums", running=walk.running(K, accum, outm))
+    ch = ValueChain.from_bound(B)
+    ch.scale(sv, sv)  # exact in float64
+    axis = 0 if name == "v" else -1
+    if mx_out:
+        ch.round_mx(tp.format, tp.rounding, None if b is not None else walk.stored_X(name), axis, f"{name} scaled")
+    else:
+        ch.round(plan_model(tp.format, tp.rounding, tp.overflow), f"{name} scaled")
+    if b is not None:
+        ch.add_const(b, Eb)
+        if mx_out:
+            ch.round_mx(tp.format, tp.rounding, walk.stored_X(name), axis, f"{name} + bias")
+        else:
+            ch.round(plan_model(tp.format, tp.rounding, tp.overflow), f"{name} + bias")
+    return ch, Eb
 
 
 def scale_model(tp: Any, pow2: bool) -> RoundingModel:

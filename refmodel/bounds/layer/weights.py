@@ -24,7 +24,8 @@ def weight_errors(run: Any, weights: Any = None) -> dict[str, WeightError]:
 
     Exact when ``weights`` (the unquantised :class:`LayerWeights`) is given; else from the weight
     format's rounding model: ``(u |w_hat| + eta) / (1 - u)`` (a value that rounded to ``w_hat``
-    was within that of it), fixed ``q/2``, MX from the stored block scales
+    was within that of it; for a weight scaled in an epilogue, of its element value, times its
+    scale), fixed ``q/2``, MX from the stored block scales
     (:func:`refmodel.bounds.mx.mx_weight_error`). A code at the top of a saturating format may
     have been clipped: ``inf`` with a reason there, unless the exact weights are given.
     """
@@ -54,8 +55,13 @@ def weight_errors(run: Any, weights: Any = None) -> dict[str, WeightError]:
             continue
         fmt = t.fmt
         m = rounding_model(fmt, wp.rounding)
+        sc = getattr(t, "scale", None)
         with np.errstate(invalid="ignore", over="ignore"):
-            E = (m.rel * np.abs(v) + m.abs) / (1.0 - m.rel)
+            if sc is not None and not sc.absorbed:  # codes in the element format times s: scale the model
+                el = np.asarray(t.unscaled().values, dtype=np.float64)
+                E = (m.rel * np.abs(el) + m.abs) / (1.0 - m.rel) * np.abs(sc.along_rows(el.ndim))
+            else:
+                E = (m.rel * np.abs(v) + m.abs) / (1.0 - m.rel)
         if isinstance(fmt, FixedFormat):
             top = (t.codes == fmt.max_code) | ((t.codes == fmt.min_code) if fmt.signed else False)
             what = f"at the top of {fmt} (max {fmt.max:g}): the weight may have been clipped"
