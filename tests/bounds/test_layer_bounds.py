@@ -15,7 +15,7 @@ from refmodel.bounds.layer import TensorBound, layer_bounds
 from refmodel.bounds.mx import mx_element_model, mx_round_error, mx_scale_exponents, mx_weight_error
 from refmodel.bounds.validate_layer import CONFIGS, KINDS, make_trial, nonvacuity, report_markdown, run_trials
 from refmodel.layer.config import LayerConfig
-from refmodel.layer.plan import PrecisionPlan
+from refmodel.layer.plan import PRESET_NAMES, PrecisionPlan
 from refmodel.layer.quantized import run_quantized
 from refmodel.layer.reference import run_reference
 from refmodel.layer.weights import random_inputs, random_weights
@@ -342,7 +342,7 @@ def test_slow_total_trials_with_op_level_sweep():
 
 
 # ---- the local tier and finite end-to-end bounds ----------------------------------------------------
-@pytest.mark.parametrize("plan", list(PLAN_TRIALS))
+@pytest.mark.parametrize("plan", [p for p in PRESET_NAMES if p != "float64"])
 def test_local_tier_and_finite_end_to_end(plan):
     """Every preset, every arch, every input kind (also a token repeated over a 64-token sequence):
     the local tier is finite and never violated, its warning tier is exceeded no more often than
@@ -357,9 +357,9 @@ def test_local_tier_and_finite_end_to_end(plan):
         assert t.warnings <= t.expected_warnings + 3 * math.sqrt(t.expected_warnings) + 1, (t.config, t.name, t.warnings)
     assert max(t.max_ratio for t in rep.local.values()) > 0.9  # attained somewhere: not trivially loose
     # end to end (with the exact weights, as golden sets have them): a bound wherever the run is
-    # finite (the outlier trials of fp16 overflow it)
+    # finite (the outlier trials of fp16 storage overflow it)
     for t in rep.rows():
-        assert t.no_guarantee == 0 or plan == "fp16", (t.config, t.name, t.reasons)
+        assert t.no_guarantee == 0 or plan.startswith("fp16"), (t.config, t.name, t.reasons)
 
 
 def test_scaled_weights_are_bounded_in_both_tiers():
