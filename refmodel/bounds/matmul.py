@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .accum import Accum, PartialSums
+from .accum import Accum, MatmulTerms, PartialSums, matmul_coherent, running_error
 from .model import DEFAULT_ALPHA, EXACT, Bound, RoundingModel, as_tiers, lambda_azuma, output_rounding
 
 __all__ = ["matmul_bound", "linear_bound", "attention_mix_bound", "logits_bound"]
@@ -38,7 +38,8 @@ __all__ = ["matmul_bound", "linear_bound", "attention_mix_bound", "logits_bound"
 _CHUNK_ELEMS = 1 << 22
 
 
-def _partial_sums(a: np.ndarray, b: np.ndarray, out_shape: tuple[int, ...], acc: Accum, init: Any) -> PartialSums:
+def _partial_sums(a: np.ndarray, b: np.ndarray, out_shape: tuple[int, ...], acc: Accum, init: Any,
+                  coherent: np.ndarray | None = None) -> PartialSums:
     K = a.shape[-1]
     M, N = a.shape[-2], b.shape[-1]
     per_k = max(1, int(np.prod(out_shape)))
@@ -50,7 +51,8 @@ def _partial_sums(a: np.ndarray, b: np.ndarray, out_shape: tuple[int, ...], acc:
         k1 = min(K, k0 + c)
         ak = a[..., :, None, k0:k1]  # (..., M, 1, c)
         bk = np.swapaxes(b[..., k0:k1, :], -1, -2)[..., None, :, :]  # (..., 1, N, c)
-        ps.feed(np.broadcast_to(ak * bk, out_shape + (k1 - k0,)) if (M and N) else ak * bk)
+        ck = None if coherent is None else coherent[..., :, None, k0:k1]
+        ps.feed(np.broadcast_to(ak * bk, out_shape + (k1 - k0,)) if (M and N) else ak * bk, ck)
     return ps
 
 
@@ -68,6 +70,8 @@ def matmul_bound(
     bias_in_acc: bool = False,
     alpha: float = DEFAULT_ALPHA,
     stat_mode: str = "partial_sums",
+    running: bool = False,
+    coherent: Any = None,
     what: str = "matmul",
 ) -> Bound:
     """Bound on ``|y_hat - (a @ b + bias)|`` for ``y_hat`` computed from ``a_hat``, ``b_hat``.
@@ -80,6 +84,12 @@ def matmul_bound(
     ``out``: final rounding into the output format (also used for the output range check).
     ``stat_mode``: ``partial_sums`` (Azuma over the actual partial sums; costs one pass over K
     with M*N work per step) or ``hm`` (``gamma_tilde`` times ``sum |terms|``, no pass).
+    ``running``: also bound a float accumulation a posteriori from the data's exact partial sums
+    (:func:`refmodel.bounds.accum.running_error`, exact products only) and keep the smaller bound;
+    finite where ``gamma_n`` is vacuous, about ``sqrt(K)`` tighter on mean-zero data.
+    ``coherent``: a bool mask broadcastable to ``a``'s shape ``(..., M, K)`` marking terms that
+    repeat within their sum (repeated tokens): the statistical tier sums their rounding errors
+    linearly (:class:`~refmodel.bounds.accum.PartialSums`).
     Assumes: no overflow (checked: accumulator and output, componentwise; ``inf`` + reason where it
     may happen), float64 as exact reference.
     """
@@ -96,8 +106,12 @@ def matmul_bound(
     shape = z.shape
     Era, Esa = as_tiers(E_a, a.shape)
     Erb, Esb = as_tiers(E_b, b.shape)
-    prop_r = Era @ absb + absa @ Erb + Era @ Erb
-    prop_s = Esa @ absb + absa @ Esb + Esa @ Esb
+    if np.any(Era) or np.any(Erb) or np.any(Esa) or np.any(Esb):
+        prop_r = Era @ absb + absa @ Erb + Era @ Erb
+        prop_s = Esa @ absb + absa @ Esb + Esa @ Esb
+    else:  # exact inputs (e.g. a stage checked on its own inputs): nothing propagates
+        prop_r = np.zeros(shape)
+        prop_s = np.zeros(shape)
     bvec = None
     if bias is not None:
         bvec = np.broadcast_to(np.asarray(bias, dtype=np.float64), shape)
@@ -123,15 +137,27 @@ def matmul_bound(
     reasons: list[str] = []
     notes: list[str] = []
     # partial sums: statistical tier and saturating-accumulator overflow check
-    ps = None
-    if stat_mode == "partial_sums" and accum.needs_partial_sums:
-        ps = _partial_sums(a, b, shape, accum, bvec if init else None)
-    acc_r, acc_s, rs = accum.error(K, terms_abs, init=init,
-                                   ss_outer=None if ps is None else ps.ss_outer,
-                                   ss_inner=None if ps is None else ps.ss_inner, alpha=alpha)
+    coh = None if coherent is None else np.broadcast_to(np.asarray(coherent, dtype=bool), a.shape)
+    got = None
+    if running and products.exact:  # one pass: the running bound and the statistical partial sums
+        got = running_error(MatmulTerms(a, b), accum, init=bvec if init else None, A=terms_abs,
+                            coherent=None if coh is None else matmul_coherent(coh))
+    ss_o = ss_i = None
+    if got is not None:
+        ss_o, ss_i = got.ss_outer, got.ss_inner
+    elif stat_mode == "partial_sums" and accum.needs_partial_sums:
+        ps0 = _partial_sums(a, b, shape, accum, bvec if init else None, coh)
+        ss_o, ss_i = ps0.ss_outer, ps0.ss_inner
+    acc_r, acc_s, rs = accum.error(K, terms_abs, init=init, ss_outer=ss_o, ss_inner=ss_i, alpha=alpha)
+    range_A = terms_abs
+    if got is not None:
+        acc_r = np.minimum(acc_r, got.error)
+        acc_s = np.minimum(acc_s, acc_r)
+        range_A = got.peak  # the largest partial sum actually met, not sum |terms|
+        rs = []  # a vacuous gamma_n is replaced by the finite running bound
     reasons += rs
-    acc_V, acc_D = accum.proxy(K, terms_abs, init=init, ss_outer=None if ps is None else ps.ss_outer,
-                               ss_inner=None if ps is None else ps.ss_inner)
+    acc_V, acc_D = accum.proxy(K, terms_abs, init=init, ss_outer=ss_o, ss_inner=ss_i)
+    ps = None
     acc_r = np.broadcast_to(acc_r, shape)
     # accumulator overflow
     max_partial = None
@@ -140,7 +166,7 @@ def matmul_bound(
             ps = _partial_sums(a, b, shape, Accum("exact"), bvec if init else None)
         max_partial = ps.max_abs + prod_r
     final = (z if init or bvec is None else z - bvec)
-    acc_mask, rs = accum.range_reasons(what, terms_abs, acc_r, final=np.abs(final) + prod_r,
+    acc_mask, rs = accum.range_reasons(what, range_A, acc_r, final=np.abs(final) + prod_r,
                                        max_partial=max_partial)
     reasons += rs
     if not products.exact and math.isfinite(products.max):
@@ -166,6 +192,9 @@ def matmul_bound(
         prod_V, prod_D = np.zeros(shape), prod_r + np.zeros(shape)
     out_1 = out.step_err(z) + np.zeros(shape)  # first order: the half-ulp of the value's binade
     out_V, out_D = (out_1 ** 2, np.zeros(shape)) if out.unbiased else (np.zeros(shape), out_1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        over = out_r - out.err(np.abs(z) + np.where(np.isfinite(L_r), L_r, 0.0))  # a saturating output's overshoot
+    out_D = out_D + np.where(over > 0, over, 0.0)
     rig = prop_r + local_r
     stat = prop_s + local_s
     nog_range = np.broadcast_to(acc_mask | out_mask, shape)

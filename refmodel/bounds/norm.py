@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..numerics.fixed import FixedFormat
-from .accum import Accum, PartialSums
+from .accum import Accum, LastAxisTerms, PartialSums, running_error
 from .model import (
     DEFAULT_ALPHA,
     EXACT,
@@ -120,14 +120,16 @@ def _abs_sum(x: np.ndarray) -> np.ndarray:
 
 def norm_bound(x_hat: Any, E_x: Any = None, *, center: bool, eps: float, steps: NormSteps, g: Any = None,
                beta: Any = None, E_g: Any = None, E_beta: Any = None, slanc_scale: float = 1.0,
-               alpha: float = DEFAULT_ALPHA, what: str | None = None) -> Bound:
-    """LayerNorm (``center=True``) or RMSNorm bound; see :func:`layernorm_bound`."""
+               alpha: float = DEFAULT_ALPHA, what: str | None = None, running: bool = False) -> Bound:
+    """LayerNorm (``center=True``) or RMSNorm bound; see :func:`layernorm_bound`. ``running``: also
+    bound the mean and sum-of-squares accumulations a posteriori from their partial sums
+    (:func:`refmodel.bounds.accum.running_error`) and keep the smaller bound."""
     # inf (no guarantee) propagates through the chain; inf * 0 gives NaN, which Bound maps to inf
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scale, alpha, what)
+        return _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scale, alpha, what, running)
 
 
-def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scale, alpha, what) -> Bound:
+def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scale, alpha, what, running) -> Bound:
     what = what or ("layernorm" if center else "rmsnorm")
     x = np.asarray(x_hat, dtype=np.float64)
     if x.ndim < 1 or x.shape[-1] < 1:
@@ -164,8 +166,15 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
         if st.mean_acc.needs_partial_sums or st.mean_acc.kind == "fixed":
             ps1.feed(x[..., None, :])
         a1r, a1s, rs = st.mean_acc.error(d, A1, ss_outer=ps1.ss_outer, ss_inner=ps1.ss_inner, alpha=alpha)
+        range1 = A1
+        got = running_error(LastAxisTerms(x), st.mean_acc, A=A1) if running else None
+        if got is not None:
+            a1r = np.minimum(a1r, got.error)
+            a1s = np.minimum(a1s, a1r)
+            range1 = got.peak
+            rs = []
         reasons += rs
-        m1, rs = st.mean_acc.range_reasons(f"{what} mean", A1, a1r, final=np.abs(mu) * d, max_partial=ps1.max_abs)
+        m1, rs = st.mean_acc.range_reasons(f"{what} mean", range1, a1r, final=np.abs(mu) * d, max_partial=ps1.max_abs)
         reasons += rs
         nog = nog | m1
         md = st.mean_div
@@ -194,7 +203,7 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
         else:
             sq_err = np.sum(sq.rel * Cc * Cc + sq.abs, axis=-1, keepdims=True)
         A2 = np.sum(Cc * Cc * (1 + sq.rel) + sq.abs, axis=-1, keepdims=True)
-        acc2 = acc_err_fn(A2)
+        acc2 = acc_err_fn(A2, Cc * Cc * (1 + sq.rel) + sq.abs)
         e_S2 = d * e_mu * e_mu + D2 + sq_err + acc2
         return e_c, Cc, A2, acc2, e_S2
 
@@ -204,8 +213,15 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
     acc2_cache: dict[str, Any] = {}
 
     def acc2_fn(tier: str):
-        def f(A2):
+        def f(A2, terms_top):
             r, s, rs = st.var_acc.error(d, A2, ss_outer=ps2.ss_outer, ss_inner=ps2.ss_inner, alpha=alpha)
+            # the squares are >= 0: the partial sums of upper bounds on them bound the partial sums
+            got = running_error(LastAxisTerms(terms_top), st.var_acc, A=A2) if running and tier == "rig" else None
+            if got is not None:
+                r = np.minimum(r, got.error)
+                s = np.minimum(s, r)
+                rs = []
+                acc2_cache["range"] = got.peak
             acc2_cache[tier] = (r, s, rs)
             return r if tier == "rig" else s
         return f
@@ -214,7 +230,8 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
     reasons += acc2_cache["rig"][2]
     e_c_s, _, _, acc2_s, e_S2_s = variance_chain(e_mu_s, acc2_fn("stat"), True)
     acc2_s = acc2_cache["stat"][1]
-    m2, rs = st.var_acc.range_reasons(f"{what} sum of squares", A2, acc2_r, final=np.sum(c * c, -1, keepdims=True),
+    m2, rs = st.var_acc.range_reasons(f"{what} sum of squares", acc2_cache.get("range", A2), acc2_r,
+                                      final=np.sum(c * c, -1, keepdims=True),
                                       max_partial=ps2.max_abs + (A2 - np.sum(c * c, -1, keepdims=True)))
     reasons += rs
     nog = nog | m2

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .accum import Accum, PartialSums
+from .accum import Accum, LastAxisTerms, PartialSums, running_error
 from .model import (
     DEFAULT_ALPHA,
     EXACT,
@@ -119,7 +119,7 @@ def softmax_propagation(s: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: bool = True, mask: Any = None,
-                  alpha: float = DEFAULT_ALPHA, what: str = "softmax") -> Bound:
+                  alpha: float = DEFAULT_ALPHA, what: str = "softmax", running: bool = False) -> Bound:
     """Bound on ``|s_hat - softmax(l)|`` over the last axis.
 
     ``l_hat``: the logits the unit receives (``-inf`` or ``mask == False`` entries are excluded:
@@ -130,6 +130,9 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     with the largest gap in place of the attention-weighted one, for comparison) and the
     propagated part in three forms: ``propagated`` (rigorous, used), ``propagated_coarse``
     (``s (e^{2M} - 1)``) and ``propagated_first_order`` (``s (E + s^T E)``, not rigorous).
+    ``running``: also bound the denominator's accumulation a posteriori from its partial sums
+    (:func:`refmodel.bounds.accum.running_error`; the exps are >= 0, so the partial sums of their
+    upper bounds bound them) and keep the smaller bound.
     """
     l = np.asarray(l_hat, dtype=np.float64)
     if l.ndim < 1 or l.shape[-1] < 1:
@@ -183,9 +186,16 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     if st.acc.needs_partial_sums or st.acc.kind == "fixed":
         ps.feed(w[..., None, :])
     acc_r, acc_s, rs = st.acc.error(n, A, ss_outer=ps.ss_outer, ss_inner=ps.ss_inner, alpha=alpha)
+    got = running_error(LastAxisTerms(ew_top), st.acc, A=A) if running else None
+    range_A = A
+    if got is not None:
+        acc_r = np.minimum(acc_r, got.error)
+        acc_s = np.minimum(acc_s, acc_r)
+        range_A = got.peak
+        rs = []
     reasons += rs
-    am, rs = st.acc.range_reasons(f"{what} sum", A, acc_r, final=W + np.sum(e_exp, -1, keepdims=True),
-                                  max_partial=A)
+    am, rs = st.acc.range_reasons(f"{what} sum", range_A, acc_r, final=W + np.sum(e_exp, -1, keepdims=True),
+                                  max_partial=range_A)
     reasons += rs
     nog = nog | am
     sum_e_r = np.sum(e_exp, axis=-1, keepdims=True)

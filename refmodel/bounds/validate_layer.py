@@ -42,7 +42,7 @@ from ..layer.reference import run_reference
 from ..layer.weights import LayerWeights, random_inputs, random_weights
 from .layer import layer_bounds
 
-__all__ = ["CONFIGS", "KINDS", "TensorStats", "LayerReport", "run_trials", "make_trial", "report_markdown",
+__all__ = ["CONFIGS", "KINDS", "ALL_KINDS", "TensorStats", "LocalStats", "LayerReport", "run_trials", "make_trial", "report_markdown",
            "DEFAULT_PLANS", "LINEAR_KINDS", "nonvacuity", "merged", "merged_markdown"]
 
 #: trial configurations (narrow layers: the bounds' cost is per op, not per element)
@@ -58,6 +58,9 @@ CONFIGS: dict[str, LayerConfig] = {
     "small-llama": LayerConfig("llama", d_model=16, n_heads=4, d_ff=24, seq_len=6, n_kv_heads=2),
 }
 KINDS = ("random", "outlier", "sink", "tie", "long", "scaled")
+#: every trial kind :func:`make_trial` builds: also ``repeat`` (one token repeated over the whole
+#: sequence, the others random: the coherent-rounding case of the statistical tiers)
+ALL_KINDS = KINDS + ("repeat",)
 #: presets validated by default (float64 is the reference itself)
 DEFAULT_PLANS = ("fp32", "fp16", "bf16", "fp8", "mxfp8", "fixed16", "hw")
 #: op kinds whose statistical tier must be non-vacuous on random inputs (matmul, norms, softmax)
@@ -121,7 +124,7 @@ class TensorStats:
         if keep_points and pr.any():
             o, b, sb = obs[pr].ravel(), rig[pr].ravel(), stat[pr].ravel()
             idx = np.arange(o.size) if o.size <= keep_points or rng is None else rng.choice(o.size, keep_points, False)
-            self._points.extend(zip(b[idx].tolist(), sb[idx].tolist(), o[idx].tolist()))
+            self._points.extend(zip(b[idx].tolist(), sb[idx].tolist(), o[idx].tolist(), strict=True))
 
     @staticmethod
     def _mm(parts: list[np.ndarray]) -> tuple[float, float]:
@@ -169,6 +172,23 @@ class TensorStats:
 
 
 @dataclass
+class LocalStats:
+    """The local tier of one tensor (of one config) over trials: rigorous violations, warning
+    exceedances against the expected count (failure probability x elements), max observed / bound,
+    and ``nonfinite``: elements without a finite local bound in runs that are finite everywhere."""
+
+    config: str
+    name: str
+    trials: int = 0
+    elements: int = 0
+    violations: int = 0
+    warnings: int = 0
+    expected_warnings: float = 0.0
+    max_ratio: float = 0.0
+    nonfinite: int = 0
+
+
+@dataclass
 class LayerReport:
     """Result of :func:`run_trials`."""
 
@@ -178,6 +198,12 @@ class LayerReport:
     tensors: dict[tuple[str, str], TensorStats]
     errors: dict[str, int] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)
+    local: dict[tuple[str, str], LocalStats] = field(default_factory=dict)
+
+    @property
+    def viol_local(self) -> int:
+        """Rigorous violations of the local tier (``run_trials(local=True)``)."""
+        return sum(t.violations for t in self.local.values())
 
     @property
     def viol_rig(self) -> int:
@@ -243,11 +269,11 @@ def _sink_weights(cfg: LayerConfig, w: dict[str, np.ndarray], x: np.ndarray, rng
 def make_trial(config: LayerConfig, kind: str, seed: int, *, long_seq: int | None = None
                ) -> tuple[LayerConfig, LayerWeights, np.ndarray]:
     """The (config, weights, input) of one trial of ``kind`` (module docstring)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown trial kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind not in ALL_KINDS:
+        raise ValueError(f"unknown trial kind {kind!r}; expected one of {', '.join(ALL_KINDS)}")
     rng = np.random.default_rng(zlib.crc32(f"{config.arch}|{config.d_model}|{kind}|{seed}".encode()))
     cfg = config
-    if kind == "long":
+    if kind in ("long", "repeat"):
         cfg = config.replace(seq_len=int(long_seq or max(config.seq_len, 128)))
     w = random_weights(cfg, seed=int(rng.integers(2 ** 31)))
     x = random_inputs(cfg, seed=int(rng.integers(2 ** 31)))
@@ -262,6 +288,8 @@ def make_trial(config: LayerConfig, kind: str, seed: int, *, long_seq: int | Non
         wd["wk"] = wd["wk"] * 1e-3
     elif kind == "scaled":
         x = 8.0 * x
+    elif kind == "repeat":
+        x[::2] = x[0]  # every other token is the same token
     return cfg, LayerWeights(wd), x
 
 
@@ -273,12 +301,14 @@ def run_trials(plan: PrecisionPlan | str, n_trials: int, seed: int = 0, *,
                configs: Iterable[str] | dict[str, LayerConfig] | None = None,
                kinds: Iterable[str] | None = None, progress: Callable[[int], Any] | None = None,
                long_seq: int | None = None, keep_points: int = 0, alpha: float | None = None,
-               exact_weights: bool = False, isolate: bool = True) -> LayerReport:
+               exact_weights: bool = False, isolate: bool = True, local: bool = False) -> LayerReport:
     """Run ``n_trials`` layer trials of ``plan`` (cycling over ``configs`` x ``kinds``) and
     compare every tensor with its bounds. ``progress(1)`` is called after each trial.
     ``keep_points``: sample that many (bound, observed) pairs per tensor per trial (plots).
     ``exact_weights``: give the bounds the unquantised weights (exact ``E_w``); ``isolate``:
-    passed to :func:`layer_bounds` (False: the pure propagation of input and weight errors)."""
+    passed to :func:`layer_bounds` (False: the pure propagation of input and weight errors);
+    ``local``: also check every stage's local tier (:func:`refmodel.bounds.layer.local.local_bounds`)
+    and collect it in ``LayerReport.local``."""
     p = PrecisionPlan.from_name(plan) if isinstance(plan, str) else plan
     if configs is None:
         cfgs = {k: CONFIGS[k] for k in ("gpt2", "bert", "llama")}
@@ -292,8 +322,8 @@ def run_trials(plan: PrecisionPlan | str, n_trials: int, seed: int = 0, *,
             cfgs[c] = CONFIGS[c]
     ks = tuple(kinds) if kinds is not None else KINDS
     for k in ks:
-        if k not in KINDS:
-            raise ValueError(f"unknown trial kind {k!r}; expected one of {', '.join(KINDS)}")
+        if k not in ALL_KINDS:
+            raise ValueError(f"unknown trial kind {k!r}; expected one of {', '.join(ALL_KINDS)}")
     names = list(cfgs)
     rep = LayerReport(p.name, 0, 0.0, {})
     rng = np.random.default_rng(seed)
@@ -327,11 +357,37 @@ def run_trials(plan: PrecisionPlan | str, n_trials: int, seed: int = 0, *,
             tq = tb.parts.get("iso_reference")
             obs_iso = None if tq is None else np.abs(v - tq)
             ts.add(obs, tb, kind, obs_iso, keep_points, rng)
+        if local:
+            _add_local(rep, cname, run, x, kw.get("alpha"))
         rep.trials += 1
         if progress:
             progress(1)
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def _add_local(rep: LayerReport, cname: str, run: Any, x: np.ndarray, alpha: float | None) -> None:
+    from .layer.local import local_bounds
+
+    run_finite = all(bool(np.all(np.isfinite(t.values))) for t in run.tensors.values())
+    for name, lb in local_bounds(run, x=x, **({} if alpha is None else {"alpha": alpha})).items():
+        st = rep.local.get((cname, name))
+        if st is None:
+            st = rep.local[(cname, name)] = LocalStats(cname, name)
+        v = np.asarray(run.tensors[name].values, dtype=np.float64)
+        fin = np.isfinite(lb.rigorous) & np.isfinite(v)
+        fail, warn = lb.check(v)
+        st.trials += 1
+        st.elements += v.size
+        if run_finite:  # a stage whose inputs overflowed has no local bound; a finite run always has one
+            st.nonfinite += int(np.count_nonzero(~np.isfinite(lb.rigorous)))
+        st.violations += int(np.count_nonzero(fail & fin))
+        st.warnings += int(np.count_nonzero(warn & fin))
+        st.expected_warnings += lb.failure_probability * v.size
+        with np.errstate(divide="ignore", invalid="ignore"):
+            obs = np.abs(v - lb.reference)
+            r = np.where(fin & (lb.rigorous > 0), obs / np.where(lb.rigorous > 0, lb.rigorous, 1.0), 0.0)
+        st.max_ratio = max(st.max_ratio, float(np.max(r)) if r.size else 0.0)
 
 
 def nonvacuity(rep: LayerReport, threshold: float = 0.1) -> list[tuple[str, str, str, float]]:
@@ -393,9 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     seed = int(argv[1]) if len(argv) > 1 else 0
     plans = argv[2].split(",") if len(argv) > 2 else list(DEFAULT_PLANS)
     for p in plans:
-        rep = run_trials(p, n, seed)
+        rep = run_trials(p, n, seed, kinds=ALL_KINDS, local=True)
+        lw = sum(t.warnings for t in rep.local.values())
+        lexp = sum(t.expected_warnings for t in rep.local.values())
         print(f"### {p}: {rep.trials} trials, {rep.elements} elements, rigorous violations {rep.viol_rig}, "
-              f"statistical violations {rep.viol_stat}, {rep.seconds:.1f} s; non-vacuity failures: {nonvacuity(rep)}")
+              f"statistical violations {rep.viol_stat}, {rep.seconds:.1f} s; non-vacuity failures: {nonvacuity(rep)}; "
+              f"local tier: rigorous violations {rep.viol_local}, warning exceedances {lw} (expected <= {lexp:.3g})")
         print()
         print(merged_markdown(rep))
         print(flush=True)

@@ -7,7 +7,7 @@ import math
 
 import typer
 
-from refmodel.errors import UserError
+from refmodel.errors import CheckFailed, UserError
 
 TIERS = ("rigorous", "statistical")
 
@@ -19,24 +19,39 @@ def _f(v: float) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("bounds")
     def bounds(
-        plan: str = typer.Option("hw", "--plan", help="preset (fp32, fp16, bf16, fp8, mxfp8, fixed16, hw) or plan file"),
-        trials: int = typer.Option(60, "--trials", help="number of layer trials (random and adversarial inputs)"),
-        config: str = typer.Option("tiny", "--config", help="layer config preset (tiny, tiny-bert, tiny-llama, ...) or "
-                                   ".json file"),
-        seed: int = typer.Option(0, "--seed", help="seed of the trials"),
-        plot: str | None = typer.Option(None, "--plot", help="write a PNG of observed error vs bound per tensor"),
+        plan: str = typer.Option("hw", "--plan", help="preset (fp32, fp16, bf16, fp8, mxfp8, fixed16, hw, ...) or plan file"),
+        trials: int | None = typer.Option(None, "--trials", help="layer trials (random and adversarial inputs; default "
+                                          "60); with --local: the number of seeds, from --seed on (default 1)"),
+        config: str = typer.Option("tiny", "--config", help="layer config preset (tiny, tiny-bert, tiny-llama, d256, "
+                                   "gpt2-small, ...) or .json file"),
+        seed: int = typer.Option(0, "--seed", help="seed of the trials (with --local: the first seed of the random "
+                                 "layer, weights from the seed and input from seed + 1, as golden sets)"),
+        local: bool = typer.Option(False, "--local", help="show the per-stage local tolerances instead: each stage "
+                                   "against the float64 op on its own quantised inputs (rigorous and warning tiers, "
+                                   "max bound / max observed)"),
+        json_out: bool = typer.Option(False, "--json", help="print one JSON object on stdout instead of tables"),
+        plot: str | None = typer.Option(None, "--plot", help="write a PNG of observed error vs bound per tensor "
+                                        "(trials mode)"),
         tier: str = typer.Option("rigorous", "--tier", help="tier shown in the tightness columns and the plot: "
-                                 "rigorous | statistical"),
+                                 "rigorous | statistical (trials mode)"),
         kinds: str = typer.Option("all", "--kinds", help="input kinds, comma separated: random, outlier, sink, tie, "
-                                  "long, scaled (all = every kind)"),
+                                  "long, scaled (all = every kind; trials mode)"),
         long_seq: int = typer.Option(128, "--long-seq", help="sequence length of the 'long' trials"),
         attention_table: bool = typer.Option(False, "--attention-table", help="print the self-attention Lipschitz "
                                              "factor table for sequence lengths 16..2048 instead"),
     ) -> None:
-        """Run layer trials of a plan against float64 and report, per tensor, the rigorous and
+        """Validate the error bounds of a plan against float64.
+
+        Trials mode (default): run layer trials and report, per tensor, the end-to-end rigorous and
         statistical bound violations, the tightness (observed / bound) and the no-guarantee counts.
-        Exit code 1 if any rigorous bound is violated."""
-        from refmodel.commands._common import load_config, load_plan, progress_bar
+
+        --local: for the random layer of each seed, every stage's local tolerance (rigorous, and
+        the warning tier with its failure probability) against the float64 op on the stage's own
+        quantised inputs, with the largest bound / largest observed error (median over seeds).
+
+        Exit codes: 0 no rigorous bound violated; 1 a rigorous bound was violated; 2 usage error.
+        """
+        from refmodel.commands._common import load_config, load_plan, print_json, progress_bar
         from refmodel.console import make_console
 
         console = make_console()
@@ -45,12 +60,15 @@ def register(app: typer.Typer) -> None:
             return
         if tier not in TIERS:
             raise UserError(f"bad --tier {tier!r}: use rigorous or statistical")
-        if trials < 1:
-            raise UserError(f"--trials must be >= 1, got {trials}")
+        n = trials if trials is not None else (1 if local else 60)
+        if n < 1:
+            raise UserError(f"--trials must be >= 1, got {n}")
         if long_seq < 1:
             raise UserError(f"--long-seq must be >= 1, got {long_seq}")
         if plot is not None and not plot.lower().endswith(".png"):
             raise UserError(f"--plot must name a .png file, got {plot!r}")
+        if local and plot is not None:
+            raise UserError("--plot is for the trials mode; --local prints a table (or --json)")
         from refmodel.bounds.validate_layer import KINDS, run_trials
 
         ks = KINDS if kinds.strip().lower() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
@@ -63,19 +81,72 @@ def register(app: typer.Typer) -> None:
             p.check(cfg)
         except ValueError as e:
             raise UserError(str(e)) from None
-        with progress_bar(f"bounds {p.name} / {config}", total=trials) as advance:
-            rep = run_trials(p, trials, seed, configs={config: cfg}, kinds=ks, progress=advance, long_seq=long_seq,
+        if local:
+            _local(console, p, cfg, config, seed, n, json_out)
+            return
+        with progress_bar(f"bounds {p.name} / {config}", total=n) as advance:
+            rep = run_trials(p, n, seed, configs={config: cfg}, kinds=ks, progress=advance, long_seq=long_seq,
                              keep_points=64 if plot else 0)
         if rep.errors and len(rep.errors) and sum(rep.errors.values()) == rep.trials:
             first = next(iter(rep.errors))
             raise UserError(f"plan {p.name} cannot run config {config}: {first}")
-        _print_table(console, rep, tier, config)
+        if json_out:
+            print_json(_trials_json(rep, config))
+        else:
+            _print_table(console, rep, tier, config)
         if plot:
             _plot(rep, plot, tier, f"{p.name} / {config}: {rep.trials} trials")
-            console.print(f"plot written: {plot}")
+            make_console(stderr=True).print(f"plot written: {plot}")
         if rep.viol_rig:
-            console.print(f"[bold red]FAIL: {rep.viol_rig} rigorous bound violation(s)[/]")
-            raise typer.Exit(1)
+            raise CheckFailed(f"{rep.viol_rig} rigorous bound violation(s) in plan {p.name} / {config}")
+
+
+def _local(console, plan, cfg, config: str, seed: int, n: int, json_out: bool) -> None:
+    from rich.table import Table
+
+    from refmodel.bounds.report import local_summary
+    from refmodel.commands._common import print_json, progress_bar
+
+    seeds = list(range(seed, seed + n))
+    try:
+        with progress_bar(f"local tolerances {plan.name} / {config}", total=n) as advance:
+            s = local_summary(cfg, plan, seeds, config_name=config, progress=advance)
+    except (ValueError, OverflowError) as e:
+        raise UserError(f"plan {plan.name} cannot run config {config}: {e}") from None
+    if json_out:
+        print_json(s.as_dict())
+    else:
+        seeds_txt = f"seed {seed}" if n == 1 else f"seeds {seed}..{seed + n - 1}"
+        t = Table(title=f"local tolerances of plan {plan.name} -- {config}, {seeds_txt}",
+                  caption="local: rigorous bound on |stage - float64 op on its own quantised inputs| (max over "
+                          "elements); ratio: max local / max observed, median over seeds (exact: observed 0); "
+                          "warning: statistical tier, warns: elements above it; inputs and failure probabilities "
+                          "in --json")
+        for col in ("stage", "format", "local", "observed", "ratio", "warning", "warns", "viol"):
+            t.add_column(col, justify="left" if col in ("stage", "format") else "right", overflow="fold")
+        for st in s.stages.values():
+            ratio = "exact" if not st.ratios else _f(st.ratio_median)
+            viol = f"[bold red]{st.violations}[/]" if st.violations else "0"
+            fin = "" if st.finite else " [bold red]inf[/]"
+            t.add_row(st.name, st.format, _f(st.max_bound) + fin, _f(st.max_observed), ratio, _f(st.max_warning),
+                      str(st.warnings), viol)
+        console.print(t)
+        console.print(f"totals: {len(s.stages)} stages, {sum(st.elements for st in s.stages.values())} elements, "
+                      f"rigorous violations {s.violations}, all finite: {'yes' if s.finite else 'no'}, "
+                      f"{s.seconds:.1f} s", markup=False)
+    if s.violations:
+        raise CheckFailed(f"{s.violations} local rigorous bound violation(s) in plan {plan.name} / {config}")
+
+
+def _trials_json(rep, config: str) -> dict:
+    return {"plan": rep.plan, "config": config, "trials": rep.trials, "kinds": rep.kinds, "seconds": rep.seconds,
+            "elements": rep.elements, "rigorous_violations": rep.viol_rig, "statistical_violations": rep.viol_stat,
+            "no_guarantee": rep.no_guarantee, "errors": rep.errors,
+            "tensors": [{"name": t.name, "kind": t.kind, "trials": t.trials, "rigorous_violations": t.viol_rig,
+                         "statistical_violations": t.viol_stat, "expected_statistical_failures": t.expected_stat_fail,
+                         "rigorous_max": t.rig_max, "rigorous_median": t.rig_median, "statistical_max": t.stat_max,
+                         "statistical_median": t.stat_median, "no_guarantee": t.no_guarantee}
+                        for t in rep.rows()]}
 
 
 def _attention_table(console) -> None:

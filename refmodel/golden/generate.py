@@ -32,7 +32,7 @@ from refmodel.layer.reference import run_reference
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.minifloat import FloatFormat
 
-from .manifest import GoldenTensor, check_files, read_manifest, write_set
+from .manifest import GoldenTensor, ToleranceTier, check_files, read_manifest, write_set
 from .safewrite import SetTarget, private_temp_dir, remove_stale_temps
 from .sources import LayerSource, make_source, rebuild_source
 
@@ -76,6 +76,7 @@ def _codes_entry(name: str, t: QTensor, role: str, **kw: Any) -> list[GoldenTens
         ref = kw.pop("reference", None)
         tol = kw.pop("tolerance", None)
         ng = kw.pop("no_guarantee", None)
+        tiers = kw.pop("tolerances", None) or {}
         scales = GoldenTensor(f"{name}.scale", m.scales, "e8m0", 8, False, role=role,
                               extra={"mx_axis": int(m.axis), "block": int(m.fmt.block)})
         elems = GoldenTensor(f"{name}.elem", m.elements, str(m.fmt), width, bool(m.fmt.is_int), role=role,
@@ -84,7 +85,7 @@ def _codes_entry(name: str, t: QTensor, role: str, **kw: Any) -> list[GoldenTens
         if ref is not None:
             # the reference and tolerance belong to the decoded values, kept as a float64 tensor
             vals = GoldenTensor(f"{name}.value", np.asarray(t.values).view(np.uint64), "float64", 64, False,
-                                role=role, reference=ref, tolerance=tol, no_guarantee=ng)
+                                role=role, reference=ref, tolerance=tol, no_guarantee=ng, tolerances=tiers)
             out.append(vals)
         return out
     raise UserError(f"golden sets need a quantized plan: tensor {name!r} is float64")
@@ -126,15 +127,50 @@ def _tables(run: LayerRun) -> list[GoldenTensor]:
     return out
 
 
-def _tolerances(run: LayerRun, ref: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray | None, str | None]]:
-    """name -> (rigorous per-element tolerance, no-guarantee reason) from the bounds module."""
-    try:
-        from refmodel.bounds.layer import layer_bounds
-    except ImportError:  # bounds propagation not built yet: codes only (bit_exact)
-        return {}
+#: significant bits a written tolerance keeps (rounded up; see :func:`written_bound`)
+TOLERANCE_BITS = 12
 
-    b = layer_bounds(run, ref)
-    return {n: (tb.rigorous, "; ".join(tb.no_guarantee) or None) for n, tb in b.items()}
+
+def written_bound(bound: np.ndarray, bits: int = TOLERANCE_BITS) -> np.ndarray:
+    """``bound`` rounded UP to ``bits`` significant bits (0, inf and nan unchanged): still a valid
+    bound, at most ``2^(1-bits)`` relatively looser (0.05% for 12 bits).
+
+    The bound arithmetic (products and sums of magnitudes, exp of the run's values) runs on BLAS
+    and numpy's SIMD math and may move by a few ulps between CPUs, BLAS kernels and thread counts;
+    rounded to 12 bits, such a move changes a written tolerance only when it crosses a grid point
+    (probability about ``ulps * 2^(bits-52)``, ~1e-12 per element), so the tolerance files are
+    byte-identical wherever the set is regenerated. The float64 references need no such step:
+    they are computed reproducibly (:mod:`refmodel.layer.ops`)."""
+    b = np.asarray(bound, dtype=np.float64)
+    m, e = np.frexp(b)
+    up = np.ldexp(np.ceil(np.ldexp(m, bits)), e - bits)
+    return np.where(np.isfinite(b) & (b > 0), up, b)
+
+
+def _tolerances(run: LayerRun, ref: dict[str, np.ndarray], weights: Any, x: np.ndarray
+                ) -> dict[str, tuple[dict[str, ToleranceTier], str | None]]:
+    """name -> (tolerance tiers, no-guarantee reason of the end-to-end tier), from
+    :mod:`refmodel.bounds.layer`: ``local`` and ``warning`` against the float64 op on the stage's
+    own quantised inputs (:func:`local_bounds`), ``end_to_end`` against the float64 layer
+    (:func:`layer_bounds` with the exact weights)."""
+    from refmodel.bounds.layer import layer_bounds
+    from refmodel.bounds.layer.local import local_bounds
+
+    e2e = layer_bounds(run, ref, weights=weights)
+    loc = local_bounds(run, x=x)
+    out: dict[str, tuple[dict[str, ToleranceTier], str | None]] = {}
+    for n, tb in e2e.items():
+        tiers: dict[str, ToleranceTier] = {}
+        lb = loc.get(n)
+        if lb is not None:
+            tiers["local"] = ToleranceTier(written_bound(lb.rigorous), lb.reference, {"inputs": list(lb.inputs)})
+            tiers["warning"] = ToleranceTier(written_bound(lb.warning), lb.reference,
+                                             {"failure_probability": float(lb.failure_probability)})
+        fin = np.isfinite(tb.rigorous)
+        tiers["end_to_end"] = ToleranceTier(written_bound(tb.rigorous), np.asarray(ref[n], dtype=np.float64),
+                                            {"finite_fraction": float(fin.mean()) if fin.size else 1.0})
+        out[n] = (tiers, "; ".join(tb.no_guarantee) or None)
+    return out
 
 
 def _clipping(run: LayerRun) -> dict[str, dict[str, Any]]:
@@ -148,7 +184,7 @@ def _clipping(run: LayerRun) -> dict[str, dict[str, Any]]:
 
 
 def _stage_tensors(run: LayerRun, ref: dict[str, np.ndarray],
-                   tols: dict[str, tuple[np.ndarray | None, str | None]]) -> Iterator[GoldenTensor]:
+                   tols: dict[str, tuple[dict[str, ToleranceTier], str | None]]) -> Iterator[GoldenTensor]:
     """Weights (and their scales), tables, then the stage tensors; each stage's codes, reference
     and tolerance are dropped once written (``run.tensors``, ``ref`` and ``tols`` are consumed)."""
     for name, t in run.weights.items():
@@ -157,9 +193,9 @@ def _stage_tensors(run: LayerRun, ref: dict[str, np.ndarray],
     yield from _tables(run)
     for name in list(run.tensors):
         t = run.tensors.pop(name)  # consumed: each stage's arrays are freed once written
-        tol, ng = tols.pop(name, (None, None))
+        tiers, ng = tols.pop(name, ({}, None))
         role = "input" if name == "x" else "output"
-        yield from _codes_entry(name, t, role, reference=ref.pop(name), tolerance=tol, no_guarantee=ng)
+        yield from _codes_entry(name, t, role, reference=ref.pop(name), no_guarantee=ng, tolerances=tiers)
 
 
 def generation_steps(config: LayerConfig) -> int:
@@ -180,7 +216,7 @@ def set_tensors(source: LayerSource, plan: PrecisionPlan, progress: Progress = N
     tick()
     ref = run_reference(config, source.weights, source.x)
     tick()
-    tols = _tolerances(run, ref)
+    tols = _tolerances(run, ref, source.weights, source.x)
     tick()
     meta: dict[str, Any] = {
         "generator": GENERATOR,

@@ -16,6 +16,23 @@ not be given). ``source`` records where the float64 weights and input came from 
 their sha256, or a bundled model) so that ``verify_set`` can regenerate the set. No timestamps:
 the same inputs give byte-identical files.
 
+Schema 2: stage tensors compare ``"bit_exact"`` and carry ``tolerances`` with up to three tiers
+(:data:`TIER_FILES`), each a per-element absolute tolerance file against a float64 reference file:
+
+    "tolerances": {
+      "local":      {"abs_file": "q.ltol.hex", "reference": "q.lref.hex", "max_abs": ..., "inputs": [...]},
+      "warning":    {"abs_file": "q.wtol.hex", "reference": "q.lref.hex", "max_abs": ...,
+                     "failure_probability": ...},
+      "end_to_end": {"abs_file": "q.tol.hex",  "reference": "q.ref.hex",  "max_abs": ..., "finite_fraction": ...}
+    }
+
+``local``: rigorous bound on |stage output - the float64 op applied to the stage's own quantised
+inputs (named in ``inputs``)|, the reference in ``.lref.hex``; ``warning``: the statistical tier of
+the same error (exceeded by correct hardware with at most ``failure_probability`` per element under
+its model); ``end_to_end``: rigorous bound against the float64 layer (``.ref.hex``). ``max_abs``
+is over the finite entries. Schema 1 sets (no tiers) are still read.
+
+
 Writing (:func:`write_set`) goes through :class:`refmodel.golden.safewrite.SetTarget`: never into a
 directory that is not new, empty or a refmodel set, files first into a temporary sibling, the
 manifest last; tensors are written one at a time (``tensors`` may be a generator) in chunks, so the
@@ -38,11 +55,25 @@ from refmodel.errors import CheckFailed, UserError
 from .hexfile import read_f64_hex, read_memh, sha256_file, write_words
 from .safewrite import SetTarget
 
-__all__ = ["SCHEMA_VERSION", "GoldenTensor", "write_set", "read_manifest", "load_tensor", "check_files",
-           "tensor_entry"]
+__all__ = ["SCHEMA_VERSION", "GoldenTensor", "ToleranceTier", "TIER_FILES", "write_set", "read_manifest",
+           "load_tensor", "check_files", "tensor_entry"]
 
 SCHEMA_VERSION = 2
-_READABLE_SCHEMAS = (1, 2)
+#: schema versions :func:`read_manifest` accepts
+READABLE_SCHEMAS = (1, 2)
+#: tolerance tier -> (suffix of its tolerance file, suffix of its reference file)
+TIER_FILES = {"local": ("ltol", "lref"), "warning": ("wtol", "lref"), "end_to_end": ("tol", "ref")}
+
+
+@dataclass
+class ToleranceTier:
+    """One tolerance tier of a stage tensor: per-element absolute tolerance ``abs`` against the
+    float64 ``reference`` (both shaped like the codes), and the tier's manifest keys ``meta``
+    (``inputs``, ``failure_probability``, ``finite_fraction``)."""
+
+    abs: np.ndarray
+    reference: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,6 +90,7 @@ class GoldenTensor:
     tolerance: float | np.ndarray | None = None  # None: bit_exact
     no_guarantee: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tolerances: dict[str, ToleranceTier] = field(default_factory=dict)
 
 
 def _write_words_file(d: Path, name: str, codes: np.ndarray, width: int, *, f64: bool = False) -> str:
@@ -91,6 +123,45 @@ def _write_tolerance(d: Path, t: GoldenTensor, shape: tuple[int, ...], files: di
     return {"compare": {"abs_file": fname, "max_abs": float(tol.max()) if tol.size else 0.0}}
 
 
+def _write_tier(d: Path, t: GoldenTensor, tier: str, tt: ToleranceTier, shape: tuple[int, ...],
+                files: dict[str, str]) -> dict[str, Any]:
+    """Write one tolerance tier's files of tensor ``t`` into ``d`` (its reference file once,
+    shared by tiers that name the same one) and return the tier's manifest entry."""
+    tol_sfx, ref_sfx = TIER_FILES[tier]
+    out: dict[str, Any] = {}
+    for key, sfx, arr in (("abs_file", tol_sfx, tt.abs), ("reference", ref_sfx, tt.reference)):
+        a = np.asarray(arr, dtype=np.float64)
+        if a.shape != shape:
+            raise ValueError(f"golden tensor {t.name}: {tier} {key} shape {a.shape} != codes shape {shape}")
+        fname = f"{t.name}.{sfx}.hex"
+        if fname in files:  # written by another tier (or the entry's reference): must be the same array
+            if _words_sha(a) != files[fname]:
+                raise ValueError(f"golden tensor {t.name}: {tier} {key} differs from the {fname} already written")
+        else:
+            files[fname] = _write_words_file(d, fname, a, 64, f64=True)
+        out[key] = fname
+    tol = np.asarray(tt.abs, dtype=np.float64)
+    fin = np.isfinite(tol)
+    out["max_abs"] = float(tol[fin].max()) if fin.any() else 0.0
+    out.update(tt.meta)
+    if not fin.all() and "finite_fraction" not in out:
+        out["finite_fraction"] = float(fin.mean())
+    return out
+
+
+class _Discard:
+    """A file-like sink that keeps nothing (hashing words without writing them)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def _words_sha(values: np.ndarray) -> str:
+    h = hashlib.sha256()
+    write_words(_Discard(), values, 64, h, f64=True)
+    return h.hexdigest()
+
+
 def tensor_entry(d: Path, t: GoldenTensor) -> dict[str, Any]:
     """Write the files of one tensor into directory ``d``; return its manifest entry."""
     codes = np.asarray(t.codes)
@@ -109,7 +180,11 @@ def tensor_entry(d: Path, t: GoldenTensor) -> dict[str, Any]:
     }
     if t.reference is not None:
         entry.update(_write_reference(d, t, shape, files))
-    entry.update(_write_tolerance(d, t, shape, files))
+    if t.tolerances:
+        entry["compare"] = "bit_exact"
+        entry["tolerances"] = {tier: _write_tier(d, t, tier, tt, shape, files) for tier, tt in t.tolerances.items()}
+    else:
+        entry.update(_write_tolerance(d, t, shape, files))
     if t.no_guarantee:
         entry["no_guarantee"] = t.no_guarantee
     entry.update(t.extra)
@@ -169,8 +244,8 @@ def read_manifest(set_dir: str | Path) -> dict[str, Any]:
         raise CheckFailed(f"{path}: not valid JSON ({err})") from None
     if not isinstance(m, dict):
         raise CheckFailed(f"{path}: not a JSON object")
-    if m.get("schema_version") not in _READABLE_SCHEMAS:
-        raise CheckFailed(f"{path}: schema_version {m.get('schema_version')!r}, expected one of {_READABLE_SCHEMAS}")
+    if m.get("schema_version") not in READABLE_SCHEMAS:
+        raise CheckFailed(f"{path}: schema_version {m.get('schema_version')!r}, expected one of {READABLE_SCHEMAS}")
     for key in ("generator", "tensors"):
         if key not in m:
             raise CheckFailed(f"{path}: missing key {key!r}")
@@ -222,7 +297,9 @@ def check_files(set_dir: str | Path, manifest: dict[str, Any] | None = None, pro
 
 
 def load_tensor(set_dir: str | Path, name: str, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Codes (shaped), and the reference / tolerance arrays when present."""
+    """Codes (shaped), and the reference / tolerance arrays when present: ``reference`` and
+    ``tolerance`` are the end-to-end ones; ``tolerances[tier]`` holds every tier as
+    ``{"abs": array, "reference": array, **its manifest keys}``."""
     set_dir = Path(set_dir)
     m = manifest or read_manifest(set_dir)
     if name not in m["tensors"]:
@@ -242,4 +319,18 @@ def load_tensor(set_dir: str | Path, name: str, manifest: dict[str, Any] | None 
             out["tolerance"] = np.full(shape, float(cmp["abs"]))
     except (ValueError, OSError) as err:
         raise UserError(str(err)) from None
+    tiers: dict[str, dict[str, Any]] = {}
+    for tier, te in e.get("tolerances", {}).items():
+        d = {k: v for k, v in te.items() if k not in ("abs_file", "reference")}
+        try:
+            d["abs"] = read_f64_hex(set_dir / te["abs_file"], count).reshape(shape)
+            d["reference"] = read_f64_hex(set_dir / te["reference"], count).reshape(shape)
+        except (ValueError, OSError) as err:
+            raise UserError(str(err)) from None
+        tiers[tier] = d
+    if tiers:
+        out["tolerances"] = tiers
+        if "end_to_end" in tiers:
+            out["tolerance"] = tiers["end_to_end"]["abs"]
+            out.setdefault("reference", tiers["end_to_end"]["reference"])
     return out

@@ -195,6 +195,7 @@ PRESETS: dict[str, LayerConfig] = {
     "tiny": LayerConfig("gpt2", d_model=64, n_heads=4, d_ff=256, seq_len=16),
     "tiny-bert": LayerConfig("bert", d_model=64, n_heads=4, d_ff=256, seq_len=16),
     "tiny-llama": LayerConfig("llama", d_model=64, n_heads=4, d_ff=192, seq_len=16, n_kv_heads=2),
+    "d256": LayerConfig("gpt2", d_model=256, n_heads=4, d_ff=1024, seq_len=64),
     "gpt2-small": LayerConfig("gpt2", d_model=768, n_heads=12, d_ff=3072, seq_len=128),
     "minilm": LayerConfig("bert", d_model=384, n_heads=12, d_ff=1536, seq_len=128, eps=1e-12),
     "smollm2": LayerConfig(

@@ -6,7 +6,15 @@ import pytest
 
 from refmodel.errors import CheckFailed, UserError
 from refmodel.golden.hexfile import read_memh, write_memh
-from refmodel.golden.manifest import GoldenTensor, check_files, load_tensor, read_manifest, write_set
+from refmodel.golden.manifest import (
+    SCHEMA_VERSION,
+    GoldenTensor,
+    ToleranceTier,
+    check_files,
+    load_tensor,
+    read_manifest,
+    write_set,
+)
 
 
 def _tensors():
@@ -104,3 +112,54 @@ def test_unsigned_codes_decode_unsigned(tmp_path):
     assert m["tensors"]["probs"]["signed"] is False and m["tensors"]["q"]["signed"] is True
     p = load_tensor(d, "probs", m)["codes"]
     assert p.min() >= 0 and p.max() >= 1 << 14
+
+
+def test_tolerance_tiers_roundtrip(tmp_path):
+    """Schema 2: a stage tensor compares bit-exactly and carries local / warning / end-to-end tiers;
+    the local and warning tiers share one reference file; load_tensor returns every tier and keeps
+    the end-to-end one as ``reference`` / ``tolerance``."""
+    rng = np.random.default_rng(1)
+    codes = rng.integers(-(1 << 15), 1 << 15, size=(2, 4))
+    lref, ref = codes / 256.0 + 1e-4, codes / 256.0 + 3e-3
+    loc = np.full(codes.shape, 2.0 ** -9)
+    e2e = np.where(np.arange(8).reshape(2, 4) == 3, np.inf, 0.01)
+    tiers = {"local": ToleranceTier(loc, lref, {"inputs": ["a", "w"]}),
+             "warning": ToleranceTier(loc / 2, lref, {"failure_probability": 1e-6}),
+             "end_to_end": ToleranceTier(e2e, ref, {"finite_fraction": 7 / 8})}
+    t = GoldenTensor("q", codes, "s16.8", 16, True, reference=ref, tolerances=tiers)
+    write_set(tmp_path / "s", [t], {"generator": {"name": "refmodel", "version": "test"}})
+    m = read_manifest(tmp_path / "s")
+    assert m["schema_version"] == SCHEMA_VERSION == 2
+    e = m["tensors"]["q"]
+    assert e["compare"] == "bit_exact" and e["reference"] == "q.ref.hex"
+    assert e["tolerances"]["local"] == {"abs_file": "q.ltol.hex", "reference": "q.lref.hex",
+                                        "max_abs": 2.0 ** -9, "inputs": ["a", "w"]}
+    assert e["tolerances"]["warning"]["reference"] == "q.lref.hex"
+    assert e["tolerances"]["end_to_end"] == {"abs_file": "q.tol.hex", "reference": "q.ref.hex", "max_abs": 0.01,
+                                             "finite_fraction": 7 / 8}
+    assert sorted(e["sha256"]) == ["q.hex", "q.lref.hex", "q.ltol.hex", "q.ref.hex", "q.tol.hex", "q.wtol.hex"]
+    check_files(tmp_path / "s", m)
+    d = load_tensor(tmp_path / "s", "q", m)
+    assert np.array_equal(d["tolerances"]["local"]["abs"], loc) and np.array_equal(d["tolerances"]["local"]["reference"], lref)
+    assert d["tolerances"]["warning"]["failure_probability"] == 1e-6
+    assert np.array_equal(d["tolerance"], e2e) and np.array_equal(d["reference"], ref)
+    # a tier whose reference clashes with another file of the same name is refused, nothing written
+    bad = GoldenTensor("q", codes, "s16.8", 16, True, reference=ref + 1, tolerances=tiers)
+    with pytest.raises(ValueError, match="q.ref.hex"):
+        write_set(tmp_path / "t", [bad], {"generator": {"name": "refmodel", "version": "test"}})
+    assert not (tmp_path / "t").exists()
+
+
+def test_schema_1_sets_are_still_read(tmp_path):
+    import json
+
+    write_set(tmp_path / "s", _tensors(), {"generator": {"name": "refmodel", "version": "test"}})
+    p = tmp_path / "s" / "manifest.json"
+    m = json.loads(p.read_text())
+    m["schema_version"] = 1
+    p.write_text(json.dumps(m))
+    assert read_manifest(tmp_path / "s")["schema_version"] == 1
+    m["schema_version"] = 3
+    p.write_text(json.dumps(m))
+    with pytest.raises(CheckFailed, match="schema_version 3"):
+        read_manifest(tmp_path / "s")
