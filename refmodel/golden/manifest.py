@@ -37,6 +37,8 @@ from .hexfile import format_memh, read_memh
 __all__ = ["SCHEMA_VERSION", "GoldenTensor", "write_set", "read_manifest", "load_tensor", "check_files"]
 
 SCHEMA_VERSION = 1
+#: versions :func:`read_manifest` accepts; 2 adds per-stage tolerance tiers (an entry's ``tolerances``)
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -148,8 +150,9 @@ def read_manifest(set_dir: str | Path) -> dict[str, Any]:
         m = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
-    if m.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{path}: schema_version {m.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    if m.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
+        raise UserError(f"{path}: schema_version {m.get('schema_version')!r}, expected one of "
+                        f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}")
     for key in ("generator", "tensors"):
         if key not in m:
             raise UserError(f"{path}: missing key {key!r}")
