@@ -64,6 +64,7 @@ def run_unit(
     seed: int | None = None,
     simulator_name: str | None = None,
     golden: str | Path | None = None,
+    waves: str = "on_failure",
 ) -> BenchResult:
     """Build ``sources`` (relative to rtl/ or absolute) and run ``test_module``; fails the pytest
     test with the cocotb failure messages when any cocotb test fails."""
@@ -73,7 +74,7 @@ def run_unit(
         return run_bench(test_module, sources=srcs, toplevel=top, simulator=sim, parameters=parameters or {},
                          golden=golden, seed=seed, testcase=testcase, plusargs=plusargs or [],
                          extra_env=extra_env, includes=[RTL], timescale=TIMESCALE,
-                         build_dir=build_dir or build_dir_for(top, parameters, sim))
+                         build_dir=build_dir or build_dir_for(top, parameters, sim), waves=waves)
     except UserError as e:
         if "not found" in str(e) and ("Verilator" in str(e) or "Icarus" in str(e)):
             _missing(e)

@@ -59,10 +59,11 @@ class StreamBench:
     def clk(self) -> Any:
         return getattr(self.dut, self.clk_name)
 
-    async def reset(self, cycles: int = 2, settle: int = 2) -> None:
-        """Reset the DUT; outputs captured before it are dropped."""
+    async def reset(self, cycles: int = 2, settle: int = 2, clear_sink: bool = True) -> None:
+        """Reset the DUT; outputs captured before it are dropped (``clear_sink``; keep them to
+        assert that nothing came out)."""
         await reset(self.dut, cycles, self.rst_name, self.clk_name, settle, self.reset_active_high)
-        if self.sink is not None:
+        if self.sink is not None and clear_sink:
             self.sink.clear()
 
     def set_pauses(self, idle: str | Iterator[bool] | None = None,

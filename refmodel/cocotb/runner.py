@@ -183,6 +183,10 @@ def _error_lines(log: Path, limit: int = 12) -> list[str]:
     return lines[:limit]
 
 
+class BuildError(Exception):
+    """A simulator build failed (message: the build log's error lines)."""
+
+
 def _fail(msg: str) -> None:
     if os.environ.get("PYTEST_CURRENT_TEST"):
         import pytest
@@ -239,7 +243,11 @@ def run_bench(
         env[GOLDEN_ENV] = str(gpath)
     spec = _Spec(sim, toplevel, srcs, params, modules, seed, testcase, list(plusargs), env,
                  [Path(i).resolve() for i in includes], dict(defines or {}), list(build_args), timescale)
-    result = _build_and_run(spec, bdir, waves=(waves == "always"))
+    try:
+        result = _build_and_run(spec, bdir, waves=(waves == "always"))
+    except BuildError as e:
+        _fail(str(e))
+        raise  # unreachable: _fail raises
     if result.passed:
         print(result.summary(), flush=True)
         return result
@@ -289,7 +297,8 @@ def _build_and_run(spec: _Spec, bdir: Path, *, waves: bool, testcase: Sequence[s
         old.unlink()
     build_args = list(spec.build_args)
     if spec.sim == "verilator":
-        build_args = ["-Wno-fatal", *(["--trace-fst"] if waves else []), *build_args]
+        # waves: VCD (FST would need the lz4 headers for Verilator's FST writer)
+        build_args = ["-Wno-fatal", *build_args]
     env = {**spec.env, REPORT_ENV: str(report)}
     t0 = time.perf_counter()
     with simulator_environment(spec.sim) as vbin:
@@ -304,7 +313,8 @@ def _build_and_run(spec: _Spec, bdir: Path, *, waves: bool, testcase: Sequence[s
                          timescale=spec.timescale, always=True, waves=waves, log_file=build_log)
         except (RuntimeError, SystemExit) as e:
             errs = _error_lines(build_log, 20)
-            _fail(f"{spec.sim} build of {spec.toplevel} failed ({e}); log {build_log}:\n" + "\n".join(errs))
+            raise BuildError(f"{spec.sim} build of {spec.toplevel} failed ({e}); log {build_log}:\n"
+                             + "\n".join(errs)) from None
         finally:
             if flags:
                 if old_flags is None:
