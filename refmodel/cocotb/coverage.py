@@ -102,12 +102,15 @@ class Coverage:
     def add_codes(self, codes: np.ndarray, fmt: Any, *, where: np.ndarray | None = None, prefix: str = "",
                   golden: np.ndarray | None = None, golden_label: str = "the golden set") -> None:
         """Declare the format's code classes (as ``<prefix><class>``) and count them in ``codes``
-        (``where``: the elements that were computed). With ``golden`` (the whole golden tensor),
-        a class the golden codes never contain is declared unreachable ("not in <label>"): the
-        bench cannot hit it from that set, and the summary says so."""
+        (``where``: the elements that were computed). With ``golden`` (the golden tensor, same
+        shape, restricted to ``where`` too), a class the golden codes never contain is declared
+        unreachable ("not in <label>"): the bench cannot hit it from that set, and the summary
+        says so."""
         c = np.asarray(codes)
         if where is not None:
-            c = c[np.broadcast_to(np.asarray(where, dtype=bool), c.shape)]
+            w = np.broadcast_to(np.asarray(where, dtype=bool), c.shape)
+            c = c[w]
+            golden = None if golden is None else np.asarray(golden)[w]
         in_golden = classify_codes(golden, fmt) if golden is not None else None
         for k, why in code_classes(fmt).items():
             if why is None and in_golden is not None and not in_golden.get(k):

@@ -156,9 +156,20 @@ def _show(code: int, value: float | None, fmt: Any) -> str:
     return c if value is None else f"{c} ({value:+.9g})"
 
 
+def _ints(x: Any) -> np.ndarray:
+    """int64 array of integer codes, or an object array of Python ints when a code needs more than
+    64 bits (wide accumulators)."""
+    try:
+        return np.asarray(x, dtype=np.int64)
+    except OverflowError:
+        return np.asarray([int(v) for v in np.asarray(x, dtype=object).ravel()], dtype=object).reshape(np.shape(x))
+
+
 def _digest(codes: np.ndarray) -> str:
-    a = np.ascontiguousarray(np.asarray(codes, dtype=np.int64))
-    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+    a = np.asarray(codes)
+    data = (np.ascontiguousarray(a, dtype=np.int64).tobytes() if a.dtype != object
+            else ",".join(str(int(v)) for v in a.ravel()).encode())
+    return hashlib.sha256(repr(a.shape).encode() + data).hexdigest()[:16]
 
 
 def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -193,7 +204,7 @@ class Scoreboard:
               describe: Describe | None = None, cover: bool = True) -> CheckResult:
         """``got == expected`` elementwise (int codes, same shape; ``where``: the elements to
         compare). ``fmt`` (format object) decodes codes in the report and feeds coverage."""
-        g, e = np.asarray(got, dtype=np.int64), np.asarray(expected, dtype=np.int64)
+        g, e = _ints(got), _ints(expected)
         if g.shape != e.shape:
             if g.size != e.size:
                 return self._record(CheckResult(
@@ -202,7 +213,7 @@ class Scoreboard:
                     note=f"got {g.size} elements, expected {e.size}"))
             g = g.reshape(e.shape)
         mask = np.ones(e.shape, dtype=bool) if where is None else np.broadcast_to(np.asarray(where, dtype=bool), e.shape)
-        bad = (g != e) & mask
+        bad = np.asarray(g != e, dtype=bool) & mask
         n_bad = int(np.count_nonzero(bad))
         first = None
         max_err = 0.0
@@ -292,7 +303,7 @@ class Scoreboard:
         if exact:
             out.append(self.exact(f"{gs.name}/{name}", got, gold, fmt=fmt, where=where, describe=describe, cover=False))
         self.coverage.add_codes(np.asarray(got, dtype=np.int64).reshape(gold.shape), fmt, where=where, prefix=f"{name}.",
-                                golden=gold, golden_label=f"golden set {gs.name}/{name}")
+                                golden=gold, golden_label=f"golden set {gs.name}/{name}")  # (where: computed ones)
         tol = gs.tolerance(name, tier)
         note: str | None = None
         if tol is None and tier == "local":
