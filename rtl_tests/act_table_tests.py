@@ -91,7 +91,7 @@ class TB(StreamBench):
 
         def d(ix: tuple[int, ...]) -> str:
             c = int(codes[ix[0]])
-            return f"x[{i}]={hexw(c, f.width)} ({float(decode(np.int64(c), f)):+.6g})"
+            return f"x[{ix[0]}]={hexw(c, f.width)} ({float(decode(np.int64(c), f)):+.6g})"
 
         return d
 

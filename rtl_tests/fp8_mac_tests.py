@@ -86,7 +86,7 @@ def independent_check(fmt: str, a: np.ndarray, b: np.ndarray, got: int) -> str |
         return None if got == 0x7FC00000 else f"expected canonical NaN, got {g!r}"
     if math.isinf(f64):
         return None if g == f64 else f"expected {f64}, got {g!r}"
-    exact = sum((Fraction(x) * Fraction(y) for x, y in zip(va.tolist(), vb.tolist())), Fraction(0))
+    exact = sum((Fraction(x) * Fraction(y) for x, y in zip(va.tolist(), vb.tolist(), strict=True)), Fraction(0))
     if exact == 0:
         return None if got == 0 else f"exact zero sum must give +0, got {hex(got)}"
     if not math.isfinite(g):
@@ -144,7 +144,7 @@ class Vec:
         assert self.a.shape == self.b.shape and self.a.size >= 1
 
     def __repr__(self) -> str:
-        pairs = [f"{x:02x}*{y:02x}" for x, y in zip(self.a.tolist(), self.b.tolist())]
+        pairs = [f"{x:02x}*{y:02x}" for x, y in zip(self.a.tolist(), self.b.tolist(), strict=True)]
         s = " ".join(pairs[:10]) + (f" ... (K={len(pairs)})" if len(pairs) > 10 else "")
         return f"[{s}]"
 
@@ -210,7 +210,7 @@ class TB(StreamBench):
         """Exact sums with more than 24 significant bits, built from power-of-two products: exact
         ties of the final RNE (both parities), one unit above / below a tie, and the same pattern
         with a large cancelling pair around it."""
-        fmt, p = self.fmt, self.p
+        fmt = self.fmt
         out = []
         for i in range(n):
             m = int(self.rng.integers(24, max_unit_bit(fmt) + 1))
@@ -422,8 +422,8 @@ if TOP == "fp8_mac_hex_tb":
             exp_data = dot_fp8(a.reshape(-1, k), b.reshape(-1, k), p).astype(np.int64).tolist()
             exp_acc = dot_fp8_acc(a.reshape(-1, k), b.reshape(-1, k), p).to_int()
         else:
-            exp_data = [int(dot_fp8(a[s:e], b[s:e], p)) for s, e in zip(starts, ends)]
-            exp_acc = [dot_fp8_acc(a[s:e], b[s:e], p).to_int()[0] for s, e in zip(starts, ends)]
+            exp_data = [int(dot_fp8(a[s:e], b[s:e], p)) for s, e in zip(starts, ends, strict=True)]
+            exp_acc = [dot_fp8_acc(a[s:e], b[s:e], p).to_int()[0] for s, e in zip(starts, ends, strict=True)]
         def desc(ix: tuple[int, ...]) -> str:
             i = ix[0]
             return " ".join(f"{x:02x}*{y:02x}" for x, y in zip(a[starts[i]:ends[i]], b[starts[i]:ends[i]], strict=True))
@@ -490,7 +490,7 @@ if TOP == "fp8_acc_to_fp32":
         vals += [12345] * len(extra)
         flags += extra
         got = []
-        for v, (fn, fp, fm) in zip(vals, flags):
+        for v, (fn, fp, fm) in zip(vals, flags, strict=True):
             dut.acc.value = v & ((1 << acc_w) - 1)
             dut.nan.value, dut.pinf.value, dut.ninf.value = fn, fp, fm
             await Timer(1, unit="ns")
@@ -505,7 +505,7 @@ if TOP == "fp8_acc_to_fp32":
         sb.exact(f"acc_to_fp32 ACC_W={acc_w} ACC_FRAC={frac}", got, exp, fmt=FP32,
                  describe=lambda ix: f"acc={arr[ix[0]]} flags={flags[ix[0]]}")
         n_sub = n_inf = 0
-        for v, g, f in zip(vals, got, flags):
+        for v, g, f in zip(vals, got, flags, strict=True):
             if any(f) or v == 0:
                 continue
             x = Fraction(v) / Fraction(2) ** frac if frac >= 0 else Fraction(v) * Fraction(2) ** (-frac)

@@ -159,7 +159,7 @@ class MacStage:
         lasts = [0] * (k - 1) + [1]
         out: list[tuple[int, int, int, int]] = []
         for i in range(n):
-            out.extend(zip(a[i], w[i], [b[i]] * k, lasts))
+            out.extend(zip(a[i], w[i], [b[i]] * k, lasts, strict=True))
         return out
 
     def describe_at(self, ix: tuple[int, ...]) -> str:
@@ -309,7 +309,7 @@ class Fp8Stage:
 
     def describe_at(self, ix: tuple[int, ...]) -> str:
         """The operands behind golden element ``ix`` (a computed element)."""
-        hit = np.flatnonzero(np.all(np.stack([x == v for x, v in zip(self.index, ix)]), axis=0))
+        hit = np.flatnonzero(np.all(np.stack([x == v for x, v in zip(self.index, ix, strict=True)]), axis=0))
         return self.describe(int(hit[0])) if hit.size else f"{self.name}{list(ix)} (not computed)"
 
 
@@ -321,7 +321,7 @@ def fp8_beats(st: Fp8Stage) -> list[tuple[int, int, int]]:
     n, k = st.a.shape
     last = np.zeros((n, k), dtype=np.int64)
     last[:, -1] = 1
-    return list(zip(st.a.reshape(-1).tolist(), st.b.reshape(-1).tolist(), last.reshape(-1).tolist()))
+    return list(zip(st.a.reshape(-1).tolist(), st.b.reshape(-1).tolist(), last.reshape(-1).tolist(), strict=True))
 
 
 # ---- parameters of the other units, from the manifest ------------------------------------------------

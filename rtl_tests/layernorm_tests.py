@@ -26,7 +26,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from refmodel.cocotb import PAUSE_PATTERNS, Stopwatch, StreamBench, check_no_xz, hexw, log_rate
+from refmodel.cocotb import Stopwatch, StreamBench, check_no_xz, hexw, log_rate
 from refmodel.golden.hexfile import read_memh
 from refmodel.numerics.units.norm import NormParams, norm_error_bound, norm_int, norm_ref, random_rows
 

@@ -9,9 +9,15 @@ generators. These helpers only translate between frames and integer codes:
 * one frame per row (``tlast`` on the row's last beat), so a ``[rows, n]`` tensor is ``rows``
   frames of ``n`` elements.
 
-::
+Create the endpoints before the clock runs and give the reset an edge before the first clock edge
+(cocotbext-axi takes reset only from an edge of the signal; otherwise its endpoints sample the X
+that a 4-state simulator shows on ``tready`` before the DUT's reset)::
 
     src, sink = axis_endpoints(dut, "s_axis", "m_axis", lanes=1)
+    dut.rst.value = 1
+    await Timer(1, unit="ns")
+    start_clock(dut)
+    await reset(dut)
     for f in frames_from_codes(gs.codes("up"), width=16):
         await src.send(f)
     frames = [await sink.recv() for _ in range(rows)]

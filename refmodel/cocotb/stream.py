@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import cocotb
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, Event, First, ReadOnly, RisingEdge, Timer
@@ -254,6 +255,8 @@ class StreamSource(_Endpoint):
                          reset_active_high=reset_active_high)
         self.ready = _resolve(dut, prefix, "ready", names)
         self._masks = {k: (1 << w) - 1 for k, w in self.widths.items()}
+        #: the field a plain ``int`` item drives: ``data``, or the only payload field
+        self.default_field = "data" if "data" in self.fields else (next(iter(self.fields)) if len(self.fields) == 1 else None)
         self.queue: deque[Any] = deque()
         self.count = 0
         self.idle_cycles = 0
@@ -339,7 +342,11 @@ class StreamSource(_Endpoint):
             for k, v in item.items():
                 self.fields[k].value = int(v) & self._masks[k]
         else:
-            self.fields["data"].value = int(item) & self._masks["data"]
+            f = self.default_field
+            if f is None:
+                raise TypeError(f"{self.prefix}: an int item needs a 'data' field or a single payload field; "
+                                f"send dicts naming the fields {list(self.fields)}")
+            self.fields[f].value = int(item) & self._masks[f]
         self.valid.value = 1
 
     async def _run(self) -> None:
@@ -411,6 +418,21 @@ class StreamMonitor(_Endpoint):
 
     def field(self, name: str = "data") -> list[int]:
         return [it[name] for it in self.items]
+
+    def codes(self, items: Sequence[dict[str, int]] | None = None, field: str | None = None, *, signed: bool = True,
+              lanes: int = 1) -> np.ndarray:
+        """Codes of ``field`` (default: ``data`` or the only field) in ``items`` (default: all
+        captured), sign-extended from the lane width (signal width / ``lanes``) when ``signed``;
+        shape ``(len(items),)`` or ``(len(items), lanes)``."""
+        f = field or ("data" if "data" in self.fields else next(iter(self.fields)))
+        width = self.widths[f] // lanes
+        words = [it[f] for it in (self.items if items is None else items)]
+        mask = (1 << width) - 1
+        out = np.array([[(w >> (i * width)) & mask for i in range(lanes)] for w in words], dtype=np.int64)
+        if signed:
+            sign = np.int64(1) << np.int64(width - 1)
+            out = (out ^ sign) - sign
+        return out.reshape(-1) if lanes == 1 else out
 
     def check(self) -> None:
         """Raise on any X/Z seen on a transferred payload or on valid."""
