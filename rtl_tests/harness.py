@@ -95,3 +95,35 @@ def run_matrix(top: str, sources: Iterable[str | Path], test_module: str, **kw: 
           f"verilator build {out['verilator'].build_seconds:.1f} s run {out['verilator'].test_seconds:.1f} s",
           flush=True)
     return out
+
+
+# ---- coverage closure between the golden-set benches and the random ones ------------------------
+
+NOT_IN_GOLDEN = "not in golden set"
+
+
+def golden_gaps(result: BenchResult) -> set[str]:
+    """Coverage bins a golden-set bench declared unreachable because the set holds no such code
+    (``<stage>.<class>``: the summary prints "not in golden set ...")."""
+    cov = result.coverage_total()
+    return {k for k, why in cov.reachable.items() if why is not None and why.startswith(NOT_IN_GOLDEN)}
+
+
+def assert_golden_gaps(result: BenchResult, gaps: Mapping[str, str], stages: Iterable[str]) -> None:
+    """The classes the golden set cannot produce for ``stages`` are exactly the keys of ``gaps``
+    that name those stages; each maps to the random configuration whose bench must hit the class
+    (:func:`assert_gap_hits` in that configuration's test) or to ``"cannot: <reason>"``."""
+    stages = set(stages)
+    want = {k for k in gaps if k.split(".", 1)[0] in stages}
+    got = golden_gaps(result)
+    assert got == want, (f"golden-set coverage gaps changed: new {sorted(got - want)}, closed {sorted(want - got)}; "
+                         f"map each new gap to the random configuration that hits it")
+
+
+def assert_gap_hits(result: BenchResult, config: str, gaps: Mapping[str, str]) -> None:
+    """The random configuration ``config`` hits every class the golden set cannot produce that
+    ``gaps`` assigns to it."""
+    need = sorted({k.split(".", 1)[1] for k, v in gaps.items() if v == config})
+    cov = result.coverage_total()
+    missed = [c for c in need if cov.hits.get(c, 0) == 0]
+    assert not missed, f"{config} must hit {missed} (the golden set cannot): {cov.summary()}"

@@ -44,7 +44,22 @@ class TB(StreamBench):
         super().__init__(dut, source_fields=("data", "mult"), sink_fields=("data", "sat"))
         self.p = params_from_dut(dut)
         self.fmt = FixedFormat(self.p.out_w, 0, True)
-        self.sb.coverage.add_mask("tie", False, reason_unreachable="SHIFT = 0: no rounding" if self.p.shift == 0 else None)
+        self.declare_reachable()
+
+    def declare_reachable(self) -> None:
+        """Which output classes this configuration can produce: the output is monotonic in x*M,
+        so the extreme products decide saturation and the max/min codes; a tie needs
+        |x*M| >= 2^(SHIFT-1)."""
+        p, cov = self.p, self.sb.coverage
+        x = np.array([-(1 << (p.in_w - 1)), (1 << (p.in_w - 1)) - 1], dtype=np.int64)
+        y, sat = requant_with_flags(x, np.full(2, (1 << p.m_w) - 1, dtype=np.int64), p)
+        span = f"x*M / 2^{p.shift} stays inside s{p.out_w}"
+        cov.declare("saturation", None if sat.any() else span)
+        cov.declare("max_code", None if y.max() == self.fmt.max_code else span + " below the max code")
+        cov.declare("min_code", None if y.min() == self.fmt.min_code else span + " above the min code")
+        top = (1 << (p.in_w - 1)) * ((1 << p.m_w) - 1)
+        cov.declare("tie", "SHIFT = 0: no rounding" if p.shift == 0 else
+                    None if top >= 1 << (p.shift - 1) else f"|x*M| <= {top} < 2^(SHIFT-1): no product sits halfway")
 
     async def check(self, x: np.ndarray, m: np.ndarray, what: str) -> None:
         """Stream (x, m), check every output bit-exactly (data and sat flag)."""

@@ -16,7 +16,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 from golden_common import GOLDEN_ROOT, collect, norm_params
-from harness import RTL, SIM_ROOT, run_matrix, run_unit
+from harness import RTL, SIM_ROOT, assert_gap_hits, assert_golden_gaps, run_matrix, run_unit
 
 from refmodel.cocotb import GoldenSet
 from refmodel.golden.hexfile import write_memh
@@ -123,8 +123,10 @@ def _run(name: str, matrix: bool = False):
 
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n != MATRIX_CONFIG])
 def test_layernorm(name):
-    cov = _run(name).coverage_total()
+    r = _run(name)
+    cov = r.coverage_total()
     assert cov.missing() == [], cov.summary()
+    assert_gap_hits(r, name, GOLDEN_GAPS)
 
 
 def test_layernorm_icarus_verilator():
@@ -191,6 +193,8 @@ def test_layernorm_x_is_caught():
 # ---- golden set (cocotb module layernorm_golden_tests.py) ------------------------------------------
 
 GOLDEN_HW = GOLDEN_ROOT / "tiny_gpt2_hw"
+#: output classes the golden set cannot produce -> the random configuration that must hit them
+GOLDEN_GAPS = {f"{st}.{c}": "ln_d3_sat_eps0" for st in ("ln1", "ln2") for c in ("zero", "max_code", "min_code")}
 GOLDEN_NORM_STAGES = collect(lambda: {n: n for n, u in GoldenSet(GOLDEN_HW).units.items() if u.get("kind") == "norm"})
 
 
@@ -207,3 +211,4 @@ def test_layernorm_golden(stage):
                  golden=GOLDEN_HW, extra_env={"RM_GOLDEN_STAGES": stage})
     cov = r.coverage_total()
     assert cov.missing() == [], cov.summary()
+    assert_golden_gaps(r, GOLDEN_GAPS, [stage])

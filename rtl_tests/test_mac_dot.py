@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from golden_common import GOLDEN_ROOT, MacStage, collect, mac_groups
-from harness import run_matrix, run_unit
+from harness import assert_gap_hits, assert_golden_gaps, run_matrix, run_unit
 
 from refmodel.cocotb import GoldenSet
 from refmodel.numerics.units.mac import MacParams
@@ -33,6 +33,7 @@ def test_mac_dot(name: str) -> None:
     r = run_unit("mac_dot", sources=["mac_dot.v"], test_module="mac_dot_tests", parameters=PARAM_SETS[name].to_hdl())
     cov = r.coverage_total()
     assert cov.missing() == [], cov.summary()
+    assert_gap_hits(r, name, GOLDEN_GAPS)
 
 
 def test_mac_dot_icarus_verilator() -> None:
@@ -40,11 +41,16 @@ def test_mac_dot_icarus_verilator() -> None:
     out = run_matrix("mac_dot", ["mac_dot.v"], "mac_dot_tests", parameters=PARAM_SETS[MATRIX_CONFIG].to_hdl())
     cov = out["icarus"].coverage_total()
     assert cov.missing() == [], cov.summary()
+    assert_gap_hits(out["icarus"], MATRIX_CONFIG, GOLDEN_GAPS)
 
 
 # ---- golden set (cocotb module mac_dot_golden_tests.py) ------------------------------------------
 
 GOLDEN_HW = GOLDEN_ROOT / "tiny_gpt2_hw"
+#: output classes the golden set cannot produce -> the random configuration that must hit them
+GOLDEN_GAPS = {f"{st}.{c}": MATRIX_CONFIG for st in ("q", "k", "v", "attn", "proj", "up", "down")
+               for c in ("max_code", "min_code")}
+GOLDEN_GAPS.update({"k.zero": MATRIX_CONFIG, "attn.zero": MATRIX_CONFIG})
 GOLDEN_MAC_GROUPS = collect(lambda: mac_groups(GoldenSet(GOLDEN_HW)))
 #: per-stage beat budget of the default run (up and down have 262,144 beats each: 4 of their 16
 #: sequence rows run by default, all of them with --run-slow)
@@ -59,6 +65,8 @@ def _run_golden(stages: str, max_beats: int) -> None:
                  extra_env={"RM_GOLDEN_STAGES": stages, "RM_GOLDEN_MAX_BEATS": str(max_beats)})
     cov = r.coverage_total()
     assert cov.missing() == [], cov.summary()
+    if max_beats:  # sampled rows: the gaps are those of the rows this run computes
+        assert_golden_gaps(r, GOLDEN_GAPS, stages.split(","))
 
 
 @pytest.mark.parametrize("stages", list(GOLDEN_MAC_GROUPS))

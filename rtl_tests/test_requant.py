@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from golden_common import GOLDEN_ROOT
-from harness import run_matrix, run_unit
+from harness import assert_gap_hits, assert_golden_gaps, run_matrix, run_unit
 
 from refmodel.cocotb import GoldenSet
 from refmodel.numerics.units.requant import RequantParams
@@ -23,6 +23,8 @@ CONFIGS = {
 #: the configuration that also runs on Verilator (results must be identical to Icarus)
 MATRIX_CONFIG = "i24m8s10o16_rne"
 GOLDEN_HW = GOLDEN_ROOT / "tiny_gpt2_hw"
+#: output classes the golden set cannot produce -> the random configuration that must hit them
+GOLDEN_GAPS = {"scores.max_code": MATRIX_CONFIG, "scores.min_code": MATRIX_CONFIG}
 
 
 def _env(name: str) -> dict[str, str]:
@@ -36,6 +38,7 @@ def test_requant(name):
                  extra_env=_env(name))
     cov = r.coverage_total()
     assert cov.missing() == [], cov.summary()
+    assert_gap_hits(r, name, GOLDEN_GAPS)
 
 
 def test_requant_icarus_verilator():
@@ -44,6 +47,7 @@ def test_requant_icarus_verilator():
                      extra_env=_env(MATRIX_CONFIG))
     cov = out["icarus"].coverage_total()
     assert cov.missing() == [], cov.summary()
+    assert_gap_hits(out["icarus"], MATRIX_CONFIG, GOLDEN_GAPS)
 
 
 def test_requant_golden():
@@ -54,3 +58,4 @@ def test_requant_golden():
                  parameters={k: int(v) for k, v in h.items()}, golden=GOLDEN_HW)
     cov = r.coverage_total()
     assert cov.missing() == [], cov.summary()
+    assert_golden_gaps(r, GOLDEN_GAPS, ["scores"])

@@ -115,7 +115,7 @@ class BenchResult:
 
 
 def _check_line(c: dict[str, Any]) -> str:
-    head = f"{c['what']}: {c['checked']} elements "
+    head = f"{c['what']}: {c['checked']} elements: "
     if c["mode"] == "exact":
         return head + ("bit-exact" if not c["failed"] else f"{c['failed']} differ")
     s = head + (f"within {c['tier']}" if not c["failed"] else f"{c['failed']} outside {c['tier']}")
@@ -172,7 +172,8 @@ def _results(xml: Path) -> list[TestOutcome]:
     return out
 
 
-_ERROR_LINE = re.compile(r"(%Error|\bERROR\b|\berror\b|\$error|\bFATAL\b|not loaded|Assertion)", re.IGNORECASE)
+_ERROR_LINE = re.compile(r"(%Error|\w*Error:|\bERROR\b|\berror\b|\$error|\bFATAL\b|not loaded|Assertion)",
+                         re.IGNORECASE)
 
 
 def _error_lines(log: Path, limit: int = 12) -> list[str]:
@@ -252,8 +253,11 @@ def run_bench(
         print(result.summary(), flush=True)
         return result
     msg = _failure_message(result)
-    if waves == "on_failure":
-        failing = [t.name for t in result.tests if not t.passed] or None
+    ran = [t for t in result.tests if t.name != "(simulation)"]
+    if waves == "on_failure" and not ran:
+        msg += "\nwaves: not rerun (the simulation stopped before any cocotb test ran)"
+    elif waves == "on_failure":
+        failing = [t.name for t in result.tests if not t.passed and t.name != "(simulation)"] or None
         try:
             rerun = _build_and_run(spec, bdir.with_name(bdir.name + "-waves"), waves=True, testcase=failing)
             result.waves = rerun.waves
@@ -365,7 +369,7 @@ def _failure_message(r: BenchResult) -> str:
     if failed_checks:
         lines.append("scoreboard:")
         lines += [f"  {_check_line(c)}" for c in r.checks]
-    errs = _error_lines(r.log)
+    errs = [] if any(t.message for t in bad if t.name != "(simulation)") else _error_lines(r.log)
     if errs:
         lines.append("simulator errors:")
         lines += [f"  {e}" for e in errs]
