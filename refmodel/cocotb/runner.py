@@ -369,7 +369,9 @@ def _failure_message(r: BenchResult) -> str:
     if failed_checks:
         lines.append("scoreboard:")
         lines += [f"  {_check_line(c)}" for c in r.checks]
-    errs = [] if any(t.message for t in bad if t.name != "(simulation)") else _error_lines(r.log)
+    said = " ".join(t.message for t in bad)
+    errs = [e for e in _error_lines(r.log)  # what the tests' own messages do not already say
+            if re.sub(r"^[\w.]*(Error|Exception): ", "", e.strip()) not in said]
     if errs:
         lines.append("simulator errors:")
         lines += [f"  {e}" for e in errs]
