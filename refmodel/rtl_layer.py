@@ -24,11 +24,12 @@ import numpy as np
 from .golden.hexfile import read_memh
 from .golden.manifest import read_manifest
 from .numerics.fixed import FixedFormat
+from .resources import rtl_dir
 
 __all__ = ["RTL_DIR", "SOURCES", "TB_SOURCES", "UnsupportedSet", "RtlUnavailable", "layer_params", "cycle_budget",
            "from_rtl_layout", "simulate_layer", "LayerSim"]
 
-RTL_DIR = Path(__file__).resolve().parent.parent / "rtl"
+RTL_DIR = rtl_dir()
 #: layer_top and its submodules (the units it composes)
 SOURCES = ["layer_top.v", "layer_seq.v", "layer_ext.v", "layer_sat_add.v", "mac_dot.v", "requant.v",
            "softmax_row.v", "reciprocal.v", "layernorm.v", "rsqrt.v", "rsqrt_isqrt.v", "act_table.v"]

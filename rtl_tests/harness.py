@@ -25,9 +25,10 @@ import pytest
 
 from refmodel.cocotb import BenchResult, run_bench
 from refmodel.errors import UserError
+from refmodel.resources import rtl_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-RTL = ROOT / "rtl"
+RTL = rtl_dir()
 SIM_ROOT = ROOT / "sim_build"
 TIMESCALE = ("1ns", "1ps")
 

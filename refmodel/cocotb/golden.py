@@ -42,6 +42,7 @@ from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.formats import parse_format
 from refmodel.numerics.minifloat import FloatFormat
 from refmodel.numerics.minifloat import decode as float_decode
+from refmodel.resources import golden_sets_dir
 
 __all__ = ["GoldenSet", "Stage", "Tolerance", "TIERS", "decode_codes", "golden_sets_dir", "GOLDEN_ENV"]
 
@@ -51,15 +52,6 @@ TIERS = ("local", "warning", "end_to_end")
 GOLDEN_ENV = "RM_GOLDEN_SET"
 #: the float64 pseudo-format of ``<name>.value`` entries (IEEE bit patterns as 64-bit words)
 FLOAT64_SPEC = "float64"
-
-
-def golden_sets_dir() -> Path:
-    """The directory of the golden sets that ship with refmodel (one subdirectory per set)."""
-    try:
-        from refmodel.resources import golden_sets_dir as packaged
-    except ImportError:  # a source checkout without refmodel.resources: golden/ beside the package
-        return Path(__file__).resolve().parents[2] / "golden"
-    return packaged()
 
 
 def decode_codes(codes: np.ndarray, fmt: Any) -> np.ndarray:
