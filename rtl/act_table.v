@@ -71,14 +71,25 @@ module act_table #(
 
     initial begin
         $readmemh(TABLE_MEMFILE, table_mem);
+    end
+
 `ifndef SYNTHESIS
-        // a missing or short file leaves the last word X: stop instead of serving it
-        if (^table_mem[DEPTH-1] === 1'bx) begin
-            $error("%m: table not loaded from '%0s' (2^IN_W = %0d words)", TABLE_MEMFILE, DEPTH);
+    // Load check, alike in 4-state (Icarus) and 2-state (Verilator) simulators: the file is read
+    // again into a copy one bit wider whose last word starts as a sentinel (top bit set) that only
+    // a file of 2^IN_W words overwrites. (A short file leaves X in Icarus but zeros in Verilator,
+    // so the table itself cannot tell.)
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [OUT_W:0] table_chk [0:DEPTH-1];
+    /* verilator lint_on UNUSEDSIGNAL */
+    initial begin
+        table_chk[DEPTH-1] = {1'b1, {OUT_W{1'b0}}};
+        $readmemh(TABLE_MEMFILE, table_chk);
+        if (table_chk[DEPTH-1][OUT_W] !== 1'b0) begin
+            $error("%m: table not loaded from '%0s': fewer than 2^IN_W = %0d words", TABLE_MEMFILE, DEPTH);
             $finish;
         end
-`endif
     end
+`endif
 
     reg [LANES*OUT_W-1:0] m_data_reg;
     reg                   m_valid_reg;

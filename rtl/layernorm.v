@@ -193,15 +193,29 @@ module layernorm #(
     initial begin
         $readmemh(GAMMA_MEMFILE, g_mem);
         $readmemh(BETA_MEMFILE, b_mem);
+    end
+
 `ifndef SYNTHESIS
-        // a missing or short file leaves the last word X: stop instead of computing with it
-        if ((^g_mem[D-1] === 1'bx) || (^b_mem[D-1] === 1'bx)) begin
-            $error("%m: gamma/beta not loaded from '%0s' / '%0s' (D=%0d words each)",
+    // Load check, alike in 4-state (Icarus) and 2-state (Verilator) simulators: each file is read
+    // again into a copy one bit wider whose last word starts as a sentinel (top bit set) that only
+    // a file of D words overwrites. (A short file leaves X in Icarus but zeros in Verilator, so
+    // the ROM itself cannot tell.)
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [G_W:0] g_chk [0:D-1];
+    reg [B_W:0] b_chk [0:D-1];
+    /* verilator lint_on UNUSEDSIGNAL */
+    initial begin
+        g_chk[D-1] = {1'b1, {G_W{1'b0}}};
+        b_chk[D-1] = {1'b1, {B_W{1'b0}}};
+        $readmemh(GAMMA_MEMFILE, g_chk);
+        $readmemh(BETA_MEMFILE, b_chk);
+        if (g_chk[D-1][G_W] !== 1'b0 || b_chk[D-1][B_W] !== 1'b0) begin
+            $error("%m: gamma/beta not loaded from '%0s' / '%0s': fewer than D = %0d words",
                    GAMMA_MEMFILE, BETA_MEMFILE, D);
             $finish;
         end
-`endif
     end
+`endif
 
     // ---- control --------------------------------------------------------------------------------
     localparam [2:0] ST_IN   = 3'd0;  // taking the row

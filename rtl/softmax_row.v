@@ -97,15 +97,31 @@ module softmax_row #(
     reg [LUT_W-1:0] lut [0:(1 << LUT_BITS) - 1];
     initial begin
         $readmemh(EXP2_MEMFILE, lut);
+    end
+
 `ifndef SYNTHESIS
-        // simulation check only: synthesis tools map the ROM from the same file
-        if (lut[0] !== {1'b1, {(LUT_W - 1){1'b0}}}) begin
-            $error("%m: EXP2_LUT from '%0s' not loaded (entry 0 = %h, expected 2^(LUT_W-1))",
-                   EXP2_MEMFILE, lut[0]);
+    // Load check (simulation only; synthesis maps the ROM from the same file), alike in 4-state
+    // (Icarus) and 2-state (Verilator) simulators: the file is read again into a copy one bit
+    // wider whose last word starts as a sentinel (top bit set) that only a file of 2^LUT_BITS
+    // words overwrites; and entry 0 must be 2^(LUT_W-1).
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [LUT_W:0] lut_chk [0:(1 << LUT_BITS) - 1];
+    /* verilator lint_on UNUSEDSIGNAL */
+    initial begin
+        lut_chk[(1 << LUT_BITS) - 1] = {1'b1, {LUT_W{1'b0}}};
+        $readmemh(EXP2_MEMFILE, lut_chk);
+        if (lut_chk[(1 << LUT_BITS) - 1][LUT_W] !== 1'b0) begin
+            $error("%m: EXP2_LUT not loaded from '%0s': fewer than 2^LUT_BITS = %0d words", EXP2_MEMFILE,
+                   1 << LUT_BITS);
             $finish;
         end
-`endif
+        if (lut_chk[0] !== {2'b01, {(LUT_W - 1){1'b0}}}) begin
+            $error("%m: EXP2_LUT from '%0s' not loaded (entry 0 = %h, expected 2^(LUT_W-1))",
+                   EXP2_MEMFILE, lut_chk[0][LUT_W-1:0]);
+            $finish;
+        end
     end
+`endif
 
     // ---- state ----------------------------------------------------------------------------------
     localparam [2:0] ST_LOAD = 3'd0, ST_EXP = 3'd1, ST_DREQ = 3'd2, ST_DWAIT = 3'd3, ST_OUT = 3'd4;

@@ -7,6 +7,9 @@ Widths (IN_W, OUT_W, LANES) are read back from the DUT and must match the specs.
 
 Model: refmodel.numerics.units.activation.act_lookup on act_table(kind, in, out), exact; the
 decoded outputs are also checked against float64 f within the exhaustive table error bound.
+
+Coverage: output zero / max / min codes, saturation (f(x) outside the output range), source idle,
+sink backpressure, DUT stalls.
 """
 
 from __future__ import annotations
@@ -17,19 +20,9 @@ import zlib
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-from tb_common import (
-    PAUSE_PATTERNS,
-    Stopwatch,
-    StreamSink,
-    StreamSource,
-    compare,
-    hexw,
-    log_rate,
-    reset,
-    signed,
-    start_clock,
-)
 
+from refmodel.cocotb import Stopwatch, StreamBench, hexw, log_rate
+from refmodel.cocotb.stream import to_signed
 from refmodel.numerics.fixed import FixedFormat, decode
 from refmodel.numerics.units.activation import ActParams, act_lookup, act_ref, act_table, table_error
 
@@ -46,26 +39,22 @@ def _params(dut) -> ActParams:
     return p
 
 
-class TB:
-    """Clock, reset, source on s_*, sink on m_*, and the model."""
+class TB(StreamBench):
+    """Clock, reset, source on s_*, sink on m_*, scoreboard, and the model."""
 
     def __init__(self, dut):
-        self.dut = dut
+        super().__init__(dut)
         self.p = _params(dut)
         self.table = act_table(self.p.kind, self.p.in_fmt, self.p.out_fmt)
-        start_clock(dut)
-        self.source = StreamSource(dut, "s")
-        self.sink = StreamSink(dut, "m")
-
-    async def reset(self) -> None:
-        await reset(self.dut)
-        self.sink.clear()  # anything captured before the reset (e.g. after a failed test) is void
-
-    def set_idle_generator(self, gen) -> None:
-        self.source.set_idle_generator(gen)
-
-    def set_backpressure_generator(self, gen) -> None:
-        self.sink.set_backpressure_generator(gen)
+        f = self.p.out_fmt
+        # which output classes the table can produce at all (a table entry holding the code)
+        for cls, code in (("zero", 0), ("max_code", f.max_code), ("min_code", f.min_code)):
+            if not np.any(self.table == code):
+                self.sb.coverage.declare(cls, f"no entry of the {self.p.kind} table is code {code}")
+        exact = np.ldexp(act_ref(self.p.kind, decode(np.arange(self.p.in_fmt.min_code, self.p.in_fmt.max_code + 1),
+                                                     self.p.in_fmt)), f.frac)
+        clamps = (exact >= f.max_code + 0.5) | (exact < f.min_code - 0.5)
+        self.sb.coverage.declare("saturation", None if clamps.any() else f"f(x) stays inside {f} for every input")
 
     # -- packing ---------------------------------------------------------------------------
     def beats(self, codes: np.ndarray, last_every: int = 0) -> list[dict]:
@@ -90,7 +79,7 @@ class TB:
         for it in items:
             for i in range(L):
                 u = (it["data"] >> (i * w)) & mask
-                codes.append(signed(u, w) if self.p.out_fmt.signed else u)
+                codes.append(to_signed(u, w) if self.p.out_fmt.signed else u)
         return codes
 
     def show_out(self, c: int) -> str:
@@ -100,26 +89,23 @@ class TB:
     def describe_in(self, codes: np.ndarray):
         f = self.p.in_fmt
 
-        def d(i: int) -> str:
-            c = int(codes[i])
-            return f"x[{i}]={hexw(c, f.width)} ({float(decode(np.int64(c), f)):+.6g})"
+        def d(ix: tuple[int, ...]) -> str:
+            c = int(codes[ix[0]])
+            return f"x[{ix[0]}]={hexw(c, f.width)} ({float(decode(np.int64(c), f)):+.6g})"
 
         return d
 
     # -- checking --------------------------------------------------------------------------
-    async def run(self, codes: np.ndarray, last_every: int = 0, what: str = "act_table") -> list[int]:
+    async def check(self, codes: np.ndarray, last_every: int = 0, what: str = "act_table") -> list[int]:
         """Send ``codes``, collect every output, compare bit-exactly with the model (and tlast)."""
         beats = self.beats(codes, last_every)
         n0 = len(self.sink.items)
-        self.source.send(beats)
-        await self.sink.wait_for(n0 + len(beats), timeout_cycles=20 * len(beats) + 200)
-        items = self.sink.items[n0:]
+        items = await self.run(beats)
         got = self.unpack(items)
-        exp = act_lookup(codes, self.table, self.p).tolist()
-        compare(got, exp, what=what, describe=self.describe_in(codes), show=self.show_out)
-        compare([it["last"] for it in items], [b["last"] for b in beats], what=f"{what} m_last")
-        await ClockCycles(self.dut.clk, 4)
-        assert len(self.sink.items) == n0 + len(beats), "extra output beats after the last input"
+        exp = act_lookup(codes, self.table, self.p)
+        self.sb.exact(what, got, exp, fmt=self.p.out_fmt, describe=self.describe_in(codes))
+        self.sb.exact(f"{what} m_last", [it["last"] for it in items], [b["last"] for b in beats], cover=False)
+        await self.expect_no_more(n0 + len(beats), 4)
         return got
 
     def check_float(self, codes: np.ndarray, got: list[int]) -> None:
@@ -141,6 +127,7 @@ class TB:
             f"x code {int(codes[np.argmax(bad)])}"
         )
         assert np.all(g[hi] == p.out_fmt.max_code) and np.all(g[lo] == p.out_fmt.min_code), "clamp code wrong"
+        self.sb.coverage.add_mask("saturation", hi | lo)
         self.dut._log.info(
             "float64 check: %d values, max %.4f LSB (bound %.4f), %d clamped",
             int(inside.sum()), float(dev[inside].max()) if inside.any() else 0.0, err.max_abs_err,
@@ -181,10 +168,11 @@ async def act_exhaustive(dut):
     rng = np.random.default_rng(int(cocotb.RANDOM_SEED))
     shuffled = rng.permutation(codes)[:4096]  # address order independence, with tlast
     with Stopwatch() as sw:
-        got = await tb.run(_pad(codes, tb.p.lanes), what="exhaustive (ordered)")
+        got = await tb.check(_pad(codes, tb.p.lanes), what="exhaustive (ordered)")
     tb.check_float(_pad(codes, tb.p.lanes), got)
-    await tb.run(_pad(shuffled, tb.p.lanes), last_every=7, what="exhaustive (shuffled)")
+    await tb.check(_pad(shuffled, tb.p.lanes), last_every=7, what="exhaustive (shuffled)")
     log_rate(dut, f"act_table[{tb.p.kind},{tb.p.in_fmt}->{tb.p.out_fmt},L{tb.p.lanes}]", len(codes), sw.seconds)
+    tb.finish()
 
 
 @cocotb.test()
@@ -194,16 +182,15 @@ async def act_stalls(dut, idle: str, backpressure: str):
     if os.environ.get("RM_ACT_EXPECT_X") == "1":
         return
     tb = TB(dut)
-    gi, gb = PAUSE_PATTERNS[idle], PAUSE_PATTERNS[backpressure]
-    tb.set_idle_generator(gi() if gi else None)
-    tb.set_backpressure_generator(gb() if gb else None)
+    tb.set_pauses(idle, backpressure)
     await tb.reset()
     f = tb.p.in_fmt
     n = int(os.environ.get("RM_ACT_RANDOM", "600"))
     rng = np.random.default_rng(int(cocotb.RANDOM_SEED) + zlib.crc32(f"{idle}/{backpressure}".encode()))
     codes = np.concatenate([_hard_codes(tb.p), rng.integers(f.min_code, f.max_code + 1, n)])
-    got = await tb.run(_pad(codes, tb.p.lanes), last_every=5, what=f"stalls idle={idle} bp={backpressure}")
+    got = await tb.check(_pad(codes, tb.p.lanes), last_every=5, what=f"stalls idle={idle} bp={backpressure}")
     tb.check_float(_pad(codes, tb.p.lanes), got)
+    tb.finish()
 
 
 @cocotb.test()
@@ -215,19 +202,20 @@ async def act_reset_midstream(dut):
     await tb.reset()
     f = tb.p.in_fmt
     rng = np.random.default_rng(5)
-    tb.set_backpressure_generator(iter(lambda: True, None))  # ready low forever
+    tb.set_pauses(None, iter(lambda: True, None))  # ready low forever
     tb.source.send(tb.beats(_pad(rng.integers(f.min_code, f.max_code + 1, 8 * tb.p.lanes), tb.p.lanes)))
     await ClockCycles(dut.clk, 5)
     assert int(dut.m_valid.value) == 1, "a beat should be waiting on the stalled output"
     tb.source.clear()
     await tb.reset()
     assert int(dut.m_valid.value) == 0, "m_valid survived reset"
-    tb.set_backpressure_generator(None)  # ready high again
+    tb.set_pauses(None, None)  # ready high again
     tb.sink.clear()
     await ClockCycles(dut.clk, 3)
     assert not tb.sink.items, f"{len(tb.sink.items)} outputs appeared after reset with no input"
     codes = _pad(rng.integers(f.min_code, f.max_code + 1, 50), tb.p.lanes)
-    await tb.run(codes, last_every=3, what="after reset")
+    await tb.check(codes, last_every=3, what="after reset")
+    tb.finish()
 
 
 @cocotb.test()

@@ -11,10 +11,17 @@ Which tests exist depends on the simulated top level (``COCOTB_TOPLEVEL``):
   Python): all 65,536 fp8 x fp8 products as K = 1 dot products, or a long random stream.
 * ``fp8_acc_to_fp32``: the final normaliser + RNE alone, with accumulator formats that reach fp32
   subnormals and overflow (unreachable from fp8 inputs).
+
+Coverage: the fp32 output classes (zero, NaN; inf from e5m2 inputs; subnormal, max finite and
+overflow only through ``fp8_acc_to_fp32``'s wider accumulator formats: an fp8 dot product cannot
+reach them, which the summary says), exact cancellation to zero, accumulator wrap beyond K_MAX,
+source idle, sink backpressure, DUT stalls. ``RM_FP8_UNREACHABLE`` (JSON ``{bin: reason}``) names
+the classes a configuration cannot produce.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from fractions import Fraction
@@ -24,27 +31,32 @@ import cocotb
 import ml_dtypes
 import numpy as np
 from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
-from tb_common import (
-    PAUSE_PATTERNS,
-    Stopwatch,
-    StreamSink,
-    StreamSource,
-    check_no_xz,
-    compare,
-    hexw,
-    log_rate,
-    reset,
-    signed,
-    start_clock,
-)
 
+from refmodel.cocotb import Scoreboard, Stopwatch, StreamBench, check_no_xz, log_rate, reset, start_clock
+from refmodel.cocotb.stream import to_signed as signed
 from refmodel.golden.hexfile import pack_lanes, read_memh
+from refmodel.numerics.minifloat import FloatFormat
 from refmodel.numerics.units.fp8mac import Fp8MacParams, acc_to_fp32, dot_fp8, dot_fp8_acc
 
 TOP = os.environ.get("COCOTB_TOPLEVEL", "")
 FORMATS = {0: "e4m3fn", 1: "e5m2"}
 DTYPES = {"e4m3fn": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
 N_RANDOM = int(os.environ.get("RM_FP8_N", "120"))  # dot products per random stream test
+FP32 = FloatFormat.parse("fp32")
+#: fp32 classes an fp8 dot product cannot produce (|x| of a product is in [2^-32, 2^32))
+FROM_FP8 = {"subnormal": "an fp8 dot product never lands below 2^-126 unless it is zero",
+            "max_finite": "fp8 products and their sums stay far below the fp32 max"}
+
+
+def declare_unreachable(sb: Scoreboard, fmt: str | None) -> None:
+    """The classes this configuration cannot produce (e4m3fn: no inf in, none out)."""
+    for name, why in json.loads(os.environ.get("RM_FP8_UNREACHABLE", "{}")).items():
+        sb.coverage.declare(name, why)
+    if fmt is not None:
+        for name, why in FROM_FP8.items():
+            sb.coverage.declare(name, why)
+        if fmt == "e4m3fn":
+            sb.coverage.declare("inf", "e4m3fn has no inf and its sums cannot overflow fp32")
 
 
 # ---- independent reference: ml_dtypes decode, exact Fraction sum, IEEE float64 specials --------
@@ -74,7 +86,7 @@ def independent_check(fmt: str, a: np.ndarray, b: np.ndarray, got: int) -> str |
         return None if got == 0x7FC00000 else f"expected canonical NaN, got {g!r}"
     if math.isinf(f64):
         return None if g == f64 else f"expected {f64}, got {g!r}"
-    exact = sum((Fraction(x) * Fraction(y) for x, y in zip(va.tolist(), vb.tolist())), Fraction(0))
+    exact = sum((Fraction(x) * Fraction(y) for x, y in zip(va.tolist(), vb.tolist(), strict=True)), Fraction(0))
     if exact == 0:
         return None if got == 0 else f"exact zero sum must give +0, got {hex(got)}"
     if not math.isfinite(g):
@@ -132,36 +144,32 @@ class Vec:
         assert self.a.shape == self.b.shape and self.a.size >= 1
 
     def __repr__(self) -> str:
-        pairs = [f"{x:02x}*{y:02x}" for x, y in zip(self.a.tolist(), self.b.tolist())]
+        pairs = [f"{x:02x}*{y:02x}" for x, y in zip(self.a.tolist(), self.b.tolist(), strict=True)]
         s = " ".join(pairs[:10]) + (f" ... (K={len(pairs)})" if len(pairs) > 10 else "")
         return f"[{s}]"
 
 
-class TB:
+class TB(StreamBench):
     def __init__(self, dut):
-        self.dut = dut
+        super().__init__(dut, source_fields=["a", "b", "last"], sink_fields=["data", "acc"])
+        self.src = self.source
         self.fmt = FORMATS[int(dut.FORMAT.value)]
         self.p = Fp8MacParams(self.fmt, k_max=int(dut.K_MAX.value), lanes=int(dut.LANES.value))
         assert int(dut.ACC_W.value) == self.p.acc_w, (int(dut.ACC_W.value), self.p.acc_w)
-        start_clock(dut)
-        self.src = StreamSource(dut, "s", signals=["a", "b", "last"])
-        self.sink = StreamSink(dut, "m", signals=["data", "acc"])
         self.rng = np.random.default_rng(cocotb.RANDOM_SEED + int(dut.FORMAT.value))
         self.finite = finite_codes(self.fmt)
         self.specials = np.setdiff1d(np.arange(256), self.finite)
+        declare_unreachable(self.sb, self.fmt)
+        self.sb.coverage.declare("cancellation_to_zero")
 
-    async def reset(self) -> None:
-        await reset(self.dut)
+    async def reset(self, cycles: int = 2, settle: int = 2, clear_sink: bool = False) -> None:
+        """Reset; captured outputs are kept (the reset tests assert that none appeared)."""
+        await super().reset(cycles, settle, clear_sink)
         await ReadOnly()
         for name in ("m_valid", "m_data", "m_acc", "s_ready"):
             check_no_xz(getattr(self.dut, name).value, name)
         assert int(self.dut.m_valid.value) == 0, "m_valid high after reset"
         await RisingEdge(self.dut.clk)
-
-    def set_pauses(self, idle: str, bp: str) -> None:
-        mk_i, mk_b = PAUSE_PATTERNS[idle], PAUSE_PATTERNS[bp]
-        self.src.set_idle_generator(mk_i() if mk_i else None)
-        self.sink.set_backpressure_generator(mk_b() if mk_b else None)
 
     def beats(self, v: Vec) -> list[dict]:
         lanes = self.p.lanes
@@ -202,7 +210,7 @@ class TB:
         """Exact sums with more than 24 significant bits, built from power-of-two products: exact
         ties of the final RNE (both parities), one unit above / below a tie, and the same pattern
         with a large cancelling pair around it."""
-        fmt, p = self.fmt, self.p
+        fmt = self.fmt
         out = []
         for i in range(n):
             m = int(self.rng.integers(24, max_unit_bit(fmt) + 1))
@@ -259,7 +267,7 @@ class TB:
             acc.append(dot_fp8_acc(v.a, v.b, self.p).to_int()[0])
         return data, acc
 
-    async def run(self, vecs: list[Vec], what: str, *, independent: bool = True) -> float:
+    async def check(self, vecs: list[Vec], what: str, *, independent: bool = True) -> float:
         p = self.p
         exp_data, exp_acc = self.expected(vecs)
         items = [bt for v in vecs for bt in self.beats(v)]
@@ -269,11 +277,13 @@ class TB:
             await self.sink.wait_for(len(vecs), timeout_cycles=20 * len(items) + 200)
         await ClockCycles(self.dut.clk, 8)
         got = self.sink.pop_all()
-        desc = lambda i: repr(vecs[i])  # noqa: E731
-        compare([signed(g["acc"], p.acc_w) for g in got], exp_acc, what=f"{what}: m_acc", describe=desc,
-                show=lambda c: f"{hexw(c, p.acc_w)} ({c} units of 2**-{p.acc_frac})")
-        compare([g["data"] for g in got], exp_data, what=f"{what}: m_data", describe=desc,
-                show=lambda c: f"{hexw(c, 32)} ({fp32_value(c)!r})")
+        assert len(got) == len(vecs), f"{what}: {len(got) - len(vecs)} extra outputs"
+        desc = lambda ix: repr(vecs[ix[0]])  # noqa: E731
+        self.sb.exact(f"{what}: m_acc ({p.acc_w}-bit, units of 2**-{p.acc_frac})",
+                      [signed(g["acc"], p.acc_w) for g in got], exp_acc, describe=desc, cover=False)
+        self.sb.exact(f"{what}: m_data", [g["data"] for g in got], exp_data, fmt=FP32, describe=desc)
+        nonzero_terms = np.array([bool(np.any(((v.a & 0x7F) != 0) & ((v.b & 0x7F) != 0))) for v in vecs])
+        self.sb.coverage.add_mask("cancellation_to_zero", (np.array(exp_data) == 0) & nonzero_terms)
         if independent:
             for i, g in enumerate(got):
                 why = independent_check(self.fmt, vecs[i].a, vecs[i].b, g["data"])
@@ -295,11 +305,12 @@ if TOP == "fp8_mac":
         await tb.reset()
         tb.set_pauses(idle, bp)
         vecs = tb.random_vecs(N_RANDOM)
-        secs = await tb.run(vecs, f"random idle={idle} bp={bp}")
+        secs = await tb.check(vecs, f"random idle={idle} bp={bp}")
         n = _products(vecs)
         dut._log.info("PRODUCTS %d in %d dot products (%s)", n, len(vecs), tb.p.to_hdl())
         if idle == "none" and bp == "none":
             log_rate(dut, f"fp8_mac_{tb.fmt}", n, secs)
+        tb.finish()
 
     @cocotb.test()
     @cocotb.parametrize(bp=["none", "3of4"])
@@ -310,8 +321,9 @@ if TOP == "fp8_mac":
         await tb.reset()
         tb.set_pauses("none", bp)
         vecs = tb.directed_vecs() + tb.tie_vecs(60)
-        await tb.run(vecs, f"directed bp={bp}")
+        await tb.check(vecs, f"directed bp={bp}")
         dut._log.info("PRODUCTS %d in %d directed dot products", _products(vecs), len(vecs))
+        tb.finish()
 
     @cocotb.test()
     async def fp8_beyond_k_max(dut):
@@ -324,9 +336,10 @@ if TOP == "fp8_mac":
         vecs = [Vec([mx] * n, [mx] * n) for n in (k, k + 1, 2 * k + 3)]
         vecs += [Vec([mx | 0x80] * n, [mx] * n) for n in (k, k + 1, 2 * k + 3)]
         if k <= 64:
-            await tb.run(vecs, "beyond K_MAX", independent=False)
+            await tb.check(vecs, "beyond K_MAX", independent=False)
         else:  # only the exact-at-K_MAX cases are affordable; still a check
-            await tb.run(vecs[:1], "at K_MAX")
+            await tb.check(vecs[:1], "at K_MAX")
+        tb.finish()
 
     @cocotb.test()
     async def fp8_reset_midstream(dut):
@@ -339,13 +352,13 @@ if TOP == "fp8_mac":
             while True:
                 yield hold["on"]
 
-        tb.sink.set_backpressure_generator(gate())
+        tb.set_pauses(None, gate())
         tb.src.send(tb.beats(tb.random_vec(40))[:3])
         await tb.src.wait_idle()
         await ClockCycles(dut.clk, 2)
         await tb.reset()
         assert not tb.sink.items, f"output from a partial dot product: {tb.sink.items}"
-        await tb.run(tb.random_vecs(20), "after reset with a partial dot product")
+        await tb.check(tb.random_vecs(20), "after reset with a partial dot product")
         hold["on"] = True
         await RisingEdge(dut.clk)
         tb.src.send(tb.beats(tb.random_vec(4)))
@@ -359,13 +372,14 @@ if TOP == "fp8_mac":
         hold["on"] = False
         await ClockCycles(dut.clk, 3)
         assert not tb.sink.items, f"a held output survived reset: {tb.sink.items}"
-        await tb.run(tb.random_vecs(20), "after reset with a held output")
+        await tb.check(tb.random_vecs(20), "after reset with a held output")
         tb.src.send([bt for v in tb.random_vecs(20) for bt in tb.beats(v)])
         await ClockCycles(dut.clk, 29)
         tb.src.clear()
         await tb.reset()
         tb.sink.clear()
-        await tb.run(tb.random_vecs(10), "after a reset mid-stream")
+        await tb.check(tb.random_vecs(10), "after a reset mid-stream")
+        tb.finish()
 
 
 if TOP == "fp8_mac_hex_tb":
@@ -408,12 +422,16 @@ if TOP == "fp8_mac_hex_tb":
             exp_data = dot_fp8(a.reshape(-1, k), b.reshape(-1, k), p).astype(np.int64).tolist()
             exp_acc = dot_fp8_acc(a.reshape(-1, k), b.reshape(-1, k), p).to_int()
         else:
-            exp_data = [int(dot_fp8(a[s:e], b[s:e], p)) for s, e in zip(starts, ends)]
-            exp_acc = [dot_fp8_acc(a[s:e], b[s:e], p).to_int()[0] for s, e in zip(starts, ends)]
-        desc = lambda i: " ".join(f"{x:02x}*{y:02x}" for x, y in zip(a[starts[i]:ends[i]], b[starts[i]:ends[i]]))  # noqa: E731
-        compare(got_acc, exp_acc, what=f"{fmt} hex: m_acc", describe=desc, show=lambda c: f"{hexw(c, p.acc_w)} ({c})")
-        compare(got_data, exp_data, what=f"{fmt} hex: m_data", describe=desc,
-                show=lambda c: f"{hexw(c, 32)} ({fp32_value(c)!r})")
+            exp_data = [int(dot_fp8(a[s:e], b[s:e], p)) for s, e in zip(starts, ends, strict=True)]
+            exp_acc = [dot_fp8_acc(a[s:e], b[s:e], p).to_int()[0] for s, e in zip(starts, ends, strict=True)]
+        def desc(ix: tuple[int, ...]) -> str:
+            i = ix[0]
+            return " ".join(f"{x:02x}*{y:02x}" for x, y in zip(a[starts[i]:ends[i]], b[starts[i]:ends[i]], strict=True))
+
+        sb = Scoreboard(dut._name, log=dut._log)
+        declare_unreachable(sb, fmt)
+        sb.exact(f"{fmt} hex: m_acc", got_acc, exp_acc, describe=desc, cover=False)
+        sb.exact(f"{fmt} hex: m_data", got_data, exp_data, fmt=FP32, describe=desc)
         if np.all(lens == 1):
             dt = DTYPES[fmt]
             va = a.astype(np.uint8).view(dt).astype(np.float64)
@@ -437,6 +455,8 @@ if TOP == "fp8_mac_hex_tb":
         dut._log.info("PRODUCTS %d in %d dot products, %d cycles (STALL=%d)", len(stim), nout, cycles,
                       int(dut.STALL.value))
         log_rate(dut, f"fp8_mac_hex_{fmt}", len(stim), sw.seconds)
+        sb.record_coverage()
+        dut._log.info(sb.report())
 
 
 if TOP == "fp8_acc_to_fp32":
@@ -448,6 +468,9 @@ if TOP == "fp8_acc_to_fp32":
         acc_w, frac = int(dut.ACC_W.value), signed(int(dut.ACC_FRAC.value), 32)  # integer parameter
         rng = np.random.default_rng(cocotb.RANDOM_SEED)
         vals: list[int] = [0, 1, -1, (1 << (acc_w - 1)) - 1, -(1 << (acc_w - 1)), 1 << 24, (1 << 25) - 1]
+        if 0 <= 104 + frac and (1 << 24) << (104 + frac) <= (1 << (acc_w - 1)):  # exactly the fp32 max, +-
+            fmax = ((1 << 24) - 1) << (104 + frac)
+            vals += [fmax, -fmax]
         for _ in range(1500):
             m = int(rng.integers(0, acc_w - 1))
             v = (1 << m) | int(rng.integers(0, 1 << 62)) % (1 << m) if m else 1
@@ -467,7 +490,7 @@ if TOP == "fp8_acc_to_fp32":
         vals += [12345] * len(extra)
         flags += extra
         got = []
-        for v, (fn, fp, fm) in zip(vals, flags):
+        for v, (fn, fp, fm) in zip(vals, flags, strict=True):
             dut.acc.value = v & ((1 << acc_w) - 1)
             dut.nan.value, dut.pinf.value, dut.ninf.value = fn, fp, fm
             await Timer(1, unit="ns")
@@ -477,10 +500,12 @@ if TOP == "fp8_acc_to_fp32":
         lo = np.array([v & 0xFFFFFFFF for v in vals], dtype=np.int64)
         fl = np.array(flags, dtype=bool)
         exp = acc_to_fp32(hi, lo, frac, fl[:, 0], fl[:, 1], fl[:, 2]).astype(np.int64).tolist()
-        compare(got, exp, what=f"acc_to_fp32 ACC_W={acc_w} ACC_FRAC={frac}",
-                describe=lambda i: f"acc={arr[i]} flags={flags[i]}", show=lambda c: f"{hexw(c, 32)} ({fp32_value(c)!r})")
+        sb = Scoreboard(dut._name, log=dut._log)
+        declare_unreachable(sb, None)
+        sb.exact(f"acc_to_fp32 ACC_W={acc_w} ACC_FRAC={frac}", got, exp, fmt=FP32,
+                 describe=lambda ix: f"acc={arr[ix[0]]} flags={flags[ix[0]]}")
         n_sub = n_inf = 0
-        for v, g, f in zip(vals, got, flags):
+        for v, g, f in zip(vals, got, flags, strict=True):
             if any(f) or v == 0:
                 continue
             x = Fraction(v) / Fraction(2) ** frac if frac >= 0 else Fraction(v) * Fraction(2) ** (-frac)
@@ -492,3 +517,5 @@ if TOP == "fp8_acc_to_fp32":
             n_sub += abs(x) < Fraction(2) ** -126
             assert abs(Fraction(gv) - x) <= half_ulp_fp32(x), f"acc={v}: {gv!r} vs exact {float(x)!r}"
         dut._log.info("VECTORS %d accumulators checked (%d fp32-subnormal, %d overflow)", len(vals), n_sub, n_inf)
+        sb.record_coverage()
+        dut._log.info(sb.report())

@@ -1,34 +1,28 @@
-"""Shared helpers of the golden-set RTL tests (``rtl_tests/<unit>_golden_tests.py``).
+"""Unit-specific views of a golden set for the project's golden-set benches
+(``rtl_tests/<unit>_golden_tests.py``): which dot products of a stage ``mac_dot`` or ``fp8_mac``
+computes and in what order, the unit parameters recorded in a manifest as refmodel parameter
+objects, the attention mask, and the coverage the random benches owe the golden ones.
 
-A golden set (``golden/<set>/``, written by :mod:`refmodel.golden.generate`) holds every stage
-tensor of one quantized layer as codes, plus its float64 reference and, once the bounds module
-has run, a per-element tolerance. The golden tests drive each RTL unit with the set's own
-tensors, with the unit parameters recorded in the manifest (``units``), and compare:
-
-* the unit's output with the golden codes, bit-exactly (:func:`tb_common.compare`: first
-  mismatches with index, inputs, expected and got);
-* the decoded output with the float64 reference, elementwise within the manifest tolerance
-  (:func:`check_tolerance`); a tensor without a tolerance is reported as such (the bit-exact
-  check still runs), never skipped silently and never given an invented tolerance.
-
-Files are read through :mod:`refmodel.golden.manifest` (schema, sha256 and word counts checked).
-
-This module does not import cocotb, so the pytest runners import it too. Environment (set by
-the pytest runners): ``RM_GOLDEN_SET`` the set directory (absolute),
-``RM_GOLDEN_STAGES`` a comma-separated list of stage tensors a build checks (units whose
-parameters differ per stage get one build per parameter set).
+The golden set itself (codes, values, stages, tolerance tiers) is :class:`refmodel.cocotb.GoldenSet`;
+checking is :class:`refmodel.cocotb.Scoreboard`. This module does not import cocotb, so the
+pytest runners import it too. Environment (set by the pytest runners): ``RM_GOLDEN_SET`` the
+set directory, ``RM_GOLDEN_STAGES`` a comma-separated list of stage tensors a build checks (units
+whose parameters differ per stage get one build per parameter set).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+<<<<<<< HEAD
+from refmodel.cocotb import GoldenSet, golden_sets_dir
+
+GOLDEN_ROOT: Path = golden_sets_dir()
+=======
 from refmodel.golden.manifest import check_files, load_tensor, read_manifest
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.formats import parse_format
@@ -60,66 +54,8 @@ __all__ = [
 ]
 
 GOLDEN_ROOT = golden_sets_dir()
+>>>>>>> main
 ROUNDING_OF_CODE = {0: "floor", 1: "half_up", 2: "rne"}
-
-
-class GoldenSet:
-    """One golden set: the checked manifest and its tensors as codes in their own formats.
-
-    ``codes(name)`` returns int64 codes whose signedness follows the tensor's *format spec* (a
-    ``u16.15`` tensor gives 0..65535 even if its manifest entry says ``signed``: the word in the
-    file is what the RTL sees; the discrepancy is recorded in ``notes``)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.manifest = read_manifest(self.path)
-        check_files(self.path, self.manifest)
-        self.units: dict[str, Any] = self.manifest.get("units", {})
-        self.notes: list[str] = []
-        self._cache: dict[str, dict[str, Any]] = {}
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def entry(self, name: str) -> dict[str, Any]:
-        return self.manifest["tensors"][name]
-
-    def file(self, name: str) -> Path:
-        """Absolute path of the tensor's ``.hex`` file (e.g. a table the RTL loads with $readmemh)."""
-        return (self.path / self.entry(name)["file"]).resolve()
-
-    def fmt(self, name: str):
-        return parse_format(self.entry(name)["format"])
-
-    def tensor(self, name: str) -> dict[str, Any]:
-        """``load_tensor`` result with ``codes`` reinterpreted per the format spec."""
-        if name not in self._cache:
-            t = load_tensor(self.path, name, self.manifest)
-            e = t["entry"]
-            f = parse_format(e["format"])
-            w = int(e["word_width"])
-            codes = np.asarray(t["codes"], dtype=np.int64)
-            spec_signed = bool(f.signed) if isinstance(f, FixedFormat) else False
-            if spec_signed != bool(e["signed"]):
-                raw = codes & np.int64((1 << w) - 1)
-                codes = (raw ^ (1 << (w - 1))) - (1 << (w - 1)) if spec_signed else raw
-                self.notes.append(
-                    f"{self.name}/{name}: manifest says signed={e['signed']} but the format is {e['format']}; "
-                    f"codes read as the format says (generator issue)")
-            t["codes"] = codes
-            t["fmt"] = f
-            self._cache[name] = t
-        return self._cache[name]
-
-    def codes(self, name: str) -> np.ndarray:
-        return self.tensor(name)["codes"]
-
-
-def golden_set(default: str | None = None) -> GoldenSet:
-    """The set named by ``RM_GOLDEN_SET`` (or ``golden/<default>``)."""
-    path = os.environ.get("RM_GOLDEN_SET") or str(GOLDEN_ROOT / (default or "tiny_gpt2_hw"))
-    return GoldenSet(path)
 
 
 def collect(fn: Callable[[], dict]) -> dict:
@@ -142,104 +78,6 @@ def heads_to_flat(codes: np.ndarray) -> np.ndarray:
     (the matmul output layout they were split from)."""
     h, s, d = codes.shape
     return codes.transpose(1, 0, 2).reshape(s, h * d)
-
-
-def decode_codes(codes: np.ndarray, fmt) -> np.ndarray:
-    """float64 values of fixed-point or minifloat codes."""
-    if isinstance(fmt, FixedFormat):
-        return np.ldexp(np.asarray(codes, dtype=np.float64), -fmt.frac)
-    if isinstance(fmt, FloatFormat):
-        return float_decode(np.asarray(codes, dtype=np.int64), fmt)
-    raise ValueError(f"decode_codes: unsupported format {fmt}")
-
-
-def check_tolerance(log, gs: GoldenSet, name: str, got_codes: np.ndarray, *, where: np.ndarray | None = None,
-                    describe: Callable[[tuple[int, ...]], str] | None = None) -> str:
-    """``|decode(got) - reference| <= tolerance`` elementwise for golden tensor ``name``
-    (``got_codes`` in the tensor's own layout and format; ``where``: boolean mask of the elements
-    the unit computed). AssertionError naming the first element over its tolerance. Without a
-    tolerance in the set, logs and prints ``NO TOLERANCE`` and returns (bit-exact only).
-    Returns the one-line summary it logged."""
-    t = gs.tensor(name)
-    e = t["entry"]
-    mask = np.ones(np.shape(got_codes), dtype=bool) if where is None else np.asarray(where, dtype=bool)
-    if "tolerance" not in t or "reference" not in t:
-        have = "no reference" if "reference" not in t else f"compare={e['compare']!r}"
-        msg = (f"NO TOLERANCE {gs.name}/{name}: the set has {have} for this tensor (no .tol.hex yet); "
-               f"bit-exact check only")
-        if e.get("no_guarantee"):
-            msg += f"; no_guarantee: {e['no_guarantee']}"
-        log.warning(msg)
-        print(msg, flush=True)
-        return msg
-    ref = t["reference"]
-    tol = t["tolerance"]
-    got = decode_codes(got_codes, t["fmt"])
-    err = np.abs(got - ref)
-    ok = (err <= tol) | ~mask
-    if not ok.all():
-        bad = np.argwhere(~ok)
-        i = tuple(int(v) for v in bad[0])
-        inp = f" inputs {describe(i)}" if describe else ""
-        raise AssertionError(
-            f"{gs.name}/{name}: {len(bad)} of {int(mask.sum())} decoded outputs outside the manifest tolerance; "
-            f"first at {i}:{inp} got {float(got[i])!r} (code {int(np.asarray(got_codes)[i])}), "
-            f"reference {float(ref[i])!r}, "
-            f"|err| {err[i]:.6g} > tol {tol[i]:.6g}")
-    m = mask & np.isfinite(err)
-    worst = float((err[m] / np.where(tol[m] > 0, tol[m], np.inf)).max()) if m.any() else 0.0
-    msg = (f"TOLERANCE {gs.name}/{name}: {int(mask.sum())} decoded outputs within the manifest tolerance "
-           f"(max |err| {float(err[m].max()) if m.any() else 0.0:.6g}, max tol {float(tol[mask].max()):.6g}, "
-           f"worst err/tol {worst:.3f})")
-    if e.get("no_guarantee"):
-        msg += f"; no_guarantee: {e['no_guarantee']}"
-    log.info(msg)
-    print(msg, flush=True)
-    return msg
-
-
-async def drive_full_rate(dut, beats: Sequence[Sequence[int]], names: Sequence[str], prefix: str = "s",
-                          clk: str = "clk") -> tuple[int, float]:
-    """Drive ``beats`` (tuples of unsigned field values, in the order of ``names``: ``<prefix>_<name>``)
-    one per clock with ``<prefix>_valid`` high, holding a beat while ``<prefix>_ready`` is low
-    (sampled at the edge, as :class:`tb_common.StreamSource` does). Leaner than StreamSource
-    (no queue, no idle generator, only changed fields written) for long golden streams.
-    Returns ``(cycles, seconds)``; ``valid`` is low again when it returns."""
-    from cocotb.triggers import RisingEdge
-
-    handles = [getattr(dut, f"{prefix}_{n}") for n in names]
-    valid = getattr(dut, f"{prefix}_valid")
-    ready = getattr(dut, f"{prefix}_ready")
-    edge = RisingEdge(getattr(dut, clk))
-    prev: list[int | None] = [None] * len(handles)
-    t0 = time.perf_counter()
-    cycles = 0
-    valid.value = 1
-    for b in beats:
-        for j, h in enumerate(handles):
-            v = b[j]
-            if v != prev[j]:
-                h.value = v
-                prev[j] = v
-        while True:
-            await edge
-            cycles += 1
-            r = ready.value
-            if r.is_resolvable and int(r) == 1:
-                break
-    valid.value = 0
-    return cycles, time.perf_counter() - t0
-
-
-def log_golden(dut, gs: GoldenSet, unit: str, what: str, n: int, seconds: float) -> None:
-    """One summary line per checked stage (and any manifest notes)."""
-    for note in gs.notes:
-        dut._log.warning("NOTE %s", note)
-        print(f"NOTE {note}", flush=True)
-    gs.notes.clear()
-    line = f"GOLDEN {unit} {gs.name}/{what}: {n} vectors bit-exact in {seconds:.2f} s"
-    dut._log.info(line)
-    print(line, flush=True)
 
 
 # ---- mac_dot stages --------------------------------------------------------------------------------
@@ -287,6 +125,7 @@ class MacStage:
             x, w = gs.codes(self.inputs[0]), gs.codes(self.inputs[1])
             b = gs.codes(self.inputs[2]) if len(self.inputs) > 2 else np.zeros(w.shape[0], np.int64)
             s, n = x.shape[0], w.shape[0]
+            self._operands = (x, w, b)
             self.a = np.repeat(x, n, axis=0)
             self.w = np.tile(w, (s, 1))
             self.bias = np.tile(b, s)
@@ -296,6 +135,7 @@ class MacStage:
             pr, v = gs.codes(self.inputs[0]), gs.codes(self.inputs[1])  # [h, s, t], [h, t, hd]
             h, s, t = pr.shape
             hd = v.shape[-1]
+            self._operands = (pr, v, None)
             self.a = np.broadcast_to(pr.transpose(1, 0, 2)[:, :, None, :], (s, h, hd, t)).reshape(-1, t)
             self.w = np.broadcast_to(v.transpose(0, 2, 1)[None], (s, h, hd, t)).reshape(-1, t)
             self.bias = np.zeros(self.a.shape[0], np.int64)
@@ -353,13 +193,21 @@ class MacStage:
         lasts = [0] * (k - 1) + [1]
         out: list[tuple[int, int, int, int]] = []
         for i in range(n):
-            out.extend(zip(a[i], w[i], [b[i]] * k, lasts))
+            out.extend(zip(a[i], w[i], [b[i]] * k, lasts, strict=True))
         return out
 
-    def describe(self, i: int) -> str:
-        s, n = divmod(int(self.sel[i]), self.out2d[1])
-        return (f"{self.name}[{s},{n}] = {'/'.join(self.inputs)}: a[:6]={self.a[i, :6].tolist()} "
-                f"w[:6]={self.w[i, :6].tolist()} bias={int(self.bias[i])} K={self.a.shape[1]}")
+    def describe_at(self, ix: tuple[int, ...]) -> str:
+        """The operands of the dot product behind golden element ``ix``."""
+        if self.kind == "linear":
+            x, w, b = self._operands
+            s, n = (ix[1], ix[0] * self.golden_shape[2] + ix[2]) if len(ix) == 3 else ix
+            a, wr, bias = x[s], w[n], int(b[n])
+        else:
+            pr, v, _ = self._operands
+            hh, s, d = ix if len(ix) == 3 else (ix[1] // v.shape[-1], ix[0], ix[1] % v.shape[-1])
+            a, wr, bias = pr[hh, s], v[hh, :, d], 0
+        return (f"{'/'.join(self.inputs)}: a[:6]={a[:6].tolist()} w[:6]={wr[:6].tolist()} bias={bias} "
+                f"K={len(a)}")
 
 
 def select_rows(n_rows: int, beats_per_row: int, max_beats: int) -> np.ndarray:
@@ -493,6 +341,11 @@ class Fp8Stage:
         return (f"{at} = {self.what}: a[:6]={[hex(int(c)) for c in self.a[i, :6]]} "
                 f"b[:6]={[hex(int(c)) for c in self.b[i, :6]]} K={self.a.shape[1]}")
 
+    def describe_at(self, ix: tuple[int, ...]) -> str:
+        """The operands behind golden element ``ix`` (a computed element)."""
+        hit = np.flatnonzero(np.all(np.stack([x == v for x, v in zip(self.index, ix, strict=True)]), axis=0))
+        return self.describe(int(hit[0])) if hit.size else f"{self.name}{list(ix)} (not computed)"
+
 
 FP8_STAGES = ("scores", "proj", "up", "down")
 
@@ -502,7 +355,7 @@ def fp8_beats(st: Fp8Stage) -> list[tuple[int, int, int]]:
     n, k = st.a.shape
     last = np.zeros((n, k), dtype=np.int64)
     last[:, -1] = 1
-    return list(zip(st.a.reshape(-1).tolist(), st.b.reshape(-1).tolist(), last.reshape(-1).tolist()))
+    return list(zip(st.a.reshape(-1).tolist(), st.b.reshape(-1).tolist(), last.reshape(-1).tolist(), strict=True))
 
 
 # ---- parameters of the other units, from the manifest ------------------------------------------------
@@ -543,8 +396,3 @@ def norm_params(gs: GoldenSet, stage: str):
     if p.to_hdl() != {k: int(v) for k, v in h.items()}:
         raise AssertionError(f"{stage}: NormParams {p.to_hdl()} do not reproduce the manifest entry {h}")
     return p
-
-
-def quoted(path: Path) -> str:
-    """A string parameter for iverilog ``-P``: the absolute path in double quotes."""
-    return '"' + str(Path(path).resolve()) + '"'

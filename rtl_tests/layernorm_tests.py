@@ -11,6 +11,9 @@ Every HDL parameter is read back from the DUT and must equal NormParams.to_hdl()
 Model: norm_int (bit-exact on every element, m_last on every D-th beat); decoded outputs are
 also checked against float64 norm_ref within norm_error_bound (computed per element, not a
 hard-coded tolerance).
+
+Coverage: output zero / max / min codes, saturation (the exact output outside the output range),
+rounding ties of the output rounding (RNE configurations), source idle, sink backpressure.
 """
 
 from __future__ import annotations
@@ -22,19 +25,8 @@ import zlib
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
-from tb_common import (
-    PAUSE_PATTERNS,
-    Stopwatch,
-    StreamSink,
-    StreamSource,
-    check_no_xz,
-    compare,
-    hexw,
-    log_rate,
-    reset,
-    start_clock,
-)
 
+from refmodel.cocotb import Stopwatch, StreamBench, check_no_xz, hexw, log_rate
 from refmodel.golden.hexfile import read_memh
 from refmodel.numerics.units.norm import NormParams, norm_error_bound, norm_int, norm_ref, random_rows
 
@@ -44,9 +36,9 @@ def _expect_x() -> bool:
     return os.environ.get("RM_LN_EXPECT_X") == "1"
 
 
-class TB:
+class TB(StreamBench):
     def __init__(self, dut, read_tables: bool = True):
-        self.dut = dut
+        super().__init__(dut)
         self.p = NormParams(**json.loads(os.environ["RM_LN_PARAMS"]))
         hdl = {k: int(getattr(dut, k).value) for k in self.p.to_hdl()}
         assert hdl == self.p.to_hdl(), f"HDL parameters {hdl} != model {self.p.to_hdl()}"
@@ -54,29 +46,16 @@ class TB:
         if read_tables:  # the same files the RTL loaded, as the model's codes
             self.gamma = read_memh(os.environ["RM_LN_GAMMA"], p.gamma_fmt.width, signed=True, count=p.d)
             self.beta = read_memh(os.environ["RM_LN_BETA"], p.beta_fmt.width, signed=True, count=p.d)
-        start_clock(dut)
-        self.source = StreamSource(dut, "s")
-        self.sink = StreamSink(dut, "m")
         self.checked = 0
-
-    async def reset(self) -> None:
-        await reset(self.dut)
-        self.sink.clear()  # anything captured before the reset (e.g. after a failed test) is void
-
-    def set_idle_generator(self, gen) -> None:
-        self.source.set_idle_generator(gen)
-
-    def set_backpressure_generator(self, gen) -> None:
-        self.sink.set_backpressure_generator(gen)
+        self.sb.coverage.declare("saturation")
+        # classes this configuration cannot produce, with the reason (set by the runner)
+        for name, why in json.loads(os.environ.get("RM_LN_UNREACHABLE", "{}")).items():
+            self.sb.coverage.declare(name, why)
 
     def beats(self, rows: np.ndarray) -> list[dict]:
         mask = (1 << self.p.in_fmt.width) - 1
         d = self.p.d
         return [{"data": int(v) & mask, "last": int(i % d == d - 1)} for i, v in enumerate(rows.ravel().tolist())]
-
-    def _show(self, c: int) -> str:
-        f = self.p.out_fmt
-        return f"{hexw(c, f.width)} ({c * 2.0 ** -f.frac:+.6g})"
 
     async def run_rows(self, rows: np.ndarray, what: str) -> None:
         """Send ``rows`` (shape (n, D)), collect n*D outputs, check bit-exact, m_last, float64
@@ -85,30 +64,30 @@ class TB:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1, p.d)
         n_out = rows.size
         n0 = len(self.sink.items)
-        self.source.send(self.beats(rows))
-        await self.sink.wait_for(n0 + n_out, timeout_cycles=rows.shape[0] * (12 * p.d + 600) + 200)
-        items = self.sink.items[n0:n0 + n_out]
+        items = await self.run(self.beats(rows), cycles_per_item=12 + 600 // p.d + 1)
         w = p.out_fmt.width
         got = [(it["data"] ^ (1 << (w - 1))) - (1 << (w - 1)) for it in items]
         exp = norm_int(rows, self.gamma, self.beta, p).ravel().tolist()
         flat = rows.ravel()
         fin = p.in_fmt
 
-        def describe(i: int) -> str:
-            r, c = divmod(i, p.d)
-            x = int(flat[i])
+        def describe(ix: tuple[int, ...]) -> str:
+            r, c = divmod(ix[0], p.d)
+            x = int(flat[ix[0]])
             return (f"row {r} col {c}: x={hexw(x, fin.width)} ({x * 2.0 ** -fin.frac:+.6g}), "
                     f"gamma={int(self.gamma[c])}, beta={int(self.beta[c])}, row[:4]={rows[r, :4].tolist()}")
 
-        compare(got, exp, what=f"{what}: m_data", describe=describe, show=self._show)
+        self.sb.exact(f"{what}: m_data", got, exp, fmt=p.out_fmt, describe=describe)
         lasts = [it["last"] for it in items]
-        compare(lasts, [int(i % p.d == p.d - 1) for i in range(n_out)], what=f"{what}: m_last")
+        self.sb.exact(f"{what}: m_last", lasts, [int(i % p.d == p.d - 1) for i in range(n_out)], cover=False)
         # float64: |out - clamp(ref)| <= bound (both in output LSB)
         x = np.ldexp(rows.astype(np.float64), -fin.frac)
         g = np.ldexp(self.gamma.astype(np.float64), -p.gamma_fmt.frac)
         b = np.ldexp(self.beta.astype(np.float64), -p.beta_fmt.frac)
         ref = np.clip(np.ldexp(norm_ref(x, g, b, p.eps_real, p.rms), p.out_fmt.frac),
                       p.out_fmt.min_code, p.out_fmt.max_code)
+        exact = np.ldexp(norm_ref(x, g, b, p.eps_real, p.rms), p.out_fmt.frac)
+        self.sb.coverage.add_mask("saturation", (exact > p.out_fmt.max_code + 0.5) | (exact < p.out_fmt.min_code - 0.5))
         bound = norm_error_bound(rows, self.gamma, self.beta, p)
         err = np.abs(np.asarray(got, dtype=np.float64).reshape(rows.shape) - ref)
         bad = err > bound
@@ -119,8 +98,7 @@ class TB:
                 f"at row {r} col {c} (x={int(rows[r, c])}, got {got[r * p.d + c]}, ref {ref[r, c]:.3f})"
             )
         assert check_no_xz(self.dut.framing_err.value, "framing_err") == 0, f"{what}: framing_err set"
-        await ClockCycles(self.dut.clk, 8)
-        assert len(self.sink.items) == n0 + n_out, f"{what}: {len(self.sink.items) - n0 - n_out} extra output beats"
+        await self.expect_no_more(n0 + n_out, 8)
         self.checked += n_out
         n_sat = sum(1 for e in exp if e in (p.out_fmt.max_code, p.out_fmt.min_code))
         self.dut._log.info("%s: %d rows, %d elements bit-exact (%d at a clamp code); max err %.3f LSB "
@@ -185,6 +163,7 @@ async def ln_random_full_rate(dut):
         await tb.run_rows(rows, "random")
     kind = "rmsnorm" if tb.p.rms else "layernorm"
     log_rate(dut, f"{kind}[D={tb.p.d},{tb.p.in_fmt},shift={tb.p.shift}]", rows.size, sw.seconds)
+    tb.finish()
 
 
 @cocotb.test()
@@ -197,15 +176,14 @@ async def ln_hard_stalls(dut, idle: str, backpressure: str):
     if os.environ.get("RM_LN_STALLS", "all") == "some" and idle != backpressure:
         return
     tb = TB(dut)
-    gi, gb = PAUSE_PATTERNS[idle], PAUSE_PATTERNS[backpressure]
-    tb.set_idle_generator(gi() if gi else None)
-    tb.set_backpressure_generator(gb() if gb else None)
+    tb.set_pauses(idle, backpressure)
     await tb.reset()
     rng = np.random.default_rng(int(cocotb.RANDOM_SEED) + zlib.crc32(f"{idle}/{backpressure}".encode()))
     n = int(os.environ.get("RM_LN_STALL_ROWS", "2"))
     rows = hard_rows(tb.p, rng) if (idle, backpressure) == ("none", "none") else np.empty((0, tb.p.d), np.int64)
     rows = np.concatenate([rows, _rows(tb.p, n, int(rng.integers(1 << 30)), float(os.environ.get("RM_LN_OUTLIERS", "0")))])
     await tb.run_rows(rows, f"hard+random idle={idle} bp={backpressure}")
+    tb.finish()
 
 
 @cocotb.test()
@@ -214,10 +192,10 @@ async def ln_hard_rows(dut):
     if _expect_x():
         return
     tb = TB(dut)
-    tb.set_idle_generator(PAUSE_PATTERNS["rand30"]())
-    tb.set_backpressure_generator(PAUSE_PATTERNS["rand30"]())
+    tb.set_pauses("rand30", "rand30")
     await tb.reset()
     await tb.run_rows(hard_rows(tb.p, np.random.default_rng(99)), "hard rows")
+    tb.finish()
 
 
 @cocotb.test()
@@ -233,10 +211,10 @@ async def ln_reset_midstream(dut):
     # 1) half a row in, then reset
     tb.source.send(tb.beats(rows[0])[: p.d // 2])
     await tb.source.wait_idle()
-    await tb.reset()
+    await tb.reset(clear_sink=False)
     assert len(tb.sink.items) == 0
     # 2) a full row, stall the sink so outputs are pending, reset while streaming out
-    tb.set_backpressure_generator(iter(lambda: True, None))
+    tb.set_pauses(None, iter(lambda: True, None))
     tb.source.send(tb.beats(rows[1]))
     await tb.source.wait_idle()
     for _ in range(20 * p.d + 400):
@@ -247,11 +225,12 @@ async def ln_reset_midstream(dut):
     await ClockCycles(dut.clk, 3)
     await tb.reset()
     assert int(dut.m_valid.value) == 0 and int(dut.s_ready.value) == 1, "reset did not clear the unit"
-    tb.set_backpressure_generator(None)
+    tb.set_pauses(None, None)
     tb.sink.clear()
     await ClockCycles(dut.clk, 4)
     assert not tb.sink.items, "outputs appeared after reset with no input"
     await tb.run_rows(rows[2:], "after reset")
+    tb.finish()
 
 
 @cocotb.test()
@@ -273,7 +252,7 @@ async def ln_framing_error(dut):
     exp = norm_int(rows, tb.gamma, tb.beta, p).ravel().tolist()
     w = p.out_fmt.width
     got = [(it["data"] ^ (1 << (w - 1))) - (1 << (w - 1)) for it in tb.sink.items]
-    compare(got, exp, what="row with bad framing", show=tb._show)
+    tb.sb.exact("row with bad framing", got, exp, fmt=p.out_fmt)
     await tb.reset()
     assert int(dut.framing_err.value) == 0, "reset did not clear framing_err"
 
@@ -305,6 +284,7 @@ async def ln_latency(dut):
     want = 3 * tb.p.rsq_k + 10
     assert rise == want, f"latency {rise} cycles, documented {want}"
     dut._log.info("last input -> first output: %d cycles", rise)
+    tb.finish()
 
 
 @cocotb.test()

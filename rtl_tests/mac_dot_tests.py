@@ -5,6 +5,10 @@ come from the refmodel integer model (``dot_acc_int`` / ``requantize_int``), com
 on both ``m_data`` and ``m_acc``. Every data test runs with and without source idle cycles and
 sink backpressure; the sink fails on X/Z in any transferred output, and every test ends by
 checking that no extra output appeared.
+
+Coverage: output zero / max / min codes, output saturation (the rounded accumulator outside the
+output range), rounding ties (the discarded SHIFT bits exactly half; none with SHIFT = 0),
+accumulator overflow (wrapped or saturated), source idle, sink backpressure, DUT stalls.
 """
 
 from __future__ import annotations
@@ -14,25 +18,17 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-from tb_common import (
-    PAUSE_PATTERNS,
-    Stopwatch,
-    StreamSink,
-    StreamSource,
-    check_no_xz,
-    compare,
-    hexw,
-    log_rate,
-    reset,
-    signed,
-    start_clock,
-)
 
+from refmodel.cocotb import Stopwatch, StreamBench, check_no_xz, log_rate
+from refmodel.cocotb.stream import to_signed
 from refmodel.golden.hexfile import pack_lanes
+from refmodel.numerics.fixed import FixedFormat
+from refmodel.numerics.rounding import round_shift
 from refmodel.numerics.units.mac import MacParams, dot_acc_int, requantize_int
 
 ROUNDING = {0: "floor", 1: "half_up", 2: "rne"}
 N_RANDOM = int(os.environ.get("RM_MAC_N", "150"))  # dot products per random test
+K_LONGEST = 300  # the longest directed dot product (accumulator overflow)
 
 
 def params_from_dut(dut) -> MacParams:
@@ -61,27 +57,29 @@ class Vec:
         return f"a={short(self.a)} w={short(self.w)} bias={self.bias}"
 
 
-class TB:
+class TB(StreamBench):
     def __init__(self, dut):
-        self.dut = dut
+        super().__init__(dut, source_fields=["a", "w", "bias", "last"], sink_fields=["data", "acc"])
+        self.src = self.source
         self.p = params_from_dut(dut)
-        start_clock(dut)
-        self.src = StreamSource(dut, "s", signals=["a", "w", "bias", "last"])
-        self.sink = StreamSink(dut, "m", signals=["data", "acc"])
         self.rng = np.random.default_rng(cocotb.RANDOM_SEED)
+        self.out_fmt = FixedFormat(self.p.out_w, 0, True)
+        self.sb.coverage.declare("tie", None if self.p.shift > 0 else "SHIFT = 0: no rounding")
+        self.sb.coverage.declare("saturation")
+        p = self.p
+        worst = K_LONGEST * (1 << (p.a_w + p.w_w - 2)) + ((1 << (p.b_w - 1)) << p.bias_lsh)
+        self.sb.coverage.declare("acc_overflow", None if worst >= (1 << (p.acc_w - 1)) else
+                                 f"ACC_W = {p.acc_w} holds {K_LONGEST} products of the largest magnitude (the "
+                                 f"bench's longest dot product) plus the bias")
 
-    async def reset(self) -> None:
-        await reset(self.dut)
+    async def reset(self, cycles: int = 2, settle: int = 2, clear_sink: bool = False) -> None:
+        """Reset; captured outputs are kept (the reset tests assert that none appeared)."""
+        await super().reset(cycles, settle, clear_sink)
         await ReadOnly()
         for name in ("m_valid", "m_data", "m_acc", "s_ready"):
             check_no_xz(getattr(self.dut, name).value, name)
         assert int(self.dut.m_valid.value) == 0, "m_valid high after reset"
         await RisingEdge(self.dut.clk)
-
-    def set_pauses(self, idle: str, bp: str) -> None:
-        mk_i, mk_b = PAUSE_PATTERNS[idle], PAUSE_PATTERNS[bp]
-        self.src.set_idle_generator(mk_i() if mk_i else None)
-        self.sink.set_backpressure_generator(mk_b() if mk_b else None)
 
     # ---- stimulus --------------------------------------------------------------------------
     def beats(self, v: Vec) -> list[dict]:
@@ -131,7 +129,7 @@ class TB:
         ]
         # accumulator overflow: all most-negative products for as long as it takes, then back
         prod = amin * wmin
-        k_sat = min(300, ((1 << (p.acc_w - 1)) // prod) + 3)
+        k_sat = min(K_LONGEST, ((1 << (p.acc_w - 1)) // prod) + 3)
         v.append(Vec([amin] * k_sat, [wmin] * k_sat))
         v.append(Vec([amin] * k_sat + [amax] * 5, [wmin] * k_sat + [wmin] * 5))
         v.append(Vec([amin] * k_sat, [wmax] * k_sat, bmin))
@@ -163,7 +161,7 @@ class TB:
         return v
 
     # ---- run and check ---------------------------------------------------------------------
-    async def run(self, vecs: list[Vec], what: str) -> float:
+    async def check(self, vecs: list[Vec], what: str) -> float:
         """Send ``vecs``, wait for every result, compare; returns the wall-clock seconds."""
         p = self.p
         exp_data, exp_acc = self.expected(vecs)
@@ -174,11 +172,20 @@ class TB:
             await self.sink.wait_for(len(vecs), timeout_cycles=20 * len(items) + 200)
         await ClockCycles(self.dut.clk, 8)
         got = self.sink.pop_all()
-        desc = lambda i: repr(vecs[i])  # noqa: E731
-        compare([signed(g["acc"], p.acc_w) for g in got], exp_acc, what=f"{what}: m_acc", describe=desc,
-                show=lambda c: f"{hexw(c, p.acc_w)} ({c})")
-        compare([signed(g["data"], p.out_w) for g in got], exp_data, what=f"{what}: m_data", describe=desc,
-                show=lambda c: f"{hexw(c, p.out_w)} ({c})")
+        assert len(got) == len(vecs), f"{what}: {len(got) - len(vecs)} extra outputs"
+        desc = lambda ix: repr(vecs[ix[0]])  # noqa: E731
+        self.sb.exact(f"{what}: m_acc", [to_signed(g["acc"], p.acc_w) for g in got], exp_acc, describe=desc,
+                      fmt=FixedFormat(p.acc_w, 0, True), cover=False)
+        self.sb.exact(f"{what}: m_data", [to_signed(g["data"], p.out_w) for g in got], exp_data, fmt=self.out_fmt,
+                      describe=desc)
+        acc = np.array(exp_acc, dtype=np.int64)
+        rounded = round_shift(acc, p.shift, p.rounding)
+        cov = self.sb.coverage
+        cov.add_mask("saturation", (rounded > self.out_fmt.max_code) | (rounded < self.out_fmt.min_code))
+        if p.shift > 0:
+            cov.add_mask("tie", (acc & ((1 << p.shift) - 1)) == (1 << (p.shift - 1)))
+        exact = [int(np.dot(v.a.astype(object), v.w.astype(object))) + (v.bias << p.bias_lsh) for v in vecs]
+        cov.add_mask("acc_overflow", [not -(1 << (p.acc_w - 1)) <= e < (1 << (p.acc_w - 1)) for e in exact])
         return sw.seconds
 
 
@@ -194,11 +201,12 @@ async def mac_random(dut, idle, bp):
     await tb.reset()
     tb.set_pauses(idle, bp)
     vecs = tb.random_vecs(N_RANDOM)
-    secs = await tb.run(vecs, f"random idle={idle} bp={bp}")
+    secs = await tb.check(vecs, f"random idle={idle} bp={bp}")
     n = _products(vecs)
     dut._log.info("PRODUCTS %d in %d dot products (%s)", n, len(vecs), tb.p.to_hdl())
     if idle == "none" and bp == "none":
         log_rate(dut, "mac_dot", n, secs)
+    tb.finish()
 
 
 @cocotb.test()
@@ -210,8 +218,9 @@ async def mac_directed(dut, bp):
     await tb.reset()
     tb.set_pauses("none", bp)
     vecs = tb.directed_vecs()
-    await tb.run(vecs, f"directed bp={bp}")
+    await tb.check(vecs, f"directed bp={bp}")
     dut._log.info("PRODUCTS %d in %d directed dot products", _products(vecs), len(vecs))
+    tb.finish()
 
 
 @cocotb.test()
@@ -226,7 +235,7 @@ async def mac_reset_midstream(dut):
         while True:
             yield hold["on"]
 
-    tb.sink.set_backpressure_generator(gate())
+    tb.set_pauses(None, gate())
     # (1) a partial dot product (3 of its beats accepted, no last) when reset hits
     part = Vec(tb.codes(40, tb.p.a_w), tb.codes(40, tb.p.w_w), -7)
     tb.src.send(tb.beats(part)[:3])
@@ -234,7 +243,7 @@ async def mac_reset_midstream(dut):
     await ClockCycles(dut.clk, 2)
     await tb.reset()
     assert not tb.sink.items, f"output from a partial dot product: {tb.sink.items}"
-    await tb.run(tb.random_vecs(30), "after reset with a partial dot product")
+    await tb.check(tb.random_vecs(30), "after reset with a partial dot product")
     # (2) a finished dot product whose result is held by backpressure when reset hits
     hold["on"] = True
     await RisingEdge(dut.clk)
@@ -249,11 +258,12 @@ async def mac_reset_midstream(dut):
     hold["on"] = False
     await ClockCycles(dut.clk, 3)
     assert not tb.sink.items, f"a held output survived reset: {tb.sink.items}"
-    await tb.run(tb.random_vecs(30), "after reset with a held output")
+    await tb.check(tb.random_vecs(30), "after reset with a held output")
     # (3) reset in the middle of a long stream of complete dot products
     tb.src.send([b for v in tb.random_vecs(30) for b in tb.beats(v)])
     await ClockCycles(dut.clk, 37)
     tb.src.clear()
     await tb.reset()
     tb.sink.clear()
-    await tb.run(tb.random_vecs(20), "after a reset mid-stream")
+    await tb.check(tb.random_vecs(20), "after a reset mid-stream")
+    tb.finish()

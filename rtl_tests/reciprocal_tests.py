@@ -5,6 +5,10 @@ Environment: ``RM_RECIP_K`` -- when set, the reciprocal use (dividend fixed at 2
 be K+1); otherwise the general divider with random dividends. ``RM_RECIP_N`` random vectors
 at full rate (default 10000), ``RM_STALL_N`` per stall case (default 300), ``RM_RECIP_EXHAUSTIVE=1``
 adds an all-pairs run (small widths only).
+
+Coverage: quotient zero and all ones (the divide-by-zero result and the max code), remainder zero
+(exact division), divide by zero, source idle, sink backpressure, DUT stalls (the serial divider
+takes one division at a time).
 """
 
 from __future__ import annotations
@@ -14,41 +18,25 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-from tb_common import (
-    PAUSE_PATTERNS,
-    STALL_CASES,
-    StreamSink,
-    StreamSource,
-    compare,
-    hexw,
-    log_rate,
-    reset,
-    run_stream,
-    start_clock,
-)
 
+from refmodel.cocotb import STALL_CASES, StreamBench, hexw, log_rate
+from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.reciprocal import DividerParams, ReciprocalParams, divide, exhaustive_error
 
 
-class TB:
+class TB(StreamBench):
     def __init__(self, dut):
-        self.dut = dut
+        super().__init__(dut, source_fields=("num", "den"), sink_fields=("quot", "rem"))
         self.p = DividerParams(num_w=int(dut.NUM_W.value), den_w=int(dut.DEN_W.value))
         k = os.environ.get("RM_RECIP_K")
         self.k = int(k) if k else None
         if self.k is not None:
             assert self.p.num_w == self.k + 1, f"reciprocal mode needs NUM_W = K+1, got {self.p.num_w} for K={self.k}"
-        start_clock(dut)
-        self.source = StreamSource(dut, "s", signals=("num", "den"))
-        self.sink = StreamSink(dut, "m", signals=("quot", "rem"))
-
-    async def reset(self) -> None:
-        await reset(self.dut)
-
-    def stalls(self, idle: str, bp: str) -> None:
-        gi, gb = PAUSE_PATTERNS[idle], PAUSE_PATTERNS[bp]
-        self.source.set_idle_generator(gi() if gi else None)
-        self.sink.set_backpressure_generator(gb() if gb else None)
+        self.q_fmt = FixedFormat(self.p.num_w, 0, False)
+        if self.k is not None and self.p.den_w <= self.k:
+            self.sb.coverage.declare("zero", "reciprocal mode: 2^K / B >= 1 for every B < 2^DEN_W <= 2^K")
+        self.sb.coverage.declare("exact_division")
+        self.sb.coverage.declare("divide_by_zero")
 
     def vectors(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Divisors log-uniform over bit lengths 0..DEN_W (so small quotients and huge ones
@@ -83,19 +71,18 @@ class TB:
 
     async def check(self, a: np.ndarray, b: np.ndarray, what: str) -> float:
         p = self.p
-        items = [{"num": int(x), "den": int(y)} for x, y in zip(a.tolist(), b.tolist())]
-        got, sec = await run_stream(self.source, self.sink, items, cycles_per_item=6 * (p.num_w + 2))
+        items = [{"num": int(x), "den": int(y)} for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+        got = await self.run(items, cycles_per_item=6 * (p.num_w + 2))
         q, r = divide(a, b, p)
-        desc = lambda i: f"A={hexw(int(a[i]), p.num_w)} ({int(a[i])}) B={hexw(int(b[i]), p.den_w)} ({int(b[i])})"  # noqa: E731
-        compare([g["quot"] for g in got], q.tolist(), what=f"divider {what} quotient", describe=desc,
-                show=lambda c: f"{hexw(c, p.num_w)} ({c})")
-        compare([g["rem"] for g in got], r.tolist(), what=f"divider {what} remainder", describe=desc,
-                show=lambda c: f"{hexw(c, p.den_w)} ({c})")
-        return sec
+        desc = lambda ix: f"A={hexw(int(a[ix[0]]), p.num_w)} ({int(a[ix[0]])}) B={hexw(int(b[ix[0]]), p.den_w)} ({int(b[ix[0]])})"  # noqa: E731
+        self.sb.exact(f"divider {what} quotient", [g["quot"] for g in got], q, fmt=self.q_fmt, describe=desc)
+        self.sb.exact(f"divider {what} remainder", [g["rem"] for g in got], r, describe=desc, cover=False)
+        self.sb.coverage.add_mask("exact_division", (r == 0) & (b != 0))
+        self.sb.coverage.add_mask("divide_by_zero", b == 0)
+        return self.seconds
 
     async def no_extra(self, expected_total: int) -> None:
-        await ClockCycles(self.dut.clk, self.p.num_w + 4)
-        assert len(self.sink.items) == expected_total, f"{len(self.sink.items) - expected_total} extra outputs"
+        await self.expect_no_more(expected_total, self.p.num_w + 4)
 
 
 @cocotb.test()
@@ -103,7 +90,7 @@ class TB:
 async def divider_random(dut, idle, backpressure):
     """Random operands, bit-exact quotient and remainder, under each stall case."""
     tb = TB(dut)
-    tb.stalls(idle, backpressure)
+    tb.set_pauses(idle, backpressure)
     await tb.reset()
     full = idle == "none" and backpressure == "none"
     n = int(os.environ.get("RM_RECIP_N", "10000")) if full else int(os.environ.get("RM_STALL_N", "300"))
@@ -116,6 +103,7 @@ async def divider_random(dut, idle, backpressure):
         log_rate(dut, f"reciprocal[{mode}_n{tb.p.num_w}_d{tb.p.den_w}]", n, sec)
     else:
         dut._log.info("checked %d vectors (idle=%s, backpressure=%s)", n, idle, backpressure)
+    tb.finish()
 
 
 @cocotb.test()
@@ -140,6 +128,7 @@ async def divider_hard_cases(dut):
     assert (err >= 0).all() and (err <= tol).all(), f"decoded error {err.max()} LSB above bound {tol}"
     assert (q[~nz] == (1 << tb.p.num_w) - 1).all(), "divide by zero must give all ones"
     dut._log.info("hard cases: %d vectors, max decoded error %.6f LSB (bound %.6f)", len(a), float(err.max()), tol)
+    tb.finish()
 
 
 @cocotb.test(skip=os.environ.get("RM_RECIP_EXHAUSTIVE") != "1")
@@ -151,6 +140,7 @@ async def divider_exhaustive(dut):
     a, b = np.meshgrid(np.arange(1 << p.num_w, dtype=np.int64), np.arange(1 << p.den_w, dtype=np.int64))
     sec = await tb.check(a.ravel(), b.ravel(), "exhaustive")
     dut._log.info("exhaustive: %d pairs in %.2f s", a.size, sec)
+    tb.finish()
 
 
 @cocotb.test()
@@ -160,16 +150,16 @@ async def divider_reset_midstream(dut):
     await tb.reset()
     rng = np.random.default_rng(cocotb.RANDOM_SEED + 5)
     a, b = tb.vectors(20, rng)
-    tb.sink.set_backpressure_generator(PAUSE_PATTERNS["3of4"]())
-    tb.source.send({"num": int(x), "den": int(y)} for x, y in zip(a.tolist(), b.tolist()))
+    tb.set_pauses(None, "3of4")
+    tb.source.send({"num": int(x), "den": int(y)} for x, y in zip(a.tolist(), b.tolist(), strict=True))
     await tb.sink.wait_for(3, timeout_cycles=50 * (tb.p.num_w + 2))
     await ClockCycles(dut.clk, tb.p.num_w // 2)  # mid-division
     tb.source.clear()
     await tb.reset()
     assert int(dut.m_valid.value) == 0 and int(dut.s_ready.value) == 1, "reset did not return to idle"
-    tb.sink.clear()
-    tb.sink.set_backpressure_generator(None)
+    tb.set_pauses(None, None)
     a, b = tb.vectors(100, rng)
     await tb.check(a, b, "after reset")
     await tb.no_extra(100)
     dut._log.info("after mid-stream reset: checked 100 vectors")
+    tb.finish()

@@ -1,8 +1,11 @@
 """cocotb tests for rtl/requant.v against refmodel.numerics.units.requant (run by test_requant.py).
 
 Configuration: the RTL parameters are read back from the DUT; the rounding mode comes from the
-``ROUND_MODE`` parameter. ``RM_REQUANT_N`` sets the random vector count at full rate (default 10000), ``RM_STALL_N`` the count
-per stall case (default 1000).
+``ROUND_MODE`` parameter. ``RM_REQUANT_N`` sets the random vector count at full rate (default
+10000), ``RM_STALL_N`` the count per stall case (default 1000).
+
+Coverage: output zero / max / min codes, saturation (model flag), rounding ties (``x*M`` exactly
+halfway between two outputs; unreachable with SHIFT = 0), source idle and sink backpressure.
 """
 
 from __future__ import annotations
@@ -11,20 +14,10 @@ import os
 
 import cocotb
 import numpy as np
-from tb_common import (
-    PAUSE_PATTERNS,
-    STALL_CASES,
-    Stopwatch,
-    StreamSink,
-    StreamSource,
-    compare,
-    hexw,
-    log_rate,
-    reset,
-    signed,
-    start_clock,
-)
 
+from refmodel.cocotb import PAUSE_PATTERNS, STALL_CASES, StreamBench, hexw, log_rate
+from refmodel.cocotb.stream import to_signed
+from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.rounding import Rounding
 from refmodel.numerics.units.requant import ROUND_MODE_CODES, RequantParams, requant_with_flags
 
@@ -37,39 +30,48 @@ def params_from_dut(dut) -> RequantParams:
                          rounding=MODE_OF_CODE[g("ROUND_MODE")])
 
 
-class TB:
+def ties(x: np.ndarray, m: np.ndarray, p: RequantParams) -> np.ndarray:
+    """x*M exactly halfway between two output codes (the rounding mode decides)."""
+    if p.shift == 0:
+        return np.zeros(len(x), dtype=bool)
+    prod = x.astype(object) * m.astype(object)
+    low = np.array([int(v) & ((1 << p.shift) - 1) for v in prod], dtype=np.int64)
+    return low == (1 << (p.shift - 1))
+
+
+class TB(StreamBench):
     def __init__(self, dut):
-        self.dut = dut
+        super().__init__(dut, source_fields=("data", "mult"), sink_fields=("data", "sat"))
         self.p = params_from_dut(dut)
-        start_clock(dut)
-        self.source = StreamSource(dut, "s", signals=("data", "mult"))
-        self.sink = StreamSink(dut, "m", signals=("data", "sat"))
+        self.fmt = FixedFormat(self.p.out_w, 0, True)
+        self.declare_reachable()
 
-    async def reset(self) -> None:
-        await reset(self.dut)
+    def declare_reachable(self) -> None:
+        """Which output classes this configuration can produce: the output is monotonic in x*M,
+        so the extreme products decide saturation and the max/min codes; a tie needs
+        |x*M| >= 2^(SHIFT-1)."""
+        p, cov = self.p, self.sb.coverage
+        x = np.array([-(1 << (p.in_w - 1)), (1 << (p.in_w - 1)) - 1], dtype=np.int64)
+        y, sat = requant_with_flags(x, np.full(2, (1 << p.m_w) - 1, dtype=np.int64), p)
+        span = f"x*M / 2^{p.shift} stays inside s{p.out_w}"
+        cov.declare("saturation", None if sat.any() else span)
+        cov.declare("max_code", None if y.max() == self.fmt.max_code else span + " below the max code")
+        cov.declare("min_code", None if y.min() == self.fmt.min_code else span + " above the min code")
+        top = (1 << (p.in_w - 1)) * ((1 << p.m_w) - 1)
+        cov.declare("tie", "SHIFT = 0: no rounding" if p.shift == 0 else
+                    None if top >= 1 << (p.shift - 1) else f"|x*M| <= {top} < 2^(SHIFT-1): no product sits halfway")
 
-    def set_idle_generator(self, gen) -> None:
-        self.source.set_idle_generator(gen)
-
-    def set_backpressure_generator(self, gen) -> None:
-        self.sink.set_backpressure_generator(gen)
-
-    async def run(self, x: np.ndarray, m: np.ndarray, what: str) -> float:
-        """Stream (x, m), check every output bit-exactly (data and sat flag); returns seconds."""
+    async def check(self, x: np.ndarray, m: np.ndarray, what: str) -> None:
+        """Stream (x, m), check every output bit-exactly (data and sat flag)."""
         p = self.p
-        n0 = len(self.sink.items)
-        with Stopwatch() as sw:
-            self.source.send({"data": int(a), "mult": int(b)} for a, b in zip(x.tolist(), m.tolist()))
-            await self.sink.wait_for(n0 + len(x), timeout_cycles=20 * len(x) + 100)
-        got = self.sink.items[n0:]
+        got = await self.run([{"data": int(a), "mult": int(b)} for a, b in zip(x.tolist(), m.tolist(), strict=True)])
         y, sat = requant_with_flags(x, m, p)
-        gy = [signed(it["data"], p.out_w) for it in got]
-        show = lambda c: f"{hexw(c, p.out_w)} ({c})"  # noqa: E731
-        desc = lambda i: f"x={hexw(int(x[i]), p.in_w)} ({int(x[i])}) M={int(m[i])}"  # noqa: E731
-        compare(gy, y.tolist(), what=f"requant {what} data", describe=desc, show=show)
-        compare([it["sat"] for it in got], sat.astype(int).tolist(), what=f"requant {what} sat", describe=desc)
-        assert len(self.sink.items) == n0 + len(x), "extra outputs"
-        return sw.seconds
+        desc = lambda ix: f"x={hexw(int(x[ix[0]]), p.in_w)} ({int(x[ix[0]])}) M={int(m[ix[0]])}"  # noqa: E731
+        self.sb.exact(f"requant {what} data", [to_signed(it["data"], p.out_w) for it in got], y, fmt=self.fmt,
+                      describe=desc)
+        self.sb.exact(f"requant {what} sat", [it["sat"] for it in got], sat.astype(int), describe=desc, cover=False)
+        self.sb.coverage.add_mask("saturation", sat)
+        self.sb.coverage.add_mask("tie", ties(x, m, p))
 
 
 def random_vectors(p: RequantParams, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -125,20 +127,18 @@ def hard_vectors(p: RequantParams) -> tuple[np.ndarray, np.ndarray]:
 async def requant_random(dut, idle, backpressure):
     """Random vectors, bit-exact (data and sat): RM_REQUANT_N at full rate, RM_STALL_N per stall case."""
     tb = TB(dut)
-    full = idle == "none" and backpressure == "none"
-    gi, gb = PAUSE_PATTERNS[idle], PAUSE_PATTERNS[backpressure]
-    tb.set_idle_generator(gi() if gi else None)
-    tb.set_backpressure_generator(gb() if gb else None)
+    tb.set_pauses(idle, backpressure)
     await tb.reset()
+    full = idle == "none" and backpressure == "none"
     n = int(os.environ.get("RM_REQUANT_N", "10000")) if full else int(os.environ.get("RM_STALL_N", "1000"))
     rng = np.random.default_rng([cocotb.RANDOM_SEED, list(PAUSE_PATTERNS).index(idle), list(PAUSE_PATTERNS).index(backpressure)])
     x, m = random_vectors(tb.p, n, rng)
-    sec = await tb.run(x, m, f"random idle={idle} bp={backpressure}")
+    await tb.check(x, m, f"random idle={idle} bp={backpressure}")
+    await tb.expect_no_more(n, 8)
     if full:
         p = tb.p
-        log_rate(dut, f"requant[i{p.in_w}m{p.m_w}s{p.shift}o{p.out_w}_{p.rounding.value}]", n, sec)
-    else:
-        dut._log.info("checked %d vectors (idle=%s, backpressure=%s)", n, idle, backpressure)
+        log_rate(dut, f"requant[i{p.in_w}m{p.m_w}s{p.shift}o{p.out_w}_{p.rounding.value}]", n, tb.seconds)
+    tb.finish()
 
 
 @cocotb.test()
@@ -149,8 +149,8 @@ async def requant_hard_cases(dut):
     await tb.reset()
     p = tb.p
     x, m = hard_vectors(p)
-    await tb.run(x, m, "hard cases")
-    got = np.array([signed(it["data"], p.out_w) for it in tb.sink.items], dtype=np.float64)
+    await tb.check(x, m, "hard cases")
+    got = np.array([to_signed(it["data"], p.out_w) for it in tb.sink.items], dtype=np.float64)
     exact = x.astype(np.float64) * m / 2.0 ** p.shift
     lo, hi = -(1 << (p.out_w - 1)), (1 << (p.out_w - 1)) - 1
     tol = 1.0 if p.rounding is Rounding.FLOOR else 0.5
@@ -162,6 +162,7 @@ async def requant_hard_cases(dut):
     assert bad.size == 0, f"decoded error above {tol} LSB at #{bad[0]}: x={x[bad[0]]} M={m[bad[0]]} got {got[bad[0]]} exact {exact[bad[0]]}"
     dut._log.info("hard cases: %d vectors, max |err| inside range %.3f LSB (bound %.1f)", len(x),
                   float(err[inside].max()) if inside.any() else 0.0, tol)
+    tb.finish()
 
 
 @cocotb.test()
@@ -171,14 +172,14 @@ async def requant_reset_midstream(dut):
     await tb.reset()
     rng = np.random.default_rng(cocotb.RANDOM_SEED + 99)
     x, m = random_vectors(tb.p, 200, rng)
-    tb.set_backpressure_generator(PAUSE_PATTERNS["rand30"]())
-    tb.source.send({"data": int(a), "mult": int(b)} for a, b in zip(x.tolist(), m.tolist()))
+    tb.set_pauses(None, "rand30")
+    tb.source.send({"data": int(a), "mult": int(b)} for a, b in zip(x.tolist(), m.tolist(), strict=True))
     await tb.sink.wait_for(37, timeout_cycles=2000)
     tb.source.clear()
     await tb.reset()
     assert int(dut.m_valid.value) == 0, "m_valid not cleared by reset"
-    tb.sink.clear()
-    tb.set_backpressure_generator(None)
+    tb.set_pauses(None, None)
     x, m = random_vectors(tb.p, 300, rng)
-    await tb.run(x, m, "after reset")
+    await tb.check(x, m, "after reset")
     dut._log.info("after mid-stream reset: checked %d vectors", len(x))
+    tb.finish()

@@ -4,6 +4,9 @@ by test_rsqrt.py). The top level decides which: ``rsqrt`` (parameters V_W, K) or
 
 Environment: ``RM_RSQRT_N`` random vectors at full rate (default 10000), ``RM_STALL_N`` per stall
 case (default 300), ``RM_RSQRT_EXHAUSTIVE=1`` adds a run over every input code.
+
+Coverage: output zero (isqrt of 0) and all ones (rsqrt of 0), perfect squares (the root's carry
+points), source idle, sink backpressure, DUT stalls.
 """
 
 from __future__ import annotations
@@ -13,25 +16,15 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-from tb_common import (
-    PAUSE_PATTERNS,
-    STALL_CASES,
-    StreamSink,
-    StreamSource,
-    compare,
-    hexw,
-    log_rate,
-    reset,
-    run_stream,
-    start_clock,
-)
 
+from refmodel.cocotb import STALL_CASES, StreamBench, hexw, log_rate
+from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.rsqrt import IsqrtParams, RsqrtParams, exhaustive_error, isqrt, rsqrt
 
 
-class TB:
+class TB(StreamBench):
     def __init__(self, dut):
-        self.dut = dut
+        super().__init__(dut, source_fields=("data",), sink_fields=("data",))
         self.is_sqrt = dut._name == "rsqrt_isqrt"
         if self.is_sqrt:
             self.sp = IsqrtParams(in_w=int(dut.IN_W.value))
@@ -45,20 +38,17 @@ class TB:
             self.latency = self.rp.latency
             self.interval = self.rp.interval
             self.unit = "rsqrt"
-        start_clock(dut)
-        self.source = StreamSource(dut, "s", signals=("data",))
-        self.sink = StreamSink(dut, "m", signals=("data",))
+        self.out_fmt = FixedFormat(self.out_w, 0, False)
+        if not self.is_sqrt:
+            self.sb.coverage.declare("zero", "rsqrt: 2^K / sqrt(V) >= 2^K / 2^(V_W/2) > 0 (V = 0 gives all ones)")
+        top = int(self.model(np.array([(1 << self.in_w) - 1], dtype=np.int64))[0])
+        if self.is_sqrt and top != (1 << self.out_w) - 1:
+            self.sb.coverage.declare("max_code", f"the largest root, isqrt(2^{self.in_w} - 1) = {top}, is below "
+                                                 f"the max code {(1 << self.out_w) - 1}")
+        self.sb.coverage.declare("perfect_square", None if self.in_w >= 3 else f"IN_W = {self.in_w}: no square > 1")
 
     def model(self, v: np.ndarray) -> np.ndarray:
         return isqrt(v) if self.is_sqrt else rsqrt(v, self.rp)
-
-    async def reset(self) -> None:
-        await reset(self.dut)
-
-    def stalls(self, idle: str, bp: str) -> None:
-        gi, gb = PAUSE_PATTERNS[idle], PAUSE_PATTERNS[bp]
-        self.source.set_idle_generator(gi() if gi else None)
-        self.sink.set_backpressure_generator(gb() if gb else None)
 
     def vectors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Bit lengths uniform in 0..in_w (every magnitude), 2% zero, 2% all ones."""
@@ -87,17 +77,16 @@ class TB:
         return np.array(sorted(x for x in vals if 0 <= x <= top), dtype=np.int64)
 
     async def check(self, v: np.ndarray, what: str) -> float:
-        got, sec = await run_stream(self.source, self.sink, [int(a) for a in v.tolist()],
-                                    cycles_per_item=6 * (self.interval + 2))
+        got = await self.run([int(a) for a in v.tolist()], cycles_per_item=6 * (self.interval + 2))
         exp = self.model(v)
-        desc = lambda i: f"V={hexw(int(v[i]), self.in_w)} ({int(v[i])})"  # noqa: E731
-        compare([g["data"] for g in got], exp.tolist(), what=f"{self.unit} {what}", describe=desc,
-                show=lambda c: f"{hexw(c, self.out_w)} ({c})")
-        return sec
+        desc = lambda ix: f"V={hexw(int(v[ix[0]]), self.in_w)} ({int(v[ix[0]])})"  # noqa: E731
+        self.sb.exact(f"{self.unit} {what}", [g["data"] for g in got], exp, fmt=self.out_fmt, describe=desc)
+        r = isqrt(v)
+        self.sb.coverage.add_mask("perfect_square", (r * r == v) & (v > 1))
+        return self.seconds
 
     async def no_extra(self, total: int) -> None:
-        await ClockCycles(self.dut.clk, self.latency + 4)
-        assert len(self.sink.items) == total, f"{len(self.sink.items) - total} extra outputs"
+        await self.expect_no_more(total, self.latency + 4)
 
 
 @cocotb.test()
@@ -105,7 +94,7 @@ class TB:
 async def rsqrt_random(dut, idle, backpressure):
     """Random inputs over every magnitude, bit-exact, under each stall case."""
     tb = TB(dut)
-    tb.stalls(idle, backpressure)
+    tb.set_pauses(idle, backpressure)
     await tb.reset()
     full = idle == "none" and backpressure == "none"
     n = int(os.environ.get("RM_RSQRT_N", "10000")) if full else int(os.environ.get("RM_STALL_N", "300"))
@@ -118,6 +107,7 @@ async def rsqrt_random(dut, idle, backpressure):
         log_rate(dut, tag, n, sec)
     else:
         dut._log.info("checked %d vectors (idle=%s, backpressure=%s)", n, idle, backpressure)
+    tb.finish()
 
 
 @cocotb.test()
@@ -130,6 +120,7 @@ async def rsqrt_hard_cases(dut):
     await tb.check(v, "hard cases")
     await tb.no_extra(len(v))
     if tb.is_sqrt:
+        tb.finish()
         return
     y = np.array([g["data"] for g in tb.sink.items], dtype=np.float64)
     nz = v != 0
@@ -143,6 +134,7 @@ async def rsqrt_hard_cases(dut):
     assert (y[~nz] == (1 << (tb.rp.k + 1)) - 1).all(), "V = 0 must give all ones"
     dut._log.info("hard cases: %d vectors, max decoded error %.6f LSB (bound %.6f, %s)", len(v), float(err.max()),
                   tol, "exhaustive" if ue.exhaustive else "contract")
+    tb.finish()
 
 
 @cocotb.test(skip=os.environ.get("RM_RSQRT_EXHAUSTIVE") != "1")
@@ -154,6 +146,7 @@ async def rsqrt_exhaustive(dut):
     sec = await tb.check(v, "exhaustive")
     await tb.no_extra(len(v))
     dut._log.info("exhaustive: %d inputs in %.2f s", len(v), sec)
+    tb.finish()
 
 
 @cocotb.test()
@@ -182,6 +175,7 @@ async def rsqrt_timing(dut):
     assert lat == tb.latency, f"latency {lat}, refmodel says {tb.latency}"
     assert gaps == {tb.interval}, f"input interval {gaps}, refmodel says {tb.interval}"
     dut._log.info("latency %d cycles, interval %d cycles", lat, tb.interval)
+    tb.finish()
 
 
 @cocotb.test()
@@ -190,16 +184,16 @@ async def rsqrt_reset_midstream(dut):
     tb = TB(dut)
     await tb.reset()
     rng = np.random.default_rng(cocotb.RANDOM_SEED + 21)
-    tb.sink.set_backpressure_generator(PAUSE_PATTERNS["3of4"]())
+    tb.set_pauses(None, "3of4")
     tb.source.send([int(a) for a in tb.vectors(12, rng).tolist()])
     await tb.sink.wait_for(2, timeout_cycles=40 * (tb.latency + 2))
     await ClockCycles(dut.clk, tb.interval // 2 + 1)
     tb.source.clear()
     await tb.reset()
     assert int(dut.m_valid.value) == 0 and int(dut.s_ready.value) == 1, "reset did not return to idle"
-    tb.sink.clear()
-    tb.sink.set_backpressure_generator(None)
+    tb.set_pauses(None, None)
     v = tb.vectors(50, rng)
     await tb.check(v, "after reset")
     await tb.no_extra(50)
     dut._log.info("after mid-stream reset: checked 50 vectors")
+    tb.finish()

@@ -3,6 +3,9 @@ test_softmax.py).
 
 Parameters are read back from the DUT. ``RM_SOFTMAX_ELEMS`` sets the number of random elements at
 full rate (default 10000), ``RM_STALL_ELEMS`` per stall case (default 600).
+
+Coverage: output zero, max code, saturation (the rounded probability above the max code, e.g. 1.0
+in UQ0.8), masked elements, source idle, sink backpressure, DUT stalls.
 """
 
 from __future__ import annotations
@@ -12,19 +15,9 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-from tb_common import (
-    PAUSE_PATTERNS,
-    STALL_CASES,
-    StreamSink,
-    StreamSource,
-    compare,
-    hexw,
-    log_rate,
-    reset,
-    run_stream,
-    start_clock,
-)
 
+from refmodel.cocotb import STALL_CASES, StreamBench, hexw, log_rate
+from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.softmax import SoftmaxParams, reference_softmax, softmax, softmax_error_bound
 
 
@@ -36,21 +29,18 @@ def params_from_dut(dut) -> SoftmaxParams:
     return p
 
 
-class TB:
+class TB(StreamBench):
     def __init__(self, dut):
-        self.dut = dut
+        super().__init__(dut, source_fields=("data", "mask", "last"), sink_fields=("data", "last"))
         self.p = params_from_dut(dut)
-        start_clock(dut)
-        self.source = StreamSource(dut, "s", signals=("data", "mask", "last"))
-        self.sink = StreamSink(dut, "m", signals=("data", "last"))
-
-    async def reset(self) -> None:
-        await reset(self.dut)
-
-    def stalls(self, idle: str, bp: str) -> None:
-        gi, gb = PAUSE_PATTERNS[idle], PAUSE_PATTERNS[bp]
-        self.source.set_idle_generator(gi() if gi else None)
-        self.sink.set_backpressure_generator(gb() if gb else None)
+        self.out_fmt = FixedFormat(self.p.out_w, self.p.out_f, False)
+        one = 1 << self.p.out_f
+        sat_why = None if one > self.out_fmt.max_code else f"1.0 = {one} fits UQ{self.p.out_w - self.p.out_f}.{self.p.out_f}"
+        self.sb.coverage.declare("saturation", sat_why)
+        if sat_why is not None:
+            self.sb.coverage.declare("max_code", f"probabilities are at most 1.0 = code {one} < max code "
+                                                 f"{self.out_fmt.max_code}")
+        self.sb.coverage.declare("masked")
 
     def items(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> list[dict]:
         out = []
@@ -65,39 +55,39 @@ class TB:
         float64 softmax within softmax_error_bound(n unmasked). Returns (elements, seconds)."""
         p = self.p
         items = self.items(rows)
-        got, sec = await run_stream(self.source, self.sink, items, cycles_per_item=8 + (p.k + 10) // 1)
+        got = await self.run(items, cycles_per_item=8 + (p.k + 10) // 1)
         exp_y, exp_last, meta, ref, tol = [], [], [], [], []
+        sh = np.int64(p.k - p.out_f)
         for r, (x, m) in enumerate(rows):
-            y = softmax(x, p, masked=m)
+            y, e, _, rr = softmax(x, p, masked=m, return_parts=True)
+            raw = (e * rr + (np.int64(1) << (sh - 1))) >> sh
+            self.sb.coverage.add_mask("saturation", raw > self.out_fmt.max_code)
+            self.sb.coverage.add_mask("masked", m)
             exp_y.extend(y.tolist())
             exp_last.extend([int(i == len(x) - 1) for i in range(len(x))])
             meta.extend((r, i, int(x[i]), int(m[i]), len(x)) for i in range(len(x)))
             ref.extend(reference_softmax(x, p, masked=m).tolist())
             tol.extend([softmax_error_bound(p, max(1, int((~m).sum())))] * len(x))
 
-        def desc(j: int) -> str:
-            r, i, xv, mv, n = meta[j]
+        def desc(ix: tuple[int, ...]) -> str:
+            r, i, xv, mv, n = meta[ix[0]]
             return (f"row {r} (N={n}) elem {i}: x={hexw(xv, p.in_w)} ({xv / 2 ** p.in_f:+.4f})"
                     f"{' masked' if mv else ''}")
 
-        def show(c: int) -> str:
-            return f"{hexw(c, p.out_w)} ({c / 2 ** p.out_f:.5f})"
-
-        compare([g["data"] for g in got], exp_y, what=f"softmax {what} data", describe=desc, show=show)
-        compare([g["last"] for g in got], exp_last, what=f"softmax {what} last", describe=desc)
+        self.sb.exact(f"softmax {what} data", [g["data"] for g in got], exp_y, fmt=self.out_fmt, describe=desc)
+        self.sb.exact(f"softmax {what} last", [g["last"] for g in got], exp_last, describe=desc, cover=False)
         if float_check:
             yv = np.array([g["data"] for g in got], dtype=np.float64)
             err = np.abs(yv - np.array(ref))
             bad = np.flatnonzero(err > np.array(tol))
             assert bad.size == 0, (f"softmax {what}: decoded error {err[bad[0]]:.3f} LSB above the bound "
-                                   f"{tol[bad[0]]:.3f} at {desc(int(bad[0]))}")
+                                   f"{tol[bad[0]]:.3f} at {desc((int(bad[0]),))}")
             self.dut._log.info("%s: max decoded error %.3f LSB (bound %.3f..%.3f)", what, float(err.max()),
                                min(tol), max(tol))
-        return len(items), sec
+        return len(items), self.seconds
 
     async def no_extra(self, total: int) -> None:
-        await ClockCycles(self.dut.clk, 3 * self.p.n_max + self.p.k + 10)
-        assert len(self.sink.items) == total, f"{len(self.sink.items) - total} extra outputs"
+        await self.expect_no_more(total, 3 * self.p.n_max + self.p.k + 10)
 
 
 def random_rows(p: SoftmaxParams, n_elems: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -169,7 +159,7 @@ def hard_rows(p: SoftmaxParams) -> list[tuple[np.ndarray, np.ndarray]]:
 async def softmax_random(dut, idle, backpressure):
     """Random rows (varying N, scales and masks), bit-exact, under each stall case."""
     tb = TB(dut)
-    tb.stalls(idle, backpressure)
+    tb.set_pauses(idle, backpressure)
     await tb.reset()
     full = idle == "none" and backpressure == "none"
     n = int(os.environ.get("RM_SOFTMAX_ELEMS", "10000")) if full else int(os.environ.get("RM_STALL_ELEMS", "600"))
@@ -183,6 +173,7 @@ async def softmax_random(dut, idle, backpressure):
         dut._log.info("%d rows", len(rows))
     else:
         dut._log.info("checked %d elements in %d rows (idle=%s, backpressure=%s)", elems, len(rows), idle, backpressure)
+    tb.finish()
 
 
 @cocotb.test()
@@ -194,6 +185,7 @@ async def softmax_hard_cases(dut):
     elems, _ = await tb.check(rows, "hard cases")
     await tb.no_extra(elems)
     dut._log.info("hard cases: %d rows, %d elements", len(rows), elems)
+    tb.finish()
 
 
 @cocotb.test()
@@ -230,6 +222,7 @@ async def softmax_full_rate_timing(dut):
     assert lat == p.latency(n), f"latency {lat} cycles for N={n}, refmodel says {p.latency(n)}"
     await task
     dut._log.info("latency %d cycles for N=%d (model %d)", lat, n, p.latency(n))
+    tb.finish()
 
 
 @cocotb.test()
@@ -243,7 +236,7 @@ async def softmax_reset_midstream(dut):
     for phase, wait in (("load", max(1, p.n_max // 2)), ("exp/div", p.n_max + p.k // 2 + 1), ("output", None)):
         n = p.n_max
         x = rng.integers(-(1 << (p.in_w - 1)), 1 << (p.in_w - 1), n)
-        tb.sink.set_backpressure_generator(PAUSE_PATTERNS["3of4"]() if phase == "output" else None)
+        tb.set_pauses(None, "3of4" if phase == "output" else None)
         tb.source.send(tb.items([(x, np.zeros(n, dtype=bool))] * 2))
         if wait is None:
             await tb.sink.wait_for(len(tb.sink.items) + max(1, n // 2), timeout_cycles=20 * n + 4 * p.k)
@@ -252,9 +245,9 @@ async def softmax_reset_midstream(dut):
         tb.source.clear()
         await tb.reset()
         assert int(dut.m_valid.value) == 0 and int(dut.s_ready.value) == 1, f"reset during {phase}: not idle"
-        tb.sink.clear()
-        tb.sink.set_backpressure_generator(None)
+        tb.set_pauses(None, None)
         rows = random_rows(p, 3 * p.n_max, rng)
         elems, _ = await tb.check(rows, f"after reset during {phase}")
         await tb.no_extra(elems)
         dut._log.info("after reset during %s: checked %d elements in %d rows", phase, elems, len(rows))
+    tb.finish()

@@ -11,9 +11,10 @@ import shutil
 import subprocess
 
 import pytest
-from golden_common import GoldenSet, quoted
-from harness import ROOT, RTL, SIM_ROOT, run_unit
+from golden_common import GOLDEN_ROOT
+from harness import RTL, SIM_ROOT, assert_gap_hits, assert_golden_gaps, run_matrix, run_unit
 
+from refmodel.cocotb import GoldenSet
 from refmodel.golden.hexfile import write_memh, write_table
 from refmodel.numerics.units.activation import ActParams, act_table
 
@@ -46,47 +47,60 @@ def _table_file(p: ActParams, variant: str = ""):
     return path
 
 
-@pytest.mark.parametrize("kind,in_spec,out_spec,lanes", CONFIGS, ids=[f"{c[0]}-{c[1]}-{c[2]}-L{c[3]}" for c in CONFIGS])
-def test_act_table(kind, in_spec, out_spec, lanes):
+#: the configuration that also runs on Verilator (results must be identical to Icarus)
+MATRIX_CONFIG = ("gelu_erf", "s8.3", "s8.5", 3)
+
+
+def _run(kind, in_spec, out_spec, lanes, matrix: bool = False):
     p = ActParams(kind, in_spec, out_spec, lanes)
-    path = _table_file(p)
-    params = dict(p.to_hdl(), TABLE_MEMFILE=f'"{path}"')
-    run_unit(
-        "act_table",
-        sources=["act_table.v"],
-        test_module="act_table_tests",
-        parameters=params,
-        extra_env={"RM_ACT_KIND": kind, "RM_ACT_IN": in_spec, "RM_ACT_OUT": out_spec},
-    )
+    kw = {"parameters": dict(p.to_hdl(), TABLE_MEMFILE=_table_file(p)),
+          "extra_env": {"RM_ACT_KIND": kind, "RM_ACT_IN": in_spec, "RM_ACT_OUT": out_spec}}
+    if matrix:
+        return run_matrix("act_table", ["act_table.v"], "act_table_tests", **kw)["icarus"]
+    return run_unit("act_table", sources=["act_table.v"], test_module="act_table_tests", **kw)
+
+
+@pytest.mark.parametrize("kind,in_spec,out_spec,lanes", [c for c in CONFIGS if c != MATRIX_CONFIG],
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}-L{c[3]}" for c in CONFIGS if c != MATRIX_CONFIG])
+def test_act_table(kind, in_spec, out_spec, lanes):
+    r = _run(kind, in_spec, out_spec, lanes)
+    cov = r.coverage_total()
+    assert cov.missing() == [], cov.summary()
+    assert_gap_hits(r, f"{kind}-{in_spec}-{out_spec}-L{lanes}", GOLDEN_GAPS)
+
+
+def test_act_table_icarus_verilator():
+    """The heavily clamping configuration on both simulators: identical results."""
+    cov = _run(*MATRIX_CONFIG, matrix=True).coverage_total()
+    assert cov.missing() == [], cov.summary()
 
 
 def test_act_table_x_is_caught():
-    """Table words loaded as X: the bench must report X/Z on the output beats that read them."""
+    """Table words loaded as X: the bench must report X/Z on the output beats that read them (a
+    4-state simulator's matter: Icarus whatever RM_SIM says)."""
     p = ActParams("silu", "s8.4", "s8.4", 1)
     path = _table_file(p, "poison")
     run_unit(
         "act_table",
+        simulator_name="icarus",
         sources=["act_table.v"],
         test_module="act_table_tests",
-        parameters=dict(p.to_hdl(), TABLE_MEMFILE=f'"{path}"'),
+        parameters=dict(p.to_hdl(), TABLE_MEMFILE=path),
         extra_env={"RM_ACT_KIND": p.kind, "RM_ACT_IN": "s8.4", "RM_ACT_OUT": "s8.4", "RM_ACT_EXPECT_X": "1"},
     )
 
 
-def test_act_table_short_file_stops_elaboration(capfd):
-    """A short table file must stop the simulation at time 0 with the RTL's load check."""
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_act_table_short_file_stops_simulation(sim):
+    """A short table file must stop the simulation at time 0 with the RTL's load check, in the
+    4-state and in the 2-state simulator (where the missing words would load as zeros)."""
     p = ActParams("silu", "s8.4", "s8.4", 1)
     path = _table_file(p, "short")
-    with pytest.raises(pytest.fail.Exception):
-        run_unit(
-            "act_table",
-            sources=["act_table.v"],
-            test_module="act_table_tests",
-            parameters=dict(p.to_hdl(), TABLE_MEMFILE=f'"{path}"'),
-            extra_env={"RM_ACT_KIND": p.kind, "RM_ACT_IN": "s8.4", "RM_ACT_OUT": "s8.4"},
-        )
-    out = capfd.readouterr()
-    assert "table not loaded" in out.out + out.err
+    with pytest.raises(pytest.fail.Exception) as ei:
+        run_unit("act_table", sources=["act_table.v"], test_module="act_table_tests", simulator_name=sim,
+                 parameters=dict(p.to_hdl(), TABLE_MEMFILE=path), waves="never",
+                 extra_env={"RM_ACT_KIND": p.kind, "RM_ACT_IN": "s8.4", "RM_ACT_OUT": "s8.4"})
+    assert "table not loaded" in str(ei.value) and "fewer than 2^IN_W = 256 words" in str(ei.value)
 
 
 @pytest.mark.parametrize("kind,in_spec,out_spec,lanes", CONFIGS, ids=[f"{c[0]}-{c[1]}-{c[2]}-L{c[3]}" for c in CONFIGS])
@@ -105,7 +119,10 @@ def test_act_table_lint(kind, in_spec, out_spec, lanes):
 
 # ---- golden set (cocotb module act_table_golden_tests.py) ------------------------------------------
 
-GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+GOLDEN_HW = GOLDEN_ROOT / "tiny_gpt2_hw"
+#: output classes the golden set cannot produce -> the random configuration that must hit them
+GOLDEN_GAPS = {"act.max_code": "gelu_tanh-s16.12-s16.12-L4",
+               "act.min_code": "cannot: GELU(x) >= -0.17, far above the s16.10 min code"}
 
 
 def test_act_table_golden():
@@ -113,6 +130,9 @@ def test_act_table_golden():
     own act_table.hex as TABLE_MEMFILE -> golden act."""
     gs = GoldenSet(GOLDEN_HW)
     params = {k: int(v) for k, v in gs.units["act"]["act_params"].items()}
-    params["TABLE_MEMFILE"] = quoted(gs.file("act_table"))
-    run_unit("act_table", sources=["act_table.v"], test_module="act_table_golden_tests", parameters=params,
-             extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW)})
+    params["TABLE_MEMFILE"] = gs.file("act_table")
+    r = run_unit("act_table", sources=["act_table.v"], test_module="act_table_golden_tests", parameters=params,
+                 golden=GOLDEN_HW)
+    cov = r.coverage_total()
+    assert cov.missing() == [], cov.summary()
+    assert_golden_gaps(r, GOLDEN_GAPS, ["act"])

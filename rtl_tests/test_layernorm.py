@@ -15,9 +15,10 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-from golden_common import GoldenSet, collect, norm_params, quoted
-from harness import ROOT, RTL, SIM_ROOT, run_unit
+from golden_common import GOLDEN_ROOT, collect, norm_params
+from harness import RTL, SIM_ROOT, assert_gap_hits, assert_golden_gaps, run_matrix, run_unit
 
+from refmodel.cocotb import GoldenSet
 from refmodel.golden.hexfile import write_memh
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.norm import NormParams, eps_code
@@ -75,7 +76,9 @@ CONFIGS = {
         {"RM_LN_ROWS": "40"},
     ),
     # gamma = 0 everywhere: the output is beta (its extremes, rounded to the output format)
-    "ln_d48_gamma0": (_params(d=48, out_fmt="s16.10"), "gamma0_beta_extreme", {"RM_LN_ROWS": "10"}),
+    "ln_d48_gamma0": (_params(d=48, out_fmt="s16.10"), "gamma0_beta_extreme",
+                      {"RM_LN_ROWS": "10", "RM_LN_UNREACHABLE": json.dumps(dict.fromkeys(
+                          ("saturation", "max_code", "min_code"), "gamma = 0: the output is beta, inside s16.10"))}),
     # gamma extremes into s8.4: saturation at both ends; tiny odd D, eps = 0 (A = 0 path)
     "ln_d3_sat_eps0": (
         _params(eps=0.0, d=3, in_fmt="s8.4", n_f=6, gamma_fmt="s8.5", beta_fmt="s8.4", out_fmt="s8.4"),
@@ -86,38 +89,68 @@ CONFIGS = {
     "ln_d12_osh0_wide": (
         _params(d=12, in_fmt="s10.2", n_f=8, gamma_fmt="s6.2", beta_fmt="s6.1", out_fmt="s24.10"),
         "random",
-        {"RM_LN_ROWS": "40", "RM_LN_STALLS": "some"},
+        {"RM_LN_ROWS": "40", "RM_LN_STALLS": "some", "RM_LN_UNREACHABLE": json.dumps(dict.fromkeys(
+            ("saturation", "max_code", "min_code"), "the output s24.10 is wider than z: it never clamps"))},
     ),
     # one rounding bit (OSH = 1, no sticky bits) under rne: every odd z is a tie; OUT_W = Z_W
     "ln_d12_osh1_rne": (
         _params(d=12, in_fmt="s10.2", n_f=8, gamma_fmt="s6.2", beta_fmt="s6.1", out_fmt="s19.9", out_rounding="rne"),
         "random",
-        {"RM_LN_ROWS": "40", "RM_LN_STALLS": "some"},
+        {"RM_LN_ROWS": "40", "RM_LN_STALLS": "some", "RM_LN_UNREACHABLE": json.dumps(dict.fromkeys(
+            ("saturation", "max_code", "min_code"), "OUT_W = Z_W: z rounded by one bit never clamps"))},
     ),
 }
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_layernorm(name):
+#: the configuration that also runs on Verilator (results must be identical to Icarus)
+MATRIX_CONFIG = "ln_d12_osh1_rne"
+
+
+def _run(name: str, matrix: bool = False):
     p, kind, env = CONFIGS[name]
     d = SIM_ROOT / "layernorm_tables"
     d.mkdir(parents=True, exist_ok=True)
     g, b = _tables(kind, p, seed=len(name))
     gpath = write_memh(d / f"{name}_gamma.hex", g, p.gamma_fmt.width)
     bpath = write_memh(d / f"{name}_beta.hex", b, p.beta_fmt.width)
-    params = dict(p.to_hdl(), GAMMA_MEMFILE=f'"{gpath}"', BETA_MEMFILE=f'"{bpath}"')
-    run_unit(
-        "layernorm",
-        sources=SOURCES,
-        test_module="layernorm_tests",
-        parameters=params,
-        extra_env={
-            "RM_LN_PARAMS": json.dumps(_kwargs(p)),
-            "RM_LN_GAMMA": str(gpath),
-            "RM_LN_BETA": str(bpath),
-            **env,
-        },
-    )
+    kw = {"parameters": dict(p.to_hdl(), GAMMA_MEMFILE=gpath, BETA_MEMFILE=bpath),
+          "extra_env": {"RM_LN_PARAMS": json.dumps(_kwargs(p)), "RM_LN_GAMMA": str(gpath), "RM_LN_BETA": str(bpath),
+                        **env}}
+    if matrix:
+        return run_matrix("layernorm", SOURCES, "layernorm_tests", **kw)["icarus"]
+    return run_unit("layernorm", sources=SOURCES, test_module="layernorm_tests", **kw)
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n != MATRIX_CONFIG])
+def test_layernorm(name):
+    r = _run(name)
+    cov = r.coverage_total()
+    assert cov.missing() == [], cov.summary()
+    assert_gap_hits(r, name, GOLDEN_GAPS)
+
+
+def test_layernorm_icarus_verilator():
+    """One configuration on both simulators: identical results, every coverage bin hit."""
+    cov = _run(MATRIX_CONFIG, matrix=True).coverage_total()
+    assert cov.missing() == [], cov.summary()
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_layernorm_short_beta_stops_simulation(sim):
+    """A beta file one word short stops the simulation at time 0 with the RTL's load check, in the
+    4-state and in the 2-state simulator (where the missing word would load as zero)."""
+    p = _params(d=8, in_fmt="s12.4")
+    d = SIM_ROOT / "layernorm_tables"
+    d.mkdir(parents=True, exist_ok=True)
+    g, b = _tables("random", p, seed=2)
+    gpath = write_memh(d / "short_gamma.hex", g, p.gamma_fmt.width)
+    bpath = write_memh(d / "short_beta.hex", b[:-1], p.beta_fmt.width)
+    with pytest.raises(pytest.fail.Exception) as ei:
+        run_unit("layernorm", sources=SOURCES, test_module="layernorm_tests", simulator_name=sim, waves="never",
+                 parameters=dict(p.to_hdl(), GAMMA_MEMFILE=gpath, BETA_MEMFILE=bpath),
+                 extra_env={"RM_LN_PARAMS": json.dumps(_kwargs(p)), "RM_LN_GAMMA": str(gpath),
+                            "RM_LN_BETA": str(bpath)})
+    assert "gamma/beta not loaded" in str(ei.value) and "fewer than D = 8 words" in str(ei.value)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -137,7 +170,8 @@ def test_layernorm_lint(name):
 
 
 def test_layernorm_x_is_caught():
-    """gamma word 0 loaded as X ($readmemh 'x' digits): the bench must report X/Z on m_data."""
+    """gamma word 0 loaded as X ($readmemh 'x' digits): the bench must report X/Z on m_data (a
+    4-state simulator's matter: Icarus whatever RM_SIM says)."""
     p = _params(d=8, in_fmt="s12.4")
     d = SIM_ROOT / "layernorm_tables"
     d.mkdir(parents=True, exist_ok=True)
@@ -149,9 +183,10 @@ def test_layernorm_x_is_caught():
     bpath = write_memh(d / "xcase_beta.hex", b, p.beta_fmt.width)
     run_unit(
         "layernorm",
+        simulator_name="icarus",
         sources=SOURCES,
         test_module="layernorm_tests",
-        parameters=dict(p.to_hdl(), GAMMA_MEMFILE=f'"{gpath}"', BETA_MEMFILE=f'"{bpath}"'),
+        parameters=dict(p.to_hdl(), GAMMA_MEMFILE=gpath, BETA_MEMFILE=bpath),
         extra_env={"RM_LN_PARAMS": json.dumps(_kwargs(p)), "RM_LN_GAMMA": str(gpath),
                    "RM_LN_BETA": str(bpath), "RM_LN_EXPECT_X": "1"},
     )
@@ -159,7 +194,9 @@ def test_layernorm_x_is_caught():
 
 # ---- golden set (cocotb module layernorm_golden_tests.py) ------------------------------------------
 
-GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+GOLDEN_HW = GOLDEN_ROOT / "tiny_gpt2_hw"
+#: output classes the golden set cannot produce -> the random configuration that must hit them
+GOLDEN_GAPS = {f"{st}.{c}": "ln_d3_sat_eps0" for st in ("ln1", "ln2") for c in ("zero", "max_code", "min_code")}
 GOLDEN_NORM_STAGES = collect(lambda: {n: n for n, u in GoldenSet(GOLDEN_HW).units.items() if u.get("kind") == "norm"})
 
 
@@ -170,7 +207,10 @@ def test_layernorm_golden(stage):
     if stage == "unavailable":
         pytest.fail(GOLDEN_NORM_STAGES[stage], pytrace=False)
     gs = GoldenSet(GOLDEN_HW)
-    _, g, b = gs.units[stage]["inputs"]
-    params = dict(norm_params(gs, stage).to_hdl(), GAMMA_MEMFILE=quoted(gs.file(g)), BETA_MEMFILE=quoted(gs.file(b)))
-    run_unit("layernorm", sources=SOURCES, test_module="layernorm_golden_tests", parameters=params,
-             extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW), "RM_GOLDEN_STAGES": stage})
+    _, g, b = gs.inputs(stage)
+    params = dict(norm_params(gs, stage).to_hdl(), GAMMA_MEMFILE=gs.file(g), BETA_MEMFILE=gs.file(b))
+    r = run_unit("layernorm", sources=SOURCES, test_module="layernorm_golden_tests", parameters=params,
+                 golden=GOLDEN_HW, extra_env={"RM_GOLDEN_STAGES": stage})
+    cov = r.coverage_total()
+    assert cov.missing() == [], cov.summary()
+    assert_golden_gaps(r, GOLDEN_GAPS, [stage])

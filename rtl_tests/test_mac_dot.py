@@ -4,9 +4,10 @@ mac_dot_tests.py; model refmodel.numerics.units.mac)."""
 from __future__ import annotations
 
 import pytest
-from golden_common import GoldenSet, MacStage, collect, mac_groups
-from harness import ROOT, run_unit
+from golden_common import GOLDEN_ROOT, MacStage, collect, mac_groups
+from harness import assert_gap_hits, assert_golden_gaps, run_matrix, run_unit
 
+from refmodel.cocotb import GoldenSet
 from refmodel.numerics.units.mac import MacParams
 
 PARAM_SETS = {
@@ -23,15 +24,33 @@ PARAM_SETS = {
 }
 
 
-@pytest.mark.parametrize("name", list(PARAM_SETS))
+#: the parameter set that also runs on Verilator (results must be identical to Icarus)
+MATRIX_CONFIG = "a8w8_l4_acc20_sat_halfup"
+
+
+@pytest.mark.parametrize("name", [n for n in PARAM_SETS if n != MATRIX_CONFIG])
 def test_mac_dot(name: str) -> None:
-    p = PARAM_SETS[name]
-    run_unit("mac_dot", sources=["mac_dot.v"], test_module="mac_dot_tests", parameters=p.to_hdl())
+    r = run_unit("mac_dot", sources=["mac_dot.v"], test_module="mac_dot_tests", parameters=PARAM_SETS[name].to_hdl())
+    cov = r.coverage_total()
+    assert cov.missing() == [], cov.summary()
+    assert_gap_hits(r, name, GOLDEN_GAPS)
+
+
+def test_mac_dot_icarus_verilator() -> None:
+    """The saturating 4-lane parameter set on both simulators: identical results."""
+    out = run_matrix("mac_dot", ["mac_dot.v"], "mac_dot_tests", parameters=PARAM_SETS[MATRIX_CONFIG].to_hdl())
+    cov = out["icarus"].coverage_total()
+    assert cov.missing() == [], cov.summary()
+    assert_gap_hits(out["icarus"], MATRIX_CONFIG, GOLDEN_GAPS)
 
 
 # ---- golden set (cocotb module mac_dot_golden_tests.py) ------------------------------------------
 
-GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+GOLDEN_HW = GOLDEN_ROOT / "tiny_gpt2_hw"
+#: output classes the golden set cannot produce -> the random configuration that must hit them
+GOLDEN_GAPS = {f"{st}.{c}": MATRIX_CONFIG for st in ("q", "k", "v", "attn", "proj", "up", "down")
+               for c in ("max_code", "min_code")}
+GOLDEN_GAPS.update({"k.zero": MATRIX_CONFIG, "attn.zero": MATRIX_CONFIG})
 GOLDEN_MAC_GROUPS = collect(lambda: mac_groups(GoldenSet(GOLDEN_HW)))
 #: per-stage beat budget of the default run (up and down have 262,144 beats each: 4 of their 16
 #: sequence rows run by default, all of them with --run-slow)
@@ -41,10 +60,13 @@ GOLDEN_MAX_BEATS = 65536
 def _run_golden(stages: str, max_beats: int) -> None:
     if isinstance(GOLDEN_MAC_GROUPS[stages], str):
         pytest.fail(GOLDEN_MAC_GROUPS[stages], pytrace=False)
-    run_unit("mac_dot", sources=["mac_dot.v"], test_module="mac_dot_golden_tests",
-             parameters=GOLDEN_MAC_GROUPS[stages],
-             extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW), "RM_GOLDEN_STAGES": stages,
-                        "RM_GOLDEN_MAX_BEATS": str(max_beats)})
+    r = run_unit("mac_dot", sources=["mac_dot.v"], test_module="mac_dot_golden_tests",
+                 parameters=GOLDEN_MAC_GROUPS[stages], golden=GOLDEN_HW,
+                 extra_env={"RM_GOLDEN_STAGES": stages, "RM_GOLDEN_MAX_BEATS": str(max_beats)})
+    cov = r.coverage_total()
+    assert cov.missing() == [], cov.summary()
+    if max_beats:  # sampled rows: the gaps are those of the rows this run computes
+        assert_golden_gaps(r, GOLDEN_GAPS, stages.split(","))
 
 
 @pytest.mark.parametrize("stages", list(GOLDEN_MAC_GROUPS))

@@ -1,11 +1,12 @@
-"""pytest runner for rtl/reciprocal.v (cocotb module reciprocal_tests.py)."""
+"""pytest runner for rtl/reciprocal.v (cocotb modules reciprocal_tests.py, reciprocal_golden_tests.py)."""
 
 from __future__ import annotations
 
 import pytest
-from golden_common import GoldenSet, softmax_params
-from harness import ROOT, run_unit
+from golden_common import GOLDEN_ROOT, softmax_params
+from harness import assert_golden_gaps, run_matrix, run_unit
 
+from refmodel.cocotb import GoldenSet
 from refmodel.numerics.units.reciprocal import DividerParams, ReciprocalParams
 
 # name -> (RTL parameters, environment)
@@ -18,22 +19,36 @@ CONFIGS = {
     "div_n6_d4_all": (DividerParams(num_w=6, den_w=4).to_hdl(), {"RM_RECIP_EXHAUSTIVE": "1", "RM_RECIP_N": "500"}),
     "div_n1_d1_all": (DividerParams(num_w=1, den_w=1).to_hdl(), {"RM_RECIP_EXHAUSTIVE": "1", "RM_RECIP_N": "200"}),
 }
+#: the configuration that also runs on Verilator (results must be identical to Icarus)
+MATRIX_CONFIG = "div_n6_d4_all"
+GOLDEN_HW = GOLDEN_ROOT / "tiny_gpt2_hw"
+#: output classes the golden set cannot produce -> the random configuration that must hit them
+GOLDEN_GAPS = {"probs.max_code": "cannot: a probability is at most 1.0 = 0x8000, below the u16.15 max code"}
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n != MATRIX_CONFIG])
 def test_reciprocal(name):
     params, env = CONFIGS[name]
-    run_unit("reciprocal", sources=["reciprocal.v"], test_module="reciprocal_tests", parameters=params, extra_env=env)
+    r = run_unit("reciprocal", sources=["reciprocal.v"], test_module="reciprocal_tests", parameters=params,
+                 extra_env=env)
+    cov = r.coverage_total()
+    assert cov.missing() == [], cov.summary()
 
 
-# ---- golden set (cocotb module reciprocal_golden_tests.py) -----------------------------------------
-
-GOLDEN_HW = ROOT / "golden" / "tiny_gpt2_hw"
+def test_reciprocal_icarus_verilator():
+    """The exhaustive small configuration on both simulators: identical results."""
+    params, env = CONFIGS[MATRIX_CONFIG]
+    out = run_matrix("reciprocal", ["reciprocal.v"], "reciprocal_tests", parameters=params, extra_env=env)
+    cov = out["icarus"].coverage_total()
+    assert cov.missing() == [], cov.summary()
 
 
 def test_reciprocal_golden():
-    """The softmax divider of the hw golden set (DividerParams of units.probs.softmax): every row
+    """The softmax divider of the golden set (DividerParams of units.probs.softmax): every row
     sum S -> R = floor(2^K/S), the R that produced the golden probs."""
     p = softmax_params(GoldenSet(GOLDEN_HW).units["probs"]["softmax"])
-    run_unit("reciprocal", sources=["reciprocal.v"], test_module="reciprocal_golden_tests",
-             parameters=p.divider.to_hdl(), extra_env={"RM_GOLDEN_SET": str(GOLDEN_HW)})
+    r = run_unit("reciprocal", sources=["reciprocal.v"], test_module="reciprocal_golden_tests",
+                 parameters=p.divider.to_hdl(), golden=GOLDEN_HW)
+    cov = r.coverage_total()
+    assert cov.missing() == [], cov.summary()
+    assert_golden_gaps(r, GOLDEN_GAPS, ["probs"])
