@@ -100,6 +100,7 @@ def run_unit(
         build_args = ["-Wno-fatal"]
     runner.build(
         sources=srcs,
+        includes=[RTL],  # `include files (layer_top_params.vh) live next to the sources
         hdl_toplevel=top,
         parameters=parameters or {},
         build_dir=bdir,

@@ -21,6 +21,7 @@ Environment (set by the runner):
   RM_LAYER_TIMEOUT   cycles allowed for one run
   RM_LAYER_STALL     "1": pseudo-random source idle cycles and sink backpressure
   RM_LAYER_RESET_AT  >0: start a run, reset after that many cycles, then run again and check
+  RM_LAYER_RESET_CYCLES  cycles of every reset (default 1: one cycle must be enough)
   RM_LAYER_REPORT    file the run summary (JSON) is written to
 """
 
@@ -35,37 +36,11 @@ import numpy as np
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 from tb_common import CLK_NS, Stopwatch, reset, start_clock
 
-from refmodel.golden.hexfile import read_memh
 from refmodel.golden.manifest import load_tensor, read_manifest
 from refmodel.layer.config import LayerConfig
 from refmodel.layer.forward import tensor_names
 from refmodel.numerics.fixed import FixedFormat
-
-STAGES = ["LOAD", "LN1", "Q", "K", "V", "SC", "SM", "MIX", "PROJ", "RES1", "LN2", "UP", "ACT", "DOWN", "OUT",
-          "DRAIN"]
-MAX_REPORT = 5
-
-
-def from_rtl_layout(name: str, flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A flat DUT dump in the golden tensor's shape: the DUT keeps q/k/v as [S, H*hd] (head h at
-    columns h*hd..), the golden set as [H, S, hd]; every other buffer has the golden layout."""
-    if name in ("q", "k", "v"):
-        h, s, hd = shape
-        return flat.reshape(s, h, hd).transpose(1, 0, 2)
-    return flat.reshape(shape)
-
-
-def read_dump(path: Path, width: int, signed: bool, count: int) -> np.ndarray:
-    """A ``$writememh`` dump as int codes; AssertionError naming the file on X/Z or a bad size."""
-    text = path.read_text() if path.exists() else None
-    if text is None:
-        raise AssertionError(f"dump {path} missing: the wrapper did not finish")
-    body = "\n".join(line.split("//", 1)[0] for line in text.splitlines())
-    if any(c in body.lower() for c in "xz"):
-        bad = [i for i, w in enumerate(body.split()) if any(c in w.lower() for c in "xz")]
-        raise AssertionError(f"{path.name}: {len(bad)} words hold X/Z (first at index {bad[0]})")
-    return read_memh(path, width, signed, count=count)
-
+from refmodel.rtl_layer import STAGES, compare_stage, from_rtl_layout, read_dump, read_stage_cycles
 
 def golden_codes(g: dict, fmt: FixedFormat) -> np.ndarray:
     """The golden codes read with the signedness of the tensor's format. (Manifests written by
@@ -78,33 +53,15 @@ def golden_codes(g: dict, fmt: FixedFormat) -> np.ndarray:
     return codes
 
 
-def compare_stage(name: str, got: np.ndarray, exp: np.ndarray, fmt: FixedFormat) -> str | None:
-    """None when identical, else a report: count and the first MAX_REPORT mismatches."""
-    bad = np.argwhere(got != exp)
-    if bad.size == 0:
-        return None
-    lines = [f"stage {name} ({fmt}, shape {list(exp.shape)}): {len(bad)} of {exp.size} codes differ"]
-    for ix in bad[:MAX_REPORT]:
-        t = tuple(int(i) for i in ix)
-        e, g = int(exp[t]), int(got[t])
-        w = fmt.width
-        lines.append(f"  {name}{list(t)}: expected 0x{e & ((1 << w) - 1):0{(w + 3) // 4}x} ({e * fmt.lsb:+.6g})"
-                     f" got 0x{g & ((1 << w) - 1):0{(w + 3) // 4}x} ({g * fmt.lsb:+.6g})")
-    return "\n".join(lines)
-
-
-def stage_cycles(path: Path) -> dict[str, int]:
-    """Cycles spent in each stage from the wrapper's stages.txt ("<stage> <cycle>" lines)."""
-    marks = []
-    for line in path.read_text().split("\n"):
-        if line.strip():
-            a, b = line.split()
-            marks.append((a, int(b)))
-    out: dict[str, int] = {}
-    for (st, c0), (_, c1) in zip(marks, marks[1:]):
-        key = STAGES[int(st)] if st.isdigit() else st
-        out[key] = out.get(key, 0) + (c1 - c0)
-    return out
+async def power_on(dut, rst_cycles: int) -> None:
+    """Clock running with reset low for a few edges (registers hold power-on garbage: X in Icarus),
+    then a reset of ``rst_cycles`` edges (the clock's first edge at time 0 is not one of them)."""
+    start_clock(dut)
+    dut.rst.value = 0
+    if hasattr(dut, "start"):
+        dut.start.value = 0
+    await ClockCycles(dut.clk, 3)
+    await reset(dut, cycles=rst_cycles)
 
 
 async def run_layer(dut, timeout: int) -> None:
@@ -127,13 +84,12 @@ async def layer_end_to_end(dut):
     ddir = Path(os.environ["RM_LAYER_DUMP"])
     timeout = int(os.environ.get("RM_LAYER_TIMEOUT", "3000000"))
     reset_at = int(os.environ.get("RM_LAYER_RESET_AT", "0"))
+    rst_cycles = int(os.environ.get("RM_LAYER_RESET_CYCLES", "1"))
     man = read_manifest(gdir)
     cfg = LayerConfig.from_dict(man["config"])
 
-    start_clock(dut)
-    dut.start.value = 0
+    await power_on(dut, rst_cycles)
     dut.stall.value = 1 if os.environ.get("RM_LAYER_STALL") == "1" else 0
-    await reset(dut)
 
     with Stopwatch() as sw:
         if reset_at > 0:  # abandon a run part-way, then a full run must still be exact
@@ -143,7 +99,7 @@ async def layer_end_to_end(dut):
             await ClockCycles(dut.clk, reset_at)
             stage_at_reset = STAGES[int(dut.stage.value)]
             assert int(dut.done.value) == 0, f"layer finished before the reset at cycle {reset_at}"
-            await reset(dut)
+            await reset(dut, cycles=rst_cycles)
             assert int(dut.stage.value) == 0, "reset did not return the layer to LOAD"
             dut._log.info("reset in stage %s after %d cycles, then a full run", stage_at_reset, reset_at)
         await run_layer(dut, timeout)
@@ -205,7 +161,7 @@ async def layer_end_to_end(dut):
     bounded = 0 if out_tol is None else int(np.isfinite(out_tol).sum())
     summary = {
         "cycles": cycles,
-        "stage_cycles": stage_cycles(ddir / "stages.txt"),
+        "stage_cycles": read_stage_cycles(ddir / "stages.txt"),
         "codes_checked": int(checked),
         "out_max_abs_err": float(err.max()),
         "out_max_abs_err_lsb": float(err.max() / fmt.lsb),

@@ -38,7 +38,14 @@ TINY_SET = ROOT / "golden" / "tiny_gpt2_hw"
 ODD_SHAPE = LayerConfig(arch="gpt2", d_model=48, n_heads=3, d_ff=96, seq_len=12)
 
 # the parameter map and its checks live in the package (the demo runs the same RTL without cocotb)
-from refmodel.rtl_layer import SOURCES, TB_SOURCES, UnsupportedSet, cycle_budget, layer_params  # noqa: E402
+from refmodel.rtl_layer import (  # noqa: E402
+    SOURCES,
+    TB_SOURCES,
+    UnsupportedSet,
+    cycle_budget,
+    layer_params,
+    parameter_decls,
+)
 
 
 def run_layer(set_dir: Path, lanes: int, *, stall: bool = False, reset_at: int = 0) -> dict[str, Any]:
@@ -113,14 +120,12 @@ def test_layer_top_lint(shape, lanes, tmp_path):
         pytest.skip("verilator not found (apt-get install -y verilator)")
     set_dir = TINY_SET if shape == "tiny" else generate_set(ODD_SHAPE, "hw", 11, tmp_path / "odd")
     p = layer_params(set_dir, lanes)
-    gen = []
-    for k, v in p.items():
-        if k.endswith(("_EPS", "_SQD")):
-            gen.append(f"-G{k}=64'd{v}")  # 64-bit parameters need sized literals (Verilator)
-        else:
-            gen.append(f"-G{k}={v}")
+    kinds = dict(parameter_decls())
+    # 64-bit parameters need sized literals (Verilator)
+    gen = [f"-G{k}=64'd{v}" if kinds[k] == "[63:0]" else f"-G{k}={v}" for k, v in p.items()]
     res = subprocess.run(
-        ["verilator", "--lint-only", "-Wall", "--top-module", "layer_top", *gen, *[str(RTL / s) for s in SOURCES]],
+        ["verilator", "--lint-only", "-Wall", f"-I{RTL}", "--top-module", "layer_top", *gen,
+         *[str(RTL / s) for s in SOURCES]],
         capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr[:3000]
@@ -134,5 +139,5 @@ def test_unsupported_set_is_refused(tmp_path):
     d = tmp_path / "bad"
     d.mkdir()
     (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(UnsupportedSet, match="rounding modes"):
+    with pytest.raises(UnsupportedSet, match="tensor q: rounding floor -- the RTL rounds every requantised stage alike"):
         layer_params(d, 1)
