@@ -61,20 +61,32 @@ module layer_acc #(
     reg  [ACC_W-1:0] m_acc_reg;
     reg              m_valid_reg;
 
-    // sign extensions as left-align + arithmetic shift (one operation for Icarus, no replication)
-    wire [ACC_W-1:0]        base   = first_reg ? s_bias : acc_reg;
-    wire signed [SUM_W-1:0] base_x = $signed({base, {(SUM_W - ACC_W){1'b0}}}) >>> (SUM_W - ACC_W);
-    wire signed [SUM_W-1:0] beat_x = $signed({s_beat, {(SUM_W - BEAT_W){1'b0}}}) >>> (SUM_W - BEAT_W);
-    wire signed [SUM_W-1:0] sum    = base_x + beat_x;                        // exact
-
-    wire signed [SUM_W-1:0] hi_x   = $signed({{(SUM_W - ACC_W){1'b0}}, hi});
-    wire signed [SUM_W-1:0] lo_x   = ~hi_x;                                  // -hi - 1
-    wire [SUM_W-1:0]        wmask  = {hi_x[SUM_W-2:0], 1'b1};                // low w bits
-    wire                    sgn    = |(sum & wmask & ~hi_x);                 // bit w-1 of the sum
-    wire [SUM_W-1:0]        wrapped = (sum & wmask) | (sgn ? ~wmask : {SUM_W{1'b0}});
-    wire [SUM_W-1:0]        clamped = (sum > hi_x) ? hi_x : (sum < lo_x) ? lo_x : sum;
-    wire [SUM_W-1:0]        nxt     = sat ? clamped : wrapped;
-    wire [ACC_W-1:0]        acc_next = nxt[ACC_W-1:0];                      // fits w <= ACC_W bits
+    // the whole step in one combinational block: an event-driven simulator evaluates it once per
+    // input change (a net per operation would be evaluated once per operand update)
+    reg  signed [SUM_W-1:0] base_x;     // accumulator (or bias) and beat, sign-extended
+    reg  signed [SUM_W-1:0] beat_x;
+    reg  signed [SUM_W-1:0] sum;        // base + beat, exact
+    reg  signed [SUM_W-1:0] hi_x;       // hi, lo and the w-bit mask at SUM_W bits
+    reg  signed [SUM_W-1:0] lo_x;
+    reg  [SUM_W-1:0]        wmask;
+    reg  [SUM_W-1:0]        nxt;
+    reg  [ACC_W-1:0]        acc_next;   // fits w <= ACC_W bits
+    always @* begin
+        base_x = $signed({first_reg ? s_bias : acc_reg, {(SUM_W - ACC_W){1'b0}}}) >>> (SUM_W - ACC_W);
+        beat_x = $signed({s_beat, {(SUM_W - BEAT_W){1'b0}}}) >>> (SUM_W - BEAT_W);
+        sum    = base_x + beat_x;
+        hi_x  = $signed({1'b0, hi});
+        lo_x  = ~hi_x;                                            // -hi - 1
+        wmask = {hi_x[SUM_W-2:0], 1'b1};                          // the low w bits
+        if (sat) begin
+            nxt = (sum > hi_x) ? hi_x : (sum < lo_x) ? lo_x : sum;
+        end else if (|(sum & wmask & ~hi_x)) begin                // bit w-1 set: negative
+            nxt = sum | ~wmask;
+        end else begin
+            nxt = sum & wmask;
+        end
+        acc_next = nxt[ACC_W-1:0];
+    end
     // the bits above ACC_W repeat its sign bit after the wrap or the clamp
     wire unused_nxt = &{1'b0, nxt[SUM_W-1:ACC_W]};
 
