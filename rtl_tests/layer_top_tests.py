@@ -33,8 +33,8 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
-from tb_common import CLK_NS, Stopwatch, reset, start_clock
+from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
+from tb_common import CLK_NS, Stopwatch, StreamSource, random_pause, reset, signed, start_clock
 
 from refmodel.golden.manifest import load_tensor, read_manifest
 from refmodel.layer.config import LayerConfig
@@ -181,3 +181,168 @@ async def layer_end_to_end(dut):
     rep = os.environ.get("RM_LAYER_REPORT")
     if rep:
         Path(rep).write_text(json.dumps(summary, indent=1))
+
+
+# ==== framing, resets and output gating: layer_top itself as the toplevel ===========================
+# (run by test_layer_top.py::test_framing_and_resets on a small generated set; Python drives s_*
+# and watches m_* every cycle)
+
+
+class OutputMonitor:
+    """Drives m_ready (pseudo-random backpressure when ``stall``) and, at every rising edge,
+    checks the outputs: never X/Z; m_data and m_last 0 whenever m_valid is low; m_last only with
+    the last word of a frame. Collects the transferred words."""
+
+    def __init__(self, dut, n_words: int, stall: bool = True, seed: int = 7):
+        self.dut, self.n = dut, n_words
+        self.words: list[int] = []
+        self.lasts: list[int] = []
+        self.errors: list[str] = []
+        self.cycle = 0
+        self.rng = np.random.default_rng(seed)
+        self.stall = stall
+        dut.m_ready.value = 1
+        self.task = cocotb.start_soon(self._run())
+
+    async def _run(self) -> None:
+        d = self.dut
+        while True:
+            await RisingEdge(d.clk)
+            self.cycle += 1
+            v, data, last, rdy = d.m_valid.value, d.m_data.value, d.m_last.value, d.m_ready.value
+            if not (v.is_resolvable and data.is_resolvable and last.is_resolvable):
+                self.errors.append(f"cycle {self.cycle}: X/Z on m_valid/m_data/m_last ({v} {data} {last})")
+            elif int(v) == 0:
+                if int(data) != 0 or int(last) != 0:
+                    self.errors.append(f"cycle {self.cycle}: m_data={int(data):#x} m_last={int(last)} while m_valid=0")
+            elif int(rdy) == 1 and int(d.rst.value) == 0:
+                self.words.append(int(data))
+                self.lasts.append(int(last))
+            d.m_ready.value = 0 if (self.stall and self.rng.random() < 0.3) else 1
+
+    def reset_capture(self) -> None:
+        self.words, self.lasts = [], []
+
+    def check(self, expected: np.ndarray, width: int, what: str) -> None:
+        """The collected stream equals ``expected`` (golden out codes), m_last exactly on the last."""
+        assert not self.errors, f"{what}: output gating violated:\n" + "\n".join(self.errors[:5])
+        got = np.array([signed(w, width) for w in self.words], dtype=np.int64)
+        exp = expected.reshape(-1)
+        assert got.size == exp.size, f"{what}: {got.size} output words, expected {exp.size}"
+        bad = np.flatnonzero(got != exp)
+        assert bad.size == 0, (f"{what}: {bad.size} of {exp.size} out words differ, first at {int(bad[0])}: "
+                               f"expected {int(exp[bad[0]])} got {int(got[bad[0]])}")
+        want_last = [0] * (exp.size - 1) + [1]
+        assert self.lasts == want_last, f"{what}: m_last at words {[i for i, x in enumerate(self.lasts) if x]}"
+
+
+def _frame(x: np.ndarray, width: int, last_at: int | None) -> list[dict]:
+    """Input words (two's complement codes) with s_last only on word ``last_at`` (None: nowhere)."""
+    return [{"data": int(c) & ((1 << width) - 1), "last": int(i == last_at)} for i, c in enumerate(x.reshape(-1))]
+
+
+async def _wait_stage(dut, code: int, limit: int) -> int:
+    for n in range(limit):
+        if int(dut.stage.value) == code:
+            return n
+        await RisingEdge(dut.clk)
+    raise AssertionError(f"stage {STAGES[code]} not reached within {limit} cycles (now "
+                         f"{STAGES[int(dut.stage.value)]})")
+
+
+async def _run_frame(dut, src, mon, x, fmt, exp, timeout: int, what: str) -> None:
+    """A complete frame in, the whole output out; checked against the golden out codes."""
+    mon.reset_capture()
+    src.send(_frame(x, fmt.width, x.size - 1))
+    for _ in range(timeout):
+        await RisingEdge(dut.clk)
+        if len(mon.words) >= exp.size:
+            break
+    await ClockCycles(dut.clk, 4)
+    mon.check(exp, fmt.width, what)
+    assert int(dut.stage.value) == STAGES.index("LOAD"), f"{what}: stage {STAGES[int(dut.stage.value)]} after the output"
+
+
+def _layer_io(gdir: Path):
+    man = read_manifest(gdir)
+    x = load_tensor(gdir, "x", man)["codes"]
+    g = load_tensor(gdir, "out", man)
+    fmt = FixedFormat.parse(g["entry"]["format"])
+    return x, fmt, g["codes"]
+
+
+@cocotb.test()
+async def layer_framing(dut):
+    """Short frame (s_last early) and long frame (no s_last on the last word): each is dropped with
+    err set, the layer resynchronises (LOAD / SKIP up to the next s_last), and the next complete
+    frame computes the golden output. One-cycle resets throughout."""
+    gdir = Path(os.environ["RM_LAYER_GOLDEN"])
+    timeout = int(os.environ.get("RM_LAYER_TIMEOUT", "3000000"))
+    x, fmt, exp = _layer_io(gdir)
+    n = x.size
+    await power_on(dut, 1)
+    src = StreamSource(dut, "s")
+    src.set_idle_generator(random_pause(0.2, seed=3))
+    mon = OutputMonitor(dut, n)
+    assert int(dut.err.value) == 0, "err high after reset"
+
+    # short frame: s_last on word 9 of n
+    src.send(_frame(x.reshape(-1)[:10], fmt.width, 9))
+    await src.wait_idle()
+    await ClockCycles(dut.clk, 3)
+    assert int(dut.err.value) == 1, "a short frame did not set err"
+    assert int(dut.stage.value) == STAGES.index("LOAD"), f"short frame: stage {STAGES[int(dut.stage.value)]}, not LOAD"
+    await _run_frame(dut, src, mon, x, fmt, exp, timeout, "complete frame after a short one")
+    assert int(dut.err.value) == 1, "err is not sticky"
+
+    # long frame: n words without s_last, then 3 more, the third with s_last
+    dut.rst.value = 1
+    await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    assert int(dut.err.value) == 0, "a one-cycle reset did not clear err"
+    mon.reset_capture()
+    src.send(_frame(x, fmt.width, None))
+    await src.wait_idle()
+    await ClockCycles(dut.clk, 2)
+    assert int(dut.err.value) == 1, "a long frame did not set err"
+    assert int(dut.stage.value) == STAGES.index("SKIP"), f"long frame: stage {STAGES[int(dut.stage.value)]}, not SKIP"
+    src.send([{"data": 0, "last": 0}, {"data": 0, "last": 0}, {"data": 0, "last": 1}])
+    await src.wait_idle()
+    await ClockCycles(dut.clk, 2)
+    assert int(dut.stage.value) == STAGES.index("LOAD"), f"after s_last in SKIP: stage {STAGES[int(dut.stage.value)]}"
+    assert not mon.words, f"{len(mon.words)} output words from a dropped frame"
+    await _run_frame(dut, src, mon, x, fmt, exp, timeout, "complete frame after a long one")
+
+
+@cocotb.test()
+async def layer_one_cycle_resets(dut):
+    """One-cycle resets in the middle of LN1, of a Q dot product (operand register loaded, not
+    the dot product's last beat), of the softmax and of the output stream; after each the layer
+    is idle in LOAD with clean outputs, and a complete frame then computes the golden output."""
+    gdir = Path(os.environ["RM_LAYER_GOLDEN"])
+    timeout = int(os.environ.get("RM_LAYER_TIMEOUT", "3000000"))
+    x, fmt, exp = _layer_io(gdir)
+    await power_on(dut, 1)
+    src = StreamSource(dut, "s")
+    mon = OutputMonitor(dut, x.size, stall=False)
+    for where in ("LN1", "Q", "SM", "DRAIN"):
+        mon.reset_capture()
+        src.send(_frame(x, fmt.width, x.size - 1))
+        await _wait_stage(dut, STAGES.index(where), timeout)
+        if where == "Q":  # inside a dot product: a beat in the operand register, not its last
+            for _ in range(10_000):
+                await RisingEdge(dut.clk)
+                if int(dut.op_valid_reg.value) == 1 and int(dut.op_last_reg.value) == 0 and int(dut.c3.value) > 0:
+                    break
+        else:
+            await ClockCycles(dut.clk, 5)
+        dut.rst.value = 1
+        await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        src.clear()
+        await ReadOnly()
+        assert int(dut.stage.value) == 0 and int(dut.m_valid.value) == 0 and int(dut.err.value) == 0, \
+            f"reset in {where}: stage {STAGES[int(dut.stage.value)]}, m_valid {dut.m_valid.value}, err {dut.err.value}"
+        await RisingEdge(dut.clk)
+        await _run_frame(dut, src, mon, x, fmt, exp, timeout, f"complete frame after a reset in {where}")

@@ -36,6 +36,8 @@ from refmodel.layer.config import LayerConfig
 TINY_SET = ROOT / "golden" / "tiny_gpt2_hw"
 #: second default-suite shape: no power-of-two buffer depths, 3 heads, softmax row buffer > row
 ODD_SHAPE = LayerConfig(arch="gpt2", d_model=48, n_heads=3, d_ff=96, seq_len=12)
+#: the smallest useful layer: Python drives and watches its streams cycle by cycle
+MICRO = LayerConfig(arch="gpt2", d_model=16, n_heads=2, d_ff=32, seq_len=4)
 
 # the parameter map and its checks live in the package (the demo runs the same RTL without cocotb)
 from refmodel.rtl_layer import (  # noqa: E402
@@ -141,3 +143,15 @@ def test_unsupported_set_is_refused(tmp_path):
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(UnsupportedSet, match="tensor q: rounding floor -- the RTL rounds every requantised stage alike"):
         layer_params(d, 1)
+
+
+def test_framing_and_resets(tmp_path):
+    """layer_top as the toplevel, streams driven from Python (2 MAC lanes): short and long input
+    frames are dropped with err set and the layer resynchronises; one-cycle resets in LN1, inside
+    a Q dot product, in the softmax and in the output stream; after each, a complete frame gives
+    the golden output; m_data / m_last are 0 outside valid beats and never X (checked every cycle)."""
+    set_dir = generate_set(MICRO, "hw", 3, tmp_path / "micro")
+    params = layer_params(set_dir, 2)
+    run_unit("layer_top", sources=SOURCES, test_module="layer_top_tests", parameters=params,
+             extra_env={"RM_LAYER_GOLDEN": str(set_dir), "RM_LAYER_TIMEOUT": str(cycle_budget(params))},
+             testcase=["layer_framing", "layer_one_cycle_resets"])
