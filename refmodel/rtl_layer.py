@@ -696,19 +696,20 @@ def simulate_layer(set_dir: str | Path, work_dir: str | Path, *, lanes: int = 1,
     cmd = ["vvp", "-n", str(exe), *args] if sim == "icarus" else [str(exe), *args]
     t0 = time.perf_counter()
     lines: list[str] = []
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    assert proc.stdout is not None
     done_at = 0
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("RM_PROGRESS") or line.startswith("RM_STAGE"):
-            try:
-                done_at = max(done_at, int(line.split()[-1]))
-            except ValueError:
-                continue
-            if progress:
-                progress(min(done_at, total), total)
-    rc = proc.wait()
+    with subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(("RM_PROGRESS", "RM_STAGE")):
+                try:
+                    done_at = max(done_at, int(line.split()[-1]))
+                except ValueError:
+                    continue
+                if progress:
+                    progress(min(done_at, total), total)
+        rc = proc.wait()
     secs = time.perf_counter() - t0
     out = "".join(lines)
     done = [ln for ln in out.splitlines() if ln.startswith("LAYER_DONE")]

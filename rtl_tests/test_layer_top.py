@@ -24,14 +24,19 @@ import json
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from harness import ROOT, RTL, build_dir_for, run_unit
 
 from refmodel.golden.generate import generate_set
+from refmodel.golden.manifest import load_tensor, read_manifest
 from refmodel.layer.config import LayerConfig
+from refmodel.layer.plan import PrecisionPlan
+from refmodel.numerics.fixed import FixedFormat
 
 TINY_SET = ROOT / "golden" / "tiny_gpt2_hw"
 #: second default-suite shape: no power-of-two buffer depths, 3 heads, softmax row buffer > row
@@ -41,12 +46,17 @@ MICRO = LayerConfig(arch="gpt2", d_model=16, n_heads=2, d_ff=32, seq_len=4)
 
 # the parameter map and its checks live in the package (the demo runs the same RTL without cocotb)
 from refmodel.rtl_layer import (  # noqa: E402
+    SIMULATORS,
     SOURCES,
     TB_SOURCES,
+    LayerSim,
     UnsupportedSet,
+    compare_stage,
     cycle_budget,
     layer_params,
     parameter_decls,
+    rtl_support,
+    simulate_layer,
 )
 
 
@@ -155,3 +165,153 @@ def test_framing_and_resets(tmp_path):
     run_unit("layer_top", sources=SOURCES, test_module="layer_top_tests", parameters=params,
              extra_env={"RM_LAYER_GOLDEN": str(set_dir), "RM_LAYER_TIMEOUT": str(cycle_budget(params))},
              testcase=["layer_framing", "layer_one_cycle_resets"])
+
+
+# ==== the package's runner (refmodel.rtl_layer.simulate_layer), no cocotb ==========================
+def assert_bit_exact(set_dir: Path, sim: LayerSim) -> int:
+    """Every stage of ``sim`` equals the golden codes (reports name the first wrong stage)."""
+    man = read_manifest(set_dir)
+    reports, n = [], 0
+    for name, got in sim.codes.items():
+        g = load_tensor(set_dir, name, man)
+        fmt = FixedFormat.parse(g["entry"]["format"])
+        exp = g["codes"] if fmt.signed else g["codes"] & np.int64((1 << fmt.width) - 1)
+        n += exp.size
+        r = compare_stage(name, got, exp, fmt)
+        if r:
+            reports.append(r)
+    out = sim.codes["out"]
+    assert sim.out_stream is not None and np.array_equal(sim.out_stream, out), "m_* stream differs from the out buffer"
+    assert not reports, "stages differ (forward order):\n" + "\n".join(reports)
+    return n
+
+
+@pytest.fixture(scope="module")
+def odd_set(tmp_path_factory) -> Path:
+    return generate_set(ODD_SHAPE, "hw", 11, tmp_path_factory.mktemp("odd") / "gpt2_d48_s12_hw_seed11")
+
+
+def test_runner_icarus_and_verilator_agree(odd_set, tmp_path):
+    """The runner on both simulators (2 MAC lanes): identical dumps, equal to the golden codes,
+    same cycle count."""
+    runs = {sim: simulate_layer(odd_set, tmp_path / sim, lanes=2, sim=sim) for sim in SIMULATORS}
+    ic, vl = runs["icarus"], runs["verilator"]
+    assert ic.cycles == vl.cycles and ic.stage_cycles == vl.stage_cycles
+    for name in ic.codes:
+        assert np.array_equal(ic.codes[name], vl.codes[name]), f"{name}: Icarus and Verilator dumps differ"
+    for sim in SIMULATORS:
+        dumps = {p.name: p.read_bytes() for p in sorted((tmp_path / sim / "dump").glob("*.hex"))}
+        assert len(dumps) == 16
+    assert_bit_exact(odd_set, vl)
+    print(f"LAYER runner odd shape LANES=2: {ic.cycles} cycles; icarus {ic.seconds:.2f} s, verilator "
+          f"{vl.seconds:.2f} s (+{vl.build_seconds:.1f} s build)")
+
+
+def _custom_plan() -> PrecisionPlan:
+    """hw's content with different formats for q, k, v (so Q/K/V_SHIFT differ: 9, 11, 10) and for
+    their biases (so Q/K/V_BIAS_LSH differ: 6, 7, 8), under another name."""
+    hw = PrecisionPlan.from_name("hw")
+    t = dict(hw.tensors)
+    t["q"], t["k"] = replace(t["q"], format="s16.9"), replace(t["k"], format="s16.7")
+    w = dict(hw.weights)
+    w["bk"], w["bv"] = replace(w["bk"], format="s16.11"), replace(w["bv"], format="s16.10")
+    return hw.replace(name="my-datapath", description="hw with per-tensor q/k/v formats", tensors=t, weights=w)
+
+
+def test_distinct_qkv_shifts_run_under_another_name(tmp_path):
+    """A plan named `my-datapath` whose q, k, v requant shifts and bias shifts all differ: the RTL
+    runs it (content, not the name, decides) and every stage is bit-exact."""
+    plan = _custom_plan()
+    assert rtl_support(LayerConfig.from_name("tiny"), plan) == []
+    set_dir = generate_set(MICRO, plan, 4, tmp_path / "set")
+    p = layer_params(set_dir, 1)
+    assert len({p["Q_SHIFT"], p["K_SHIFT"], p["V_SHIFT"]}) == 3, p
+    assert len({p["Q_BIAS_LSH"], p["K_BIAS_LSH"], p["V_BIAS_LSH"]}) == 3, p
+    assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
+
+
+def test_residual_saturation(tmp_path, monkeypatch):
+    """A set whose input is large (N(0, 100^2) in s16.8: |x| saturates at 128), so x + proj and
+    res1 + down overflow: the residual adds saturate in the model and must in the RTL."""
+    from refmodel.golden import generate
+    from refmodel.layer.weights import random_inputs
+
+    monkeypatch.setattr(generate, "random_inputs", lambda c, seed: random_inputs(c, seed, scale=100.0))
+    set_dir = generate_set(MICRO, "hw", 5, tmp_path / "set")
+    man = read_manifest(set_dir)
+    x, proj, res1 = (load_tensor(set_dir, n, man)["codes"] for n in ("x", "proj", "res1"))
+    lim = 1 << 15
+    over = (x + proj >= lim) | (x + proj < -lim)
+    assert over.sum() >= 5 and np.all(np.abs(res1[over]) >= lim - 1), "the set does not saturate res1"
+    assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
+
+
+#: 16 tokens of a 16-wide layer: enough unmasked score pairs to find a row at the exp underflow point
+THRESH_SHAPE = LayerConfig(arch="gpt2", d_model=16, n_heads=2, d_ff=32, seq_len=16)
+
+
+def _threshold_gaps(sm: dict[str, int]) -> np.ndarray:
+    """Score gaps d = max - x (codes) whose exp is the last nonzero one: t = d log2(e) rounds to
+    exactly (LUT_W + GUARD - 1) whole units and no fraction, where e = LUT[0] >> (LUT_W + GUARD - 1)
+    is 1; one more unit (or a threshold one lower) gives 0."""
+    d = np.arange(1 << 16, dtype=np.int64)
+    sh = sm["IN_F"] + sm["LOG2E_F"] - sm["LUT_BITS"]
+    tq = (d * sm["LOG2E"] + (1 << (sh - 1))) >> sh
+    return d[tq == (sm["LUT_W"] + sm["GUARD"] - 1) << sm["LUT_BITS"]]
+
+
+def _mutant_visible_rows(scores: np.ndarray, sm: dict[str, int]) -> int:
+    """Rows whose probabilities change if the exp underflow threshold were one lower: the elements
+    at a threshold gap lose their exp (1 LSB), the row sum drops by as much, and some output code
+    changes. Returns how many such rows ``scores`` [H, S, S] (causal) has."""
+    from refmodel.numerics.units.softmax import SoftmaxParams, softmax
+
+    H, S, _ = scores.shape
+    masked = ~np.tril(np.ones((S, S), bool))
+    p = SoftmaxParams(in_w=sm["IN_W"], in_f=sm["IN_F"], n_max=sm["N_MAX"], lut_bits=sm["LUT_BITS"],
+                      lut_w=sm["LUT_W"], guard=sm["GUARD"], out_w=sm["OUT_W"], out_f=sm["OUT_F"], k=sm["K"])
+    y, e, s, _ = softmax(scores, p, masked=masked, return_parts=True)
+    xmax = np.where(masked, -(1 << 40), scores).max(axis=-1, keepdims=True)
+    at = ~masked & np.isin(xmax - scores, _threshold_gaps(sm))
+    e2 = np.where(at, 0, e)
+    s2 = e2.sum(axis=-1, keepdims=True)
+    r2 = (np.int64(1) << np.int64(p.k)) // np.maximum(s2, 1)
+    sh = np.int64(p.k - p.out_f)
+    y2 = np.minimum((e2 * r2 + (np.int64(1) << (sh - 1))) >> sh, np.int64((1 << p.out_w) - 1))
+    return int(np.any(y2 != y, axis=-1).sum())
+
+
+def _coarse_exp_plan() -> PrecisionPlan:
+    """hw with an 8-bit exp LUT and no guard bits: the last nonzero exp (1 LSB) weighs 1/128 of
+    the row maximum, so it shows in the probabilities; the plan has its own name."""
+    hw = PrecisionPlan.from_name("hw")
+    return hw.replace(name="hw-coarse-exp", units=replace(hw.units, softmax_lut_w=8, softmax_guard_bits=0))
+
+
+def test_softmax_underflow_threshold_rows(tmp_path, monkeypatch):
+    """A set with score rows in which an element sits exactly at the exp underflow threshold and
+    the probabilities would change if the threshold were one lower (wq, wk scaled x2 so scores
+    spread; the first seed that gives such rows; the coarse-exp plan makes that element's exp
+    visible). Bit-exact through the RTL."""
+    from refmodel.golden import generate
+    from refmodel.layer.quantized import run_quantized
+    from refmodel.layer.weights import random_inputs, random_weights
+
+    def spread(cfg, seed):
+        w = random_weights(cfg, seed=seed)
+        return w.replace(wq=w.get("wq") * 2.0, wk=w.get("wk") * 2.0)
+
+    plan = _coarse_exp_plan()
+    for seed in range(200):
+        run = run_quantized(THRESH_SHAPE, spread(THRESH_SHAPE, seed), random_inputs(THRESH_SHAPE, seed=seed + 1), plan)
+        sm = next(r for r in run.records if r.name == "probs").details["softmax"].to_hdl()
+        if _mutant_visible_rows(run.tensors["scores"].codes, sm):
+            break
+    else:
+        pytest.fail("no seed in 0..199 gives a score row where the exp underflow threshold shows")
+    monkeypatch.setattr(generate, "random_weights", lambda cfg, seed: spread(cfg, seed))
+    set_dir = generate_set(THRESH_SHAPE, plan, seed, tmp_path / "set")
+    man = read_manifest(set_dir)
+    rows = _mutant_visible_rows(load_tensor(set_dir, "scores", man)["codes"], man["units"]["probs"]["softmax"])
+    assert rows > 0, "the golden set has no row at the threshold"
+    assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
