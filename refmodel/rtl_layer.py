@@ -322,10 +322,10 @@ def layer_params(set_dir: str | Path, lanes: int) -> dict[str, Any]:
         p.update({f"{ln.upper()}_{k}": npar[k] for k in NORM_KEYS})
     _check_requant_fits(p)
     for key, name in MEMFILES.items():
-        e = t[name]
-        f = (set_dir / e["file"]).resolve()
+        entry = t[name]
+        f = (set_dir / entry["file"]).resolve()
         _need(f.exists(), f"file {f} missing")
-        n_words = int(np.prod(e["shape"]))
+        n_words = int(np.prod(entry["shape"]))
         got = _memh_words(f)
         _need(got == n_words, f"file {f} holds {got} words, the manifest says {n_words}")
         p[f"{key}_MEMFILE"] = f'"{f}"'
@@ -639,7 +639,7 @@ def read_stage_cycles(path: Path) -> dict[str, int]:
             a, b = line.split()
             marks.append((a, int(b)))
     out: dict[str, int] = {}
-    for (st, c0), (_, c1) in zip(marks, marks[1:]):
+    for (st, c0), (_, c1) in zip(marks, marks[1:], strict=False):
         key = STAGES[int(st)] if st.isdigit() else st
         out[key] = out.get(key, 0) + (c1 - c0)
     return out

@@ -42,6 +42,7 @@ from refmodel.layer.forward import tensor_names
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.rtl_layer import STAGES, compare_stage, from_rtl_layout, read_dump, read_stage_cycles
 
+
 def golden_codes(g: dict, fmt: FixedFormat) -> np.ndarray:
     """The golden codes read with the signedness of the tensor's format. (Manifests written by
     refmodel.golden.generate mark every fixed-point tensor ``"signed": true``, u16.15 probs

@@ -40,7 +40,7 @@ async def sat_add_all_pairs(dut):
     exp = apply_overflow(a + b, FixedFormat(w, 0), "saturate")
     got = []
     mask = (1 << w) - 1
-    for x, y in zip(a.tolist(), b.tolist()):
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
         dut.a.value = x & mask
         dut.b.value = y & mask
         await Timer(1, unit="ns")

@@ -315,3 +315,27 @@ def test_softmax_underflow_threshold_rows(tmp_path, monkeypatch):
     rows = _mutant_visible_rows(load_tensor(set_dir, "scores", man)["codes"], man["units"]["probs"]["softmax"])
     assert rows > 0, "the golden set has no row at the threshold"
     assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
+
+
+def test_per_stage_accumulators(tmp_path):
+    """Per-tensor accumulators (widths 24..36, wrap and saturate mixed) map onto the per-stage
+    <STAGE>_ACC_W / _ACC_SAT parameters and run bit-exactly (one lane: saturation is per product);
+    the fixed16 preset (48-bit saturating accumulators) runs too."""
+    hw = PrecisionPlan.from_name("hw")
+    accs = {"q": "acc:s28:sat", "k": "acc:s30:wrap", "v": "acc:s25:sat", "scores": "acc:s34:sat",
+            "attn": "acc:s36:wrap", "proj": "acc:s26:wrap", "up": "acc:s24:sat", "down": "acc:s27:wrap"}
+    t = dict(hw.tensors)
+    for n, a in accs.items():
+        t[n] = replace(t[n], acc=a)
+    plan = hw.replace(name="per-tensor-acc", tensors=t)
+    set_dir = generate_set(MICRO, plan, 6, tmp_path / "set")
+    p = layer_params(set_dir, 1)
+    key = {"q": "Q", "k": "K", "v": "V", "scores": "SC", "attn": "MIX", "proj": "PROJ", "up": "UP", "down": "DOWN"}
+    for n, a in accs.items():
+        assert (p[f"{key[n]}_ACC_W"], p[f"{key[n]}_ACC_SAT"]) == (int(a[5:7]), int(a.endswith("sat"))), (n, a)
+    with pytest.raises(UnsupportedSet, match="tensor q: acc acc:s28:sat saturates at every product"):
+        layer_params(set_dir, 2)
+    assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
+    f16 = generate_set(MICRO, "fixed16", 6, tmp_path / "fixed16")
+    assert layer_params(f16, 1)["Q_ACC_SAT"] == 1
+    assert_bit_exact(f16, simulate_layer(f16, tmp_path / "run16", lanes=1, sim="icarus"))
