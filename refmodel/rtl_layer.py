@@ -34,7 +34,7 @@ from .numerics.fixed import FixedFormat
 from .resources import rtl_dir
 
 __all__ = ["SOURCES", "TB_SOURCES", "INCLUDES", "SIMULATORS", "STAGES", "UnsupportedSet", "RtlUnavailable",
-           "rtl_support", "layer_params", "parameter_names", "cycle_budget", "estimate_stage_cycles",
+           "rtl_support", "layer_params", "parameter_names", "check_set", "cycle_budget", "estimate_stage_cycles",
            "from_rtl_layout", "read_dump", "compare_stage", "read_stage_cycles", "simulate_layer", "simulator_available", "LayerSim"]
 
 #: layer_top and its submodules (the units it composes)
@@ -435,6 +435,17 @@ def _verilator() -> tuple[list[str], dict[str, str]]:
     return [exe_path], {}
 
 
+def _verilator_make_fixes(venv: dict[str, str]) -> list[str]:
+    """Make variables a Verilator installation needs: a build configured for clang leaves the
+    precompiled-header include flag empty, which breaks large designs (split into several C++
+    files) under g++; give it g++'s ``-include``."""
+    root = venv.get("VERILATOR_ROOT") or os.environ.get("VERILATOR_ROOT")
+    mk = Path(root) / "include" / "verilated.mk" if root else None
+    if mk is not None and mk.exists() and re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk.read_text(), re.M):
+        return ["-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
+    return []
+
+
 def simulator_available(sim: str) -> str | None:
     """None when ``sim`` can run here, else the reason (what to install)."""
     if sim not in SIMULATORS:
@@ -592,7 +603,8 @@ def _build(sim: str, driver: str, cache_dir: str | Path | None, log: Callable[[s
             (tmp / "main.cpp").write_text(_VERILATOR_MAIN)
             vcmd, venv = _verilator()
             jobs = str(max(1, min(2, os.cpu_count() or 1)))
-            cmd = [*vcmd, "--cc", "--exe", "--build", "-j", jobs, "--top-module", "layer_run", "-Wno-fatal",
+            cmd = [*vcmd, "--cc", "--exe", "--build", "-j", jobs, *_verilator_make_fixes(venv),
+                   "--top-module", "layer_run", "-Wno-fatal",
                    "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast", "--x-initial", "fast",
                    "-I" + str(d), "--Mdir", str(tmp / "obj"), "-o", str(tmp / "layer_run"),
                    str(tmp / "layer_run.v"), *srcs, str(tmp / "main.cpp")]
@@ -625,10 +637,19 @@ class LayerSim:
     build_seconds: float = 0.0
     stage_cycles: dict[str, int] = field(default_factory=dict)
     out_stream: np.ndarray | None = None
+    cpu_seconds: float = 0.0  # CPU time of the simulator process (less sensitive to a shared machine)
 
     @property
     def cycles_per_second(self) -> float:
         return self.cycles / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished child processes."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def read_stage_cycles(path: Path) -> dict[str, int]:
@@ -695,6 +716,7 @@ def simulate_layer(set_dir: str | Path, work_dir: str | Path, *, lanes: int = 1,
     args = [f"+X_FILE={set_dir / m['tensors']['x']['file']}", f"+DUMP_DIR={dump}", f"+PROGRESS={every}"]
     cmd = ["vvp", "-n", str(exe), *args] if sim == "icarus" else [str(exe), *args]
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     lines: list[str] = []
     done_at = 0
     with subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -711,6 +733,7 @@ def simulate_layer(set_dir: str | Path, work_dir: str | Path, *, lanes: int = 1,
                     progress(min(done_at, total), total)
         rc = proc.wait()
     secs = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
     out = "".join(lines)
     done = [ln for ln in out.splitlines() if ln.startswith("LAYER_DONE")]
     if rc != 0 or not done:
@@ -730,4 +753,53 @@ def simulate_layer(set_dir: str | Path, work_dir: str | Path, *, lanes: int = 1,
         codes[name] = from_rtl_layout(name, flat, shape)
     fo = FixedFormat.parse(m["tensors"]["out"]["format"])
     stream = read_dump(dump / "out_stream.hex", fo.width, fo.signed, codes["out"].size).reshape(codes["out"].shape)
-    return LayerSim(codes, int(fields["cycles"]), secs, sim, build_secs, read_stage_cycles(dump / "stages.txt"), stream)
+    return LayerSim(codes, int(fields["cycles"]), secs, sim, build_secs, read_stage_cycles(dump / "stages.txt"), stream,
+                    cpu)
+
+
+def check_set(set_dir: str | Path, sim: LayerSim) -> list[str]:
+    """Reports of the stages whose RTL codes differ from the golden set's (empty: bit-exact)."""
+    from .golden.manifest import load_tensor
+
+    m = read_manifest(set_dir)
+    reports = []
+    for name, got in sim.codes.items():
+        g = load_tensor(Path(set_dir), name, m)
+        fmt = FixedFormat.parse(g["entry"]["format"])
+        exp = g["codes"] if fmt.signed else g["codes"] & np.int64((1 << fmt.width) - 1)
+        r = compare_stage(name, got, exp, fmt)
+        if r:
+            reports.append(r)
+    return reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m refmodel.rtl_layer SET_DIR [--sim icarus|verilator] [--lanes N]``: run the RTL
+    layer on a golden set and compare every stage; exit 0 bit-exact, 1 a stage differs, 2 the set
+    or the environment cannot run it."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m refmodel.rtl_layer", description=main.__doc__.splitlines()[0])
+    ap.add_argument("set_dir", type=Path, help="golden set directory")
+    ap.add_argument("--sim", choices=SIMULATORS, default="icarus")
+    ap.add_argument("--lanes", type=int, default=1, help="MAC products per cycle")
+    ap.add_argument("--work", type=Path, default=Path("rtl_run"), help="run directory (replaced if refmodel made it)")
+    args = ap.parse_args(argv)
+    try:
+        s = simulate_layer(args.set_dir, args.work, lanes=args.lanes, sim=args.sim, log=print)
+    except (RtlUnavailable, UnsupportedSet, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    bad = check_set(args.set_dir, s)
+    print(f"{args.sim}, LANES={args.lanes}: {s.cycles} cycles in {s.seconds:.2f} s "
+          f"({s.cycles_per_second:.3g} cycles/s; build {s.build_seconds:.1f} s); "
+          f"{len(s.codes) - len(bad)}/{len(s.codes)} stages bit-exact")
+    print("cycles per stage: " + ", ".join(f"{k} {v}" for k, v in s.stage_cycles.items()))
+    for r in bad:
+        print(r)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

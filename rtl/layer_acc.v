@@ -75,7 +75,7 @@ module layer_acc #(
         base_x = $signed({first_reg ? s_bias : acc_reg, {(SUM_W - ACC_W){1'b0}}}) >>> (SUM_W - ACC_W);
         beat_x = $signed({s_beat, {(SUM_W - BEAT_W){1'b0}}}) >>> (SUM_W - BEAT_W);
         sum    = base_x + beat_x;
-        hi_x  = $signed({1'b0, hi});
+        hi_x  = $signed({{(SUM_W - ACC_W){1'b0}}, hi});
         lo_x  = ~hi_x;                                            // -hi - 1
         wmask = {hi_x[SUM_W-2:0], 1'b1};                          // the low w bits
         if (sat) begin
