@@ -370,3 +370,16 @@ def test_per_stage_accumulators(tmp_path):
     f16 = generate_set(MICRO, "fixed16", 6, tmp_path / "fixed16")
     assert layer_params(f16, 1)["Q_ACC_SAT"] == 1
     assert_bit_exact(f16, simulate_layer(f16, tmp_path / "run16", lanes=1, sim="icarus"))
+
+
+def test_parameter_lists_agree():
+    """layer_top_pass.vh passes every parameter of layer_top_params.vh, in order and nothing else,
+    and the runner knows each parameter's type (64-bit ones get sized literals)."""
+    import re
+
+    names = [n for n, _ in parameter_decls()]
+    passed = re.findall(r"^\s*\.(\w+)\((\w+)\)", (RTL / "layer_top_pass.vh").read_text(), re.M)
+    assert [a for a, _ in passed] == names and all(a == b for a, b in passed)
+    assert len(names) == len(set(names)) > 90
+    assert {n for n, k in parameter_decls() if k == "[63:0]"} == {"LN1_EPS", "LN1_SQD", "LN2_EPS", "LN2_SQD"}
+    assert set(layer_params(TINY_SET, 1)) <= set(names)
