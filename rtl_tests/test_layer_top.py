@@ -93,6 +93,7 @@ def run_layer(set_dir: Path, lanes: int, *, stall: bool = False, reset_at: int =
             "RM_LAYER_REPORT": str(report),
         },
         build_dir=bdir,
+        testcase="layer_end_to_end",
     )
     summary = json.loads(report.read_text())
     summary["wall_seconds"] = time.perf_counter() - t0
