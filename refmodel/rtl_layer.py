@@ -588,7 +588,12 @@ def _build(sim: str, driver: str, cache_dir: str | Path | None, log: Callable[[s
     target = final / ("layer_run.vvp" if sim == "icarus" else "layer_run")
     if target.exists():
         return target, 0.0
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable cache here: build in a fresh temporary directory instead
+        root = Path(tempfile.mkdtemp(prefix="refmodel-rtl-"))
+        final = root / f"{sim}-{key}"
+        target = final / target.name
     tmp = Path(tempfile.mkdtemp(prefix=f".{sim}-{key}-", dir=root))
     t0 = time.perf_counter()
     try:

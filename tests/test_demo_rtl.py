@@ -101,3 +101,19 @@ def test_demo_out_is_a_file(capsys, tmp_path):
 
 def test_demo_unknown_simulator(capsys, tmp_path):
     one_line_error(*run(capsys, "demo", "--out", str(tmp_path / "d"), "--sim", "vcs"), "unknown --sim 'vcs'")
+
+
+def test_rtl_layer_module_cli(capsys, tmp_path):
+    """``python -m refmodel.rtl_layer SET``: 0 and every stage bit-exact on a small set; 2 and one
+    line naming the missing feature for a set the RTL cannot run."""
+    from refmodel.golden.generate import generate_set
+    from refmodel.rtl_layer import main as rtl_main
+
+    cfg = LayerConfig.from_dict(MICRO)
+    good = generate_set(cfg, "hw", 2, tmp_path / "hw")
+    assert rtl_main([str(good), "--sim", "icarus", "--work", str(tmp_path / "run")]) == 0
+    assert "15/15 stages bit-exact" in capsys.readouterr().out
+    bad = generate_set(cfg, "fp16", 2, tmp_path / "fp16")
+    assert rtl_main([str(bad), "--work", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err
+    assert "tensor x: format fp16 -- the RTL computes in fixed point" in err and len(err.strip().splitlines()) == 1
