@@ -785,7 +785,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m refmodel.rtl_layer", description=main.__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m refmodel.rtl_layer",
+                                 description="Run the RTL layer on a golden set and compare every stage.")
     ap.add_argument("set_dir", type=Path, help="golden set directory")
     ap.add_argument("--sim", choices=SIMULATORS, default="icarus")
     ap.add_argument("--lanes", type=int, default=1, help="MAC products per cycle")
