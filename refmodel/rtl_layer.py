@@ -203,8 +203,8 @@ def _weight_support(plan: Any) -> list[str]:
         scale = str(getattr(wp, "scale", "none") or "none")
         kind = str(getattr(wp, "scale_kind", "pow2") or "pow2")
         if scale == "channel":
-            why.append(f"weight {n}: scale channel (per-channel scales) -- not implemented in the RTL yet: its "
-                       f"requantiser has one shift per stage")
+            why.append(f"weight {n}: scale channel -- per-channel weight scales are not implemented in the RTL yet "
+                       f"(it requantises every output of a stage with one multiplier and shift)")
         elif scale == "tensor" and kind != "pow2":
             why.append(f"weight {n}: scale tensor, scale_kind {kind} -- the RTL folds a per-tensor scale into its "
                        f"requant shifts, so it must be a power of two (scale_kind pow2)")

@@ -52,6 +52,20 @@ def test_capability_messages():
     assert rtl_support(tiny, units) == ["units.softmax float -- the RTL softmax is the exp2-LUT unit (exp2_lut)"]
 
 
+def test_per_channel_scales_are_named():
+    """The int8 per-channel plan of the plan docs: each per-channel weight is named (later step)."""
+    plan = PrecisionPlan.load(Path(__file__).parent / "layer" / "int8_channel.toml")
+    why = rtl_support(LayerConfig.from_name("tiny"), plan)
+    assert [w for w in why if "scale channel" in w] == [
+        "weight wq: scale channel -- per-channel weight scales are not implemented in the RTL yet (it requantises "
+        "every output of a stage with one multiplier and shift)",
+        "weight w_up: scale channel -- per-channel weight scales are not implemented in the RTL yet (it requantises "
+        "every output of a stage with one multiplier and shift)"]
+    hw = PrecisionPlan.from_name("hw")
+    assert hw.weights["wq"].scale == "tensor" and hw.weights["wq"].scale_kind == "pow2"
+    assert rtl_support(LayerConfig.from_name("tiny"), hw) == []
+
+
 def test_demo_changed_plan_named_hw_says_what_is_missing(capsys, tmp_path):
     """A plan file still named hw whose q accumulator saturates, asked with 2 lanes: one line naming
     the tensor and the feature, exit 2, nothing written."""
