@@ -99,9 +99,9 @@ def test_demo_without_simulator_says_so(capsys, tmp_path, monkeypatch):
 
 
 def test_demo_without_rtl_sources_says_so(capsys, tmp_path, monkeypatch):
-    import refmodel.rtl_layer as rl
+    import refmodel.rtl_build as rb
 
-    monkeypatch.setattr(rl, "rtl_dir", lambda: tmp_path / "no_rtl")
+    monkeypatch.setattr(rb, "rtl_dir", lambda: tmp_path / "no_rtl")
     res = run(capsys, "demo", "--out", str(tmp_path / "d"))
     one_line_error(*res, "the RTL sources are not installed")
 
