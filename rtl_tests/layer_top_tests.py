@@ -34,13 +34,24 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
-from tb_common import CLK_NS, Stopwatch, StreamSource, random_pause, reset, signed, start_clock
+from tb_common import CLK_NS, Stopwatch, reset, start_clock
 
 from refmodel.golden.manifest import load_tensor, read_manifest
 from refmodel.layer.config import LayerConfig
 from refmodel.layer.forward import tensor_names
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.rtl_layer import STAGES, compare_stage, from_rtl_layout, read_dump, read_stage_cycles
+
+try:  # the installed verification library's stream endpoints
+    from refmodel.cocotb.stream import StreamSource, random_pause
+except ImportError:  # before it exists: the benches' own helpers
+    from tb_common import StreamSource, random_pause  # type: ignore[no-redef]
+
+
+def signed(u: int, width: int) -> int:
+    """Two's-complement reading of the unsigned ``width``-bit integer ``u``."""
+    u &= (1 << width) - 1
+    return u - (1 << width) if u >> (width - 1) else u
 
 
 def golden_codes(g: dict, fmt: FixedFormat) -> np.ndarray:

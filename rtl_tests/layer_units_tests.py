@@ -17,10 +17,31 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge, Timer
-from tb_common import StreamSink, StreamSource, compare, random_pause, reset, signed, start_clock
+from tb_common import reset, start_clock
 
 from refmodel.numerics.fixed import FixedFormat, apply_overflow
 from refmodel.numerics.units.mac import MacParams, dot_acc_int
+
+try:  # the installed verification library's stream endpoints
+    from refmodel.cocotb.stream import StreamSink, StreamSource, random_pause
+except ImportError:  # before it exists: the benches' own helpers
+    from tb_common import StreamSink, StreamSource, random_pause  # type: ignore[no-redef]
+
+
+def signed(u: int, width: int) -> int:
+    """Two's-complement reading of the unsigned ``width``-bit integer ``u``."""
+    u &= (1 << width) - 1
+    return u - (1 << width) if u >> (width - 1) else u
+
+
+def compare(got: list[int], expected: list[int], *, what: str, describe) -> None:
+    """AssertionError naming the first five mismatches (index, inputs, expected, got) and the count."""
+    bad = [i for i, (g, e) in enumerate(zip(got, expected, strict=False)) if int(g) != int(e)]
+    if len(got) != len(expected):
+        raise AssertionError(f"{what}: {len(got)} outputs, expected {len(expected)}")
+    if bad:
+        lines = [f"  #{i}: {describe(i)} expected {expected[i]} got {got[i]}" for i in bad[:5]]
+        raise AssertionError(f"{what}: {len(bad)} of {len(expected)} mismatched\n" + "\n".join(lines))
 
 
 @cocotb.test()
@@ -104,6 +125,6 @@ async def acc_modes(dut):
         for _ in range(4):
             await RisingEdge(dut.clk)
         got = [it["acc"] for it in sink.pop_all()]
-        compare(got, exp, what=f"layer_acc ACC_W={acc_w} {ovf} LANES={lanes}",
-                describe=lambda i, k=ks: f"K={int(k[i])}", show=lambda c: f"{signed(c, acc_max)}")
+        compare([signed(g, acc_max) for g in got], [signed(e, acc_max) for e in exp],
+                what=f"layer_acc ACC_W={acc_w} {ovf} LANES={lanes}", describe=lambda i, k=ks: f"K={int(k[i])}")
     assert hit["wrap"] > 0 and (lanes > 1 or hit["saturate"] > 0), f"no overflowing dot product: {hit}"
