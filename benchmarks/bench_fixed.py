@@ -5,8 +5,8 @@ Compares, in the same run and on the same data (10 % exact ties k + 1/2 LSB, som
   * numpy ``clip(rint(x * 2^12))`` -> int64      (baseline; the floor any library can reach)
   * ``refmodel.numerics.fixed.quantize``          (target: <= 2x numpy)
   * APyTypes ``APyFixedArray.from_array(x, 6, 66).cast(4, 12, RND_CONV, SAT)``
-    (from_array only rounds RND_INF/WRAP, so go through an exact wide format, as in
-    /work/shared/reference/peerbench.py; target: refmodel >= 10x faster)
+    (from_array only rounds RND_INF/WRAP, so go through an exact wide format first;
+    target: refmodel >= 10x faster)
   * fxpmath ``Fxp(x, True, 16, 12, rounding='around', overflow='saturate')``
 
 Every result is checked bit-for-bit against the numpy baseline. Prints the median and the minimum

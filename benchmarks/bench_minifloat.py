@@ -3,8 +3,7 @@
 
 Run:  python benchmarks/bench_minifloat.py [--n 1000000] [--reps 7] [--sample 20000]
 
-Each timing is the median of ``--reps`` runs after one warm-up (time.perf_counter), as in
-/work/shared/reference/peerbench.py. Rows:
+Each timing is the median of ``--reps`` runs after one warm-up (time.perf_counter). Rows:
 
   1. 1M float32 -> e4m3fn, rne. Data as peerbench task (c): N(0, 8^2) clipped to +-239 (so the
      IEEE-style E4M3 of APyTypes, max 240, gives the same answers), 10 % exact E4M3 ties

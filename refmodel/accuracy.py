@@ -32,7 +32,7 @@ from .layer.quantized import LayerRun, QuantizedLayer
 from .layer.reference import run_reference
 from .layer.weights import LayerWeights
 
-__all__ = ["TensorAccuracy", "tensor_accuracy", "chain_accuracy", "plot_accuracy", "SLANC_FIXED_NOTE"]
+__all__ = ["TensorAccuracy", "tensor_accuracy", "chain_accuracy", "SLANC_FIXED_NOTE"]
 
 #: why SLaNC does not help (and costs accuracy) in the integer norm unit of fixed-point plans
 SLANC_FIXED_NOTE = (
@@ -114,38 +114,3 @@ def chain_accuracy(
         if progress is not None:
             progress()
     return rows
-
-
-def plot_accuracy(rows_by_label: dict[str, list[TensorAccuracy]], path: str, title: str) -> str:
-    """One line per label (e.g. 'SLaNC on' / 'off'): max_rel per (layer, tensor), log scale; NaN
-    (a tensor that overflowed entirely) is drawn at the top as an 'x'."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(8, 0.25 * len(next(iter(rows_by_label.values())))), 4.5))
-    top = 1.0
-    for rows in rows_by_label.values():
-        vals = np.array([r.max_rel if np.isfinite(r.max_rel) else np.nan for r in rows])
-        if np.any(np.isfinite(vals)):
-            top = max(top, float(np.nanmax(vals)) * 3)
-    for label, rows in rows_by_label.items():
-        xs = np.arange(len(rows))
-        vals = np.array([r.max_rel for r in rows], dtype=float)
-        ok = np.isfinite(vals) & (vals > 0)
-        ax.semilogy(xs[ok], vals[ok], marker="o", ms=3, lw=1, label=label)
-        bad = ~np.isfinite(vals) | np.array([r.nonfinite > 0 for r in rows])
-        if bad.any():
-            ax.semilogy(xs[bad], np.full(bad.sum(), top), "x", ms=8, label=f"{label}: inf/NaN")
-    rows = next(iter(rows_by_label.values()))
-    ax.set_xticks(np.arange(len(rows)))
-    ax.set_xticklabels([f"{r.layer}:{r.name}" for r in rows], rotation=90, fontsize=6)
-    ax.set_ylabel("max |q - ref| / max |ref|")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -34,6 +34,7 @@ from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.formats import parse_format
 from refmodel.numerics.minifloat import FloatFormat
 from refmodel.numerics.minifloat import decode as float_decode
+from refmodel.resources import golden_sets_dir
 
 __all__ = [
     "GOLDEN_ROOT",
@@ -58,7 +59,7 @@ __all__ = [
     "quoted",
 ]
 
-GOLDEN_ROOT = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN_ROOT = golden_sets_dir()
 ROUNDING_OF_CODE = {0: "floor", 1: "half_up", 2: "rne"}
 
 

@@ -7,7 +7,7 @@ Usage in ``rtl_tests/test_<unit>.py``::
     run_unit("requant", sources=["requant.v"], top="requant", test_module="requant_tests",
              parameters={"IN_W": 32}, plusargs=[...], extra_env={"RM_...": "..."})
 
-Conventions (see ../shared/reference/cocotb_icarus.md):
+Conventions:
 * one build dir per (top, parameter set) under ``sim_build/``, ``always=True``;
 * explicit timescale 1ns/1ps; absolute paths for every file handed to the simulator;
 * fixed seed (``RM_SEED``, default 12345); environment names prefixed ``RM_`` (the runner lets the

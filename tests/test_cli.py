@@ -4,6 +4,8 @@ one-line error (exit 2, no traceback, nothing half-written)."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +121,82 @@ def test_no_partial_golden_set_on_error(capsys, tmp_path):
     assert code == 2 and "s99.3" in err
     assert not (tmp_path / "s").exists()
     assert [p.name for p in Path(tmp_path).iterdir()] == ["bad.json"]
+
+
+# ---- root options, exit codes, 80 columns, formats --show/--seed ------------------------------------
+def test_version(capsys):
+    import refmodel
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"refmodel {refmodel.__version__}"
+
+
+def test_root_help_states_the_exit_codes():
+    r = subprocess.run([sys.executable, "-m", "refmodel.cli", "--help"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "100"})
+    assert r.returncode == 0
+    assert "Exit codes: 0 pass, 1 a check failed, 2 usage error" in " ".join(r.stdout.split())
+
+
+def test_formats_table_fits_80_columns_with_every_number_whole(capsys, monkeypatch):
+    # an 80-column terminal: rich takes a terminal's width from COLUMNS
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "formats")
+    assert code == 0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", out)  # the terminal's colour and bold codes
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert "…" not in out
+    cells = out.split()
+    for number in ("3.40282e+38", "2^-149", "65504", "57344", "448", "2^-9", "2^127", "2^-127", "2^7-2^-8",
+                   "mxfp8_e4m3", "e4m3fnuz", "e5m2fnuz"):
+        assert number in cells, number
+
+
+def test_formats_show_rounds_the_value_as_typed(capsys):
+    # 1.0625 + 1e-25 is above the tie between 1.0 and 1.125 (0x38 / 0x39); float64 would drop the 1e-25
+    code, out, _ = run(capsys, "formats", "e4m3fn", "--show", "1.0625000000000000000000001")
+    assert code == 0 and "code 0x39" in out
+    code, out, _ = run(capsys, "formats", "e4m3fn", "--show", "1.0625")
+    assert code == 0 and "code 0x38" in out
+
+
+def test_formats_stochastic_takes_a_seed(capsys):
+    from fractions import Fraction
+
+    import numpy as np
+    from oracle import fixed_quantize_oracle
+
+    for seed in (0, 1, 2, 3):
+        code, out, _ = run(capsys, "formats", "s8.4", "--show", "0.1", "--rounding", "stochastic", "--seed", str(seed))
+        assert code == 0 and f"stochastic, seed {seed}" in out
+        r = int(np.random.default_rng(seed).integers(0, 1 << 32, size=1)[0])
+        want = fixed_quantize_oracle(Fraction(1, 10), 8, 4, True, "stochastic", r=r)
+        assert f"code {want} " in out
+    code, _, err = run(capsys, "formats", "s8.4", "--show", "0.1", "--rounding", "stochastic")
+    assert code == 2 and "--rounding stochastic needs --seed" in err
+    code, _, err = run(capsys, "formats", "s8.4", "--show", "0.1", "--seed", "3")
+    assert code == 2 and "--seed is used only by --rounding stochastic" in err
+
+
+@pytest.mark.parametrize("args, match", [
+    (["formats", "e4m3fn", "--show", "abc"], "--show 'abc' is not a number"),
+    (["formats", "e4m3fn:inf"], "specials='fn' has no inf"),
+    (["formats", "fp16:sat,inf"], "two overflow policies"),
+    (["formats", "e2m1", "--show", "nan"], "e2m1 has no NaN code"),
+    (["formats", "s8.4", "--show", "nan"], "NaN input"),
+])
+def test_formats_bad_input_is_one_line(capsys, args, match):
+    code, out, err = run(capsys, *args)
+    assert code == 2 and match in err and "Traceback" not in out + err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_output_path_is_one_line(capsys, tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("mine")
+    code, out, err = run(capsys, "demo", "--out", str(f), "--no-rtl")
+    assert code == 2 and "a_file" in err and "Traceback" not in out + err
+    assert len(err.strip().splitlines()) == 1
+    assert f.read_text() == "mine"

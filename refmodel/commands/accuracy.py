@@ -95,7 +95,8 @@ def register(app: typer.Typer) -> None:
         2 usage error (bad option, plan or file)."""
         import numpy as np
 
-        from refmodel.accuracy import SLANC_FIXED_NOTE, chain_accuracy, plot_accuracy
+        from refmodel.accuracy import SLANC_FIXED_NOTE, chain_accuracy
+        from refmodel.accuracy_plot import plot_accuracy
         from refmodel.commands._common import load_config, load_plan, parse_layers, print_json, progress_bar
         from refmodel.console import make_console
         from refmodel.layer.clipping import ClipCount, format_clipping, total_clipping

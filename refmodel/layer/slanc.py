@@ -1,9 +1,10 @@
-"""SLaNC: static per-norm input scales from the weights (shared/reference/slanc.md).
+"""SLaNC: static per-norm input scales from the weights (Salmani, Trukhanov, Soloveychik, "SLaNC:
+Static LayerNorm Calibration", arXiv:2410.10553).
 
 A norm computes ``norm(x / s)`` with ``eps / s^2``, which equals ``norm(x)`` in exact arithmetic,
 while the sum of squares inside the norm shrinks by ``s^2`` (no fp16 overflow with outlier
-channels). ``s`` depends only on the weights of the sublayer that precedes the norm (the formulas of
-slanc.md section 2; all biases and norm betas are ignored, as in the authors' code). Notation:
+channels). ``s`` depends only on the weights of the sublayer that precedes the norm (the SLaNC
+formulas; all biases and norm betas are ignored, as in the authors' code). Notation:
 linear weights ``[out, in]``; ``diag(g)`` scales the input columns; ``||.||_F`` Frobenius,
 ``||.||_2`` spectral norm.
 

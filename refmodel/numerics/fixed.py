@@ -4,9 +4,12 @@ A fixed-point value is an int64 *code* plus a :class:`FixedFormat`; its value is
 ``code * 2**-frac``. Widths 1..63 are supported (int64 holds every code); anything wider is
 refused with ``ValueError`` rather than silently wrapped by numpy.
 
-Numeric contract of :func:`quantize` (float64 -> fixed):
+Numeric contract of :func:`quantize` (real values -> fixed):
   * the scaling ``x * 2**frac`` is exact (power of two), then ONE rounding to an integer under the
-    chosen :class:`Rounding`, computed with exact float64 operations only;
+    chosen :class:`Rounding`, computed with exact float64 operations only; values float64 cannot
+    hold (integers beyond 2^53, ``Fraction``, ``Decimal``, ``np.longdouble``) are rounded from
+    their exact value in integer arithmetic, with the same definitions (see
+    :mod:`refmodel.numerics.inputs` for what is accepted and what is refused);
   * out-of-range results follow :class:`Overflow`: ``wrap`` (mod 2^width), ``saturate`` (clamp),
     ``error`` (``OverflowError`` naming the first bad value);
   * NaN is always an error; +-inf is accepted only under ``saturate`` (clamps to max/min).
@@ -39,7 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .rounding import Overflow, Rounding, round_float_to_int, round_shift
+from .inputs import ExactValues, InputTypeError, integer_codes, real_values
+from .rounding import STOCHASTIC_BITS, Overflow, Rounding, _resolve_random, round_float_to_int, round_shift
 
 __all__ = ["FixedFormat", "FixedArray", "quantize", "decode", "cast", "add", "sub", "mul", "apply_overflow"]
 
@@ -60,13 +64,19 @@ class FixedFormat:
     signed: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.width, (int, np.integer)) or isinstance(self.width, bool):
-            raise ValueError(f"FixedFormat width must be an int, got {self.width!r}")
+        for name in ("width", "frac"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+                raise InputTypeError(f"FixedFormat {name} must be an int, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if not isinstance(self.signed, (bool, np.bool_)):
+            raise InputTypeError(f"FixedFormat signed must be True or False, got {self.signed!r}")
+        object.__setattr__(self, "signed", bool(self.signed))
         if not 1 <= self.width <= MAX_WIDTH:
             raise ValueError(
                 f"FixedFormat width must be in 1..{MAX_WIDTH} (int64 codes), got {self.width}"
             )
-        if not -1000 <= int(self.frac) <= 1000:
+        if not -1000 <= self.frac <= 1000:
             raise ValueError(f"FixedFormat frac must be in -1000..1000, got {self.frac}")
 
     # ---- spec strings -------------------------------------------------------------------
@@ -134,16 +144,30 @@ def _fmt(fmt: FixedFormat | str) -> FixedFormat:
 
 @dataclass(frozen=True, eq=False)
 class FixedArray:
-    """int64 codes plus their :class:`FixedFormat`. ``to_float()`` decodes exactly (width <= 53)."""
+    """int64 codes plus their :class:`FixedFormat`. ``to_float()`` decodes exactly (width <= 53).
+
+    The constructor takes integer codes within ``fmt``'s code range (``ValueError`` names the first
+    code outside it; non-integer codes raise :class:`~refmodel.numerics.inputs.InputTypeError`)."""
 
     codes: np.ndarray
     fmt: FixedFormat
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "codes", np.asarray(self.codes, dtype=np.int64))
+        fmt = _fmt(self.fmt)
+        object.__setattr__(self, "fmt", fmt)
+        object.__setattr__(self, "codes", integer_codes(self.codes, f"FixedArray of {fmt}", fmt.min_code,
+                                                        fmt.max_code, np.int64))
+
+    @classmethod
+    def _unchecked(cls, codes: np.ndarray, fmt: FixedFormat) -> FixedArray:
+        """Codes already int64 and in range (this module's own results): no checks."""
+        a = object.__new__(cls)
+        object.__setattr__(a, "codes", codes)
+        object.__setattr__(a, "fmt", fmt)
+        return a
 
     def to_float(self) -> np.ndarray:
-        return decode(self.codes, self.fmt)
+        return _decode(self.codes, self.fmt)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -163,16 +187,22 @@ class FixedArray:
         return f"FixedArray(codes={body}, fmt={self.fmt})"
 
     def __getitem__(self, idx) -> FixedArray:
-        return FixedArray(self.codes[idx], self.fmt)
+        return FixedArray._unchecked(np.asarray(self.codes[idx]), self.fmt)
 
     def __len__(self) -> int:
         return len(self.codes)
 
 
 def decode(codes: np.ndarray | Iterable[int], fmt: FixedFormat | str) -> np.ndarray:
-    """Codes -> float64 values ``code * 2**-frac`` (exact for width <= 53, else correctly rounded)."""
+    """Codes -> float64 values ``code * 2**-frac`` (exact for width <= 53, else correctly rounded).
+
+    ``codes`` must be integers within ``fmt``'s code range: ``ValueError`` names the first code
+    outside it (a code is never wrapped or clamped here)."""
     fmt = _fmt(fmt)
-    c = np.asarray(codes, dtype=np.int64)
+    return _decode(integer_codes(codes, f"decode {fmt}", fmt.min_code, fmt.max_code, np.int64), fmt)
+
+
+def _decode(c: np.ndarray, fmt: FixedFormat) -> np.ndarray:
     return np.ldexp(c.astype(np.float64), -fmt.frac)
 
 
@@ -226,11 +256,18 @@ def quantize(
     seed: int | np.random.Generator | None = None,
     random_bits: np.ndarray | None = None,
 ) -> FixedArray:
-    """float64 -> :class:`FixedArray`, one rounding, then the overflow policy. See module docstring."""
+    """Real values -> :class:`FixedArray`, one rounding, then the overflow policy. See module docstring.
+
+    ``x``: float arrays (the fast path), or ints, Fractions, Decimals, which are rounded from their
+    exact values; strings, bytes, datetimes, complex numbers and masked arrays are refused
+    (:class:`~refmodel.numerics.inputs.InputTypeError` naming the type)."""
     fmt = _fmt(fmt)
     rounding = Rounding.parse(rounding)
     overflow = Overflow.parse(overflow)
-    x = np.asarray(x, dtype=np.float64)
+    v = real_values(x, f"quantize to {fmt}")
+    if isinstance(v, ExactValues):
+        return FixedArray._unchecked(_quantize_exact(v, fmt, rounding, overflow, seed, random_bits), fmt)
+    x = np.asarray(v, dtype=np.float64)
     scalar = x.ndim == 0
     if scalar:
         x = x.reshape(1)
@@ -293,7 +330,78 @@ def quantize(
             codes = _wrap(r.astype(np.int64), fmt)
     if scalar:
         codes = codes.reshape(())
-    return FixedArray(codes, fmt)
+    return FixedArray._unchecked(codes, fmt)
+
+
+def _overflow_ints(n: np.ndarray, fmt: FixedFormat, overflow: Overflow, value_at) -> np.ndarray:
+    """``apply_overflow`` on an object array of Python ints (any magnitude) -> int64 codes.
+    ``value_at(i)`` names the input behind element ``i`` in the ``error`` message."""
+    lo, hi = fmt.min_code, fmt.max_code
+    below, above = (n < lo).astype(bool), (n > hi).astype(bool)
+    if below.any() or above.any():
+        if overflow is Overflow.ERROR:
+            i = tuple(int(t) for t in np.unravel_index(int(np.argmax(below | above)), n.shape)) if n.shape else ()
+            raise OverflowError(f"quantize to {fmt}: value {value_at(i)} at index {i} is outside [{fmt.min}, {fmt.max}]")
+        if overflow is Overflow.SATURATE:
+            n = np.where(above, hi, np.where(below, lo, n))
+        else:
+            n = (n - lo) % (1 << fmt.width) + lo
+    return n.astype(np.int64)
+
+
+def _quantize_exact(v: ExactValues, fmt: FixedFormat, rounding: Rounding, overflow: Overflow,
+                    seed: int | np.random.Generator | None, random_bits: np.ndarray | None) -> np.ndarray:
+    """Exact values -> int64 codes: ``num / den * 2**frac`` rounded once in integer arithmetic
+    (floor, remainder and the comparisons that decide each mode, as :func:`round_float_to_int`
+    defines them; stochastic from the same random integers the float path would draw), then
+    ``overflow``. +-inf clamps under ``saturate``; NaN, or inf under another policy, raises."""
+    shape = v.shape
+    finite = v.finite
+    nonfinite = ~finite
+    if nonfinite.any():
+        i = np.unravel_index(int(np.argmax(nonfinite)), shape) if shape else ()
+        at = tuple(int(t) for t in i)
+        if np.isnan(v.nearest[nonfinite]).any():
+            j = np.unravel_index(int(np.argmax(nonfinite & np.isnan(v.nearest))), shape) if shape else ()
+            raise ValueError(f"quantize to {fmt}: NaN input at index {tuple(int(t) for t in j)}")
+        if overflow is not Overflow.SATURATE:
+            raise ValueError(f"quantize to {fmt}: infinite input {v.nearest[i]} at index {at} "
+                             f"(inf is accepted only with overflow='saturate')")
+    num, den = v.num.reshape(-1), v.den.reshape(-1)
+    if fmt.frac >= 0:
+        N, D = num * (1 << fmt.frac), den
+    else:
+        N, D = num, den * (1 << -fmt.frac)
+    fl = N // D
+    rem = N - fl * D  # 0 <= rem < D
+    if rounding is Rounding.FLOOR:
+        up = np.zeros(fl.shape, dtype=bool)
+    elif rounding is Rounding.CEIL:
+        up = (rem != 0).astype(bool)
+    elif rounding is Rounding.RTZ:
+        up = (rem != 0).astype(bool) & (N < 0).astype(bool)
+    elif rounding is Rounding.STOCHASTIC:
+        r = _resolve_random(shape or (1,), STOCHASTIC_BITS, seed, random_bits).reshape(-1)
+        up = ((rem << STOCHASTIC_BITS) // D + r.astype(object) >= (1 << STOCHASTIC_BITS)).astype(bool)
+    else:
+        twice = 2 * rem
+        tie = (twice == D).astype(bool)
+        if rounding is Rounding.HALF_UP:
+            up = (twice > D).astype(bool) | tie
+        elif rounding is Rounding.HALF_AWAY:
+            up = (twice > D).astype(bool) | (tie & (N >= 0).astype(bool))
+        else:  # rne
+            up = (twice > D).astype(bool) | (tie & (fl % 2 == 1).astype(bool))
+    n = fl + up.astype(np.int64).astype(object)
+    inf = nonfinite.reshape(-1)
+    if inf.any():  # saturate (checked above): +-inf clamps to the extreme codes
+        n[inf] = np.where(v.nearest.reshape(-1)[inf] > 0, fmt.max_code, fmt.min_code)
+
+    def value_at(i: tuple[int, ...]) -> str:
+        k = int(np.ravel_multi_index(i, shape)) if shape else 0
+        return str(num[k]) if den[k] == 1 else f"{num[k]}/{den[k]}"
+
+    return _overflow_ints(n.reshape(shape), fmt, overflow, value_at)
 
 
 def cast(
@@ -314,7 +422,7 @@ def cast(
     c = a.codes
     if shift > 0:
         c = round_shift(c, shift, rounding, seed=seed, random_bits=random_bits)
-        return FixedArray(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
+        return FixedArray._unchecked(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
     k = -shift
     if k and c.size:
         # codes that would leave the target range after the left shift are overflow;
@@ -329,11 +437,11 @@ def cast(
             if ov is Overflow.SATURATE:
                 out = np.clip(c, lo, hi) << np.int64(k)
                 out = np.where(c > hi, fmt.max_code, np.where(c < lo, fmt.min_code, out))
-                return FixedArray(out, fmt)
+                return FixedArray._unchecked(out, fmt)
             # wrap: only the low (width - k) bits of the code survive
-            return FixedArray(_wrap(c << np.int64(k) if k < 63 else np.zeros_like(c), fmt), fmt)
+            return FixedArray._unchecked(_wrap(c << np.int64(k) if k < 63 else np.zeros_like(c), fmt), fmt)
         c = c << np.int64(k)
-    return FixedArray(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
+    return FixedArray._unchecked(apply_overflow(c, fmt, overflow, what=f"cast {a.fmt}->{fmt}"), fmt)
 
 
 def _grown(width: int, frac: int, signed: bool, op: str, a: FixedFormat, b: FixedFormat) -> FixedFormat:
@@ -358,7 +466,7 @@ def add(a: FixedArray, b: FixedArray) -> FixedArray:
     ia = max(fa.width - fa.frac + (signed and not fa.signed), fb.width - fb.frac + (signed and not fb.signed))
     fmt = _grown(ia + 1 + frac, frac, signed, "add", fa, fb)
     ca, cb = _align(a, b, frac)
-    return FixedArray(ca + cb, fmt)
+    return FixedArray._unchecked(ca + cb, fmt)
 
 
 def sub(a: FixedArray, b: FixedArray) -> FixedArray:
@@ -368,7 +476,7 @@ def sub(a: FixedArray, b: FixedArray) -> FixedArray:
     ia = max(fa.width - fa.frac + (not fa.signed), fb.width - fb.frac + (not fb.signed))
     fmt = _grown(ia + 1 + frac, frac, True, "sub", fa, fb)
     ca, cb = _align(a, b, frac)
-    return FixedArray(ca - cb, fmt)
+    return FixedArray._unchecked(ca - cb, fmt)
 
 
 def mul(a: FixedArray, b: FixedArray) -> FixedArray:
@@ -377,4 +485,4 @@ def mul(a: FixedArray, b: FixedArray) -> FixedArray:
     signed = fa.signed or fb.signed
     width = fa.width + fb.width
     fmt = _grown(width, fa.frac + fb.frac, signed, "mul", fa, fb)
-    return FixedArray(a.codes * b.codes, fmt)
+    return FixedArray._unchecked(a.codes * b.codes, fmt)

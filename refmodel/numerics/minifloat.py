@@ -21,10 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from functools import cache
 
 import numpy as np
 
+from .inputs import ExactValues, InputTypeError, integer_codes, real_values
 from .rounding import STOCHASTIC_BITS, Rounding, _resolve_random
 
 __all__ = ["FloatFormat", "PRESETS", "FloatArray", "encode", "decode", "cast"]
@@ -55,6 +57,18 @@ class FloatFormat:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("exp", "man", "bias"):
+            v = getattr(self, name)
+            if v is None and name == "bias":
+                continue
+            if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+                raise InputTypeError(f"FloatFormat {name} must be an int, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        for name in ("subnormals", "signed", "has_zero"):
+            v = getattr(self, name)
+            if not isinstance(v, (bool, np.bool_)):
+                raise InputTypeError(f"FloatFormat {name} must be True or False, got {v!r}")
+            object.__setattr__(self, name, bool(v))
         if not 1 <= self.exp <= 11:
             raise ValueError(f"FloatFormat exp bits must be in 1..11, got {self.exp}")
         if not 0 <= self.man <= 52:
@@ -196,11 +210,14 @@ class FloatFormat:
             return spec
         text = str(spec).strip().lower()
         base, _, tagstr = text.partition(":")
-        tags = [t for t in tagstr.split(",") if t] if tagstr else []
+        tags = [t.strip() for t in tagstr.split(",") if t.strip()] if tagstr else []
         ov = None
         rest = []
         for t in tags:
             if t in _SUFFIX_OVERFLOW:
+                if ov is not None and ov != _SUFFIX_OVERFLOW[t]:
+                    raise ValueError(f"bad float spec {spec!r}: two overflow policies ({_OVERFLOW_SUFFIX[ov]} and {t}); "
+                                     f"give one of :sat, :inf, :nan")
                 ov = _SUFFIX_OVERFLOW[t]
             else:
                 rest.append(t)
@@ -221,13 +238,17 @@ class FloatFormat:
         kw: dict = {"exp": int(m.group(1)), "man": int(m.group(2))}
         for t in rest:
             if t in _SPECIALS:
-                kw["specials"] = t
+                key, val = "specials", t
             elif t == "ftz":
-                kw["subnormals"] = False
+                key, val = "subnormals", False
             elif re.fullmatch(r"b-?\d+", t):
-                kw["bias"] = int(t[1:])
+                key, val = "bias", int(t[1:])
             else:
-                raise ValueError(f"bad float spec {spec!r}: unknown tag {t!r}")
+                raise ValueError(f"bad float spec {spec!r}: unknown tag {t!r} (tags: fn, fnuz, none, b<bias>, ftz, "
+                                 f"sat, inf, nan)")
+            if key in kw and kw[key] != val:
+                raise ValueError(f"bad float spec {spec!r}: contradictory tags for {key} ({kw[key]} and {val})")
+            kw[key] = val
         sp = kw.get("specials", "ieee")
         kw["overflow"] = ov or ("inf" if sp == "ieee" else "nan" if sp in ("fn", "fnuz") else "saturate")
         try:
@@ -259,16 +280,23 @@ PRESETS: dict[str, FloatFormat] = {
 
 @dataclass(frozen=True, eq=False)
 class FloatArray:
-    """Raw codes (unsigned ints, ``fmt.code_dtype``) plus their :class:`FloatFormat`."""
+    """Raw codes (unsigned ints, ``fmt.code_dtype``) plus their :class:`FloatFormat`.
+
+    The constructor takes integer codes in ``[0, 2**fmt.bits)`` (``ValueError`` names the first
+    code outside; a code is never wrapped) and a format object or spec string."""
 
     codes: np.ndarray
     fmt: FloatFormat
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "codes", np.asarray(self.codes).astype(self.fmt.code_dtype, copy=False))
+        fmt = _fmt(self.fmt)
+        object.__setattr__(self, "fmt", fmt)
+        object.__setattr__(self, "codes", integer_codes(self.codes, f"FloatArray of {fmt}", 0, (1 << fmt.bits) - 1,
+                                                        fmt.code_dtype))
 
     def to_float(self) -> np.ndarray:
-        return decode(self.codes, self.fmt)
+        _check_range(self.fmt)
+        return _decode_codes(self.codes, self.fmt)  # the constructor checked the codes
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -388,7 +416,8 @@ def decode(codes: np.ndarray | Iterable[int] | int, fmt: FloatFormat | str) -> n
     Numeric contract: input raw codes (any integer dtype, values in ``[0, 2**fmt.bits)``) of
     ``fmt``; output float64 of the same shape. Exact for every code: NaN codes give NaN (sign bit
     copied from the code), inf codes +-inf, the -0 code -0.0. ``ftz`` formats decode exponent field
-    0 as +-0. Raises ``ValueError`` naming the first code out of range, or a non-integer dtype.
+    0 as +-0. Raises ``ValueError`` naming the first code out of range (and its index), or a
+    non-integer dtype.
     Formats up to 16 bits use a cached table of all codes; wider ones decode field by field.
 
     >>> decode([0x7E, 0xFF, 0x80, 0x01], "e4m3fn").tolist()
@@ -396,20 +425,8 @@ def decode(codes: np.ndarray | Iterable[int] | int, fmt: FloatFormat | str) -> n
     """
     fmt = _fmt(fmt)
     _check_range(fmt)
-    c = np.asarray(codes)
-    if c.dtype.kind not in "ui":
-        if c.dtype == object or c.size == 0:
-            c = c.astype(np.int64)
-        else:
-            raise ValueError(f"decode to float from {fmt}: codes must be integers, got dtype {c.dtype}")
-    if c.size:
-        lo, hi = int(c.min()), int(c.max())
-        if lo < 0 or hi >= (1 << fmt.bits):
-            bad = (c < 0) | (c >= (1 << fmt.bits)) if lo < 0 else c >= (1 << fmt.bits)
-            i = _first_index(bad)
-            raise ValueError(
-                f"decode {fmt}: code {int(c[i])} at index {i} is outside [0, 2**{fmt.bits})"
-            )
+    keep = codes.dtype if isinstance(codes, np.ndarray) and codes.dtype.kind in "ui" else fmt.code_dtype
+    c = integer_codes(codes, f"decode {fmt}", 0, (1 << fmt.bits) - 1, keep)
     return _decode_codes(c, fmt)
 
 
@@ -584,24 +601,50 @@ def _round_to_odd_f32(x: np.ndarray) -> np.ndarray:
     return yb
 
 
-def _as_float_input(x, fmt: FloatFormat) -> np.ndarray:
-    a = np.asarray(x)
-    if a.dtype in (np.float64, np.float32, np.float16):
-        return a
-    if a.dtype.kind in "iu":
-        lim = 1 << 53  # every integer up to here is a float64; refuse to round larger ones silently
-        if a.size and (int(a.max()) > lim or int(a.min()) < -lim):
-            i = _first_index((a > lim) | (a < -lim) if a.dtype.kind == "i" else a > lim)
-            raise ValueError(
-                f"encode to {fmt}: integer input {int(a[i])} at index {i} is beyond +-2**53; "
-                f"convert it to float64 yourself"
-            )
-        return a.astype(np.float64)
-    if a.dtype.kind == "b" or a.dtype == object:
-        return a.astype(np.float64)
-    if a.dtype.kind != "c" and a.dtype.itemsize <= 4 and np.can_cast(a.dtype, np.float64, "safe"):
-        return a.astype(np.float64)  # ml_dtypes types (bfloat16, float8_*): exact widening
-    raise ValueError(f"encode to {fmt}: input dtype {a.dtype} is not float64/float32/float16 (or exact in float64)")
+def _as_float_input(x, fmt: FloatFormat, mode: Rounding | None = None, sr_bits: int = STOCHASTIC_BITS) -> np.ndarray:
+    """The values to encode as a float64/float32/float16 array whose rounding under ``mode`` gives
+    the correctly rounded result of the *exact* input (see :mod:`refmodel.numerics.inputs` for what
+    is accepted). Inputs float64 cannot hold (ints beyond 2^53, Fractions, Decimals...) become
+    proxies: rounded to odd at float64 precision (the last bit set when inexact), which keeps every
+    rounding decision of a format with at least 2 fewer bits (Boldo-Melquiond); for stochastic
+    rounding, truncated toward zero, which keeps the top ``sr_bits`` discarded bits when float64
+    has that many below the format's LSB. Where neither holds, or ``mode`` is None (a caller that
+    rounds float64 values only), such an input raises ``ValueError`` naming it."""
+    v = real_values(x, f"encode to {fmt}")
+    if not isinstance(v, ExactValues):
+        return v if v.dtype in (np.float64, np.float32, np.float16) else v.astype(np.float64)
+    return _exact_proxy(v, fmt, mode, sr_bits)
+
+
+def _exact_proxy(v: ExactValues, fmt: FloatFormat, mode: Rounding | None, sr_bits: int) -> np.ndarray:
+    inexact = ~v.exact
+    first = _first_index(inexact)
+    k = int(np.ravel_multi_index(first, v.shape)) if v.shape else 0
+    num, den = v.num.reshape(-1), v.den.reshape(-1)
+    shown = str(num[k]) if den[k] == 1 else f"{num[k]}/{den[k]}"
+    if mode is None:
+        raise ValueError(f"encode to {fmt}: input {shown} at index {first} is not a float64 value and this "
+                         f"operation rounds float64 values only; convert the input to float64 first")
+    stochastic = mode is Rounding.STOCHASTIC
+    guard = int(sr_bits) if stochastic else 2  # bits float64 must hold below the format's LSB
+    ok = fmt.man + guard <= 52 and fmt.emin - fmt.man - guard >= -1074
+    if stochastic and fmt.emax >= 1023 and np.isinf(v.nearest[inexact]).any():
+        ok = False  # a value beyond float64's range has no truncated proxy for such a format
+    if not ok:
+        raise ValueError(f"encode to {fmt}: input {shown} at index {first} is not a float64 value, and {mode.value} "
+                         f"rounding to {fmt} cannot be done exactly from a float64 proxy (it needs {guard} bits "
+                         f"below the format's LSB); convert the input to float64 first")
+    nearest = v.nearest.reshape(-1)
+    idx = np.flatnonzero(inexact.reshape(-1))
+    # |nearest| > |exact|: nearest rounded away from zero (or overflowed to inf); step back toward 0
+    away = np.array([np.isinf(nearest[i]) or abs(Fraction(float(nearest[i]))) > abs(Fraction(num[i], den[i]))
+                     for i in idx], dtype=bool)
+    out = nearest.copy()
+    out[idx[away]] = np.nextafter(nearest[idx[away]], 0.0)
+    if not stochastic:
+        bits = out.view(np.uint64)
+        bits[idx] |= np.uint64(1)  # round to odd: inexact values land strictly between two neighbours
+    return out.reshape(v.shape)
 
 
 def encode(
@@ -652,7 +695,7 @@ def encode(
     fmt = _fmt(fmt)
     _check_range(fmt)
     mode = Rounding.parse(rounding)
-    arr = _as_float_input(x, fmt)
+    arr = _as_float_input(x, fmt, mode, sr_bits)
     shape = arr.shape
     if _nan_code(fmt) is None and arr.size:
         isn = np.isnan(arr)

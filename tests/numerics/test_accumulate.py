@@ -462,7 +462,7 @@ def acc_model(a, b, width, frac, signed, overflow, rounding="rne"):
 
 
 def test_issue_apytypes_3bit_saturating_accumulator():
-    """peers.md: APyTypes' 3-bit signed SAT accumulator summing ten 1s returned 10; it holds 3."""
+    """APyTypes 0.5.1's 3-bit signed SAT accumulator summing ten 1s returns 10; it holds 3."""
     ones = fx([1] * 10, "s8.0")
     r = dot(ones, ones, FixedAccumulator(3, 0, "saturate"))
     assert r.fmt == FixedFormat(3, 0) and int(r.codes) == 3
