@@ -170,7 +170,8 @@ def run_demo(
             sim_run = simulate_layer(gdir, out_dir / "rtl_build", lanes=lanes, sim=sim, log=log, progress=progress)
         secs, rtl_codes, cycles = sim_run.seconds, sim_run.codes, sim_run.cycles
         build = f", build {sim_run.build_seconds:.1f} s" if sim_run.build_seconds else ", cached build"
-        note = (f"RTL layer simulated on {sim} in {secs:.1f} s ({cycles} cycles, "
+        name = {"icarus": "Icarus", "verilator": "Verilator"}.get(sim, sim)
+        note = (f"RTL layer simulated on {name} in {secs:.1f} s ({cycles} cycles, "
                 f"{sim_run.cycles_per_second:.3g} cycles/s{build})")
     else:
         note = "RTL simulation not requested"

@@ -87,7 +87,7 @@ def test_demo_same_content_other_name_runs_the_rtl(capsys, tmp_path):
     plan = PrecisionPlan.from_name("hw").replace(name="our-asic")
     code, out, err = run(capsys, "demo", "--out", str(tmp_path / "d"), "--config", str(cfg), "--plan",
                          _write(tmp_path, "ours.json", plan), "--sim", "icarus")
-    assert "RTL layer simulated on icarus" in out, out + err
+    assert "RTL layer simulated on Icarus" in out, out + err
     assert out.count(" yes ") >= 15 and " NO " not in out
     assert code in (0, 1)  # the verdict also needs every tolerance met; the RTL column is what is tested here
 
