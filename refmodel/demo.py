@@ -1,15 +1,19 @@
 """The whole chain on one layer: build it, compute SLaNC scales, write a golden set, bound every
-stage's error, simulate the RTL layer on Icarus (when present), and judge every stage.
+stage's error, simulate the RTL layer (Icarus or Verilator), and judge every stage.
 
 A stage passes when the RTL codes equal the golden (integer model) codes bit for bit and every
 element of its decoded value lies within the bound-derived tolerance of the float64 reference.
+The RTL step runs whenever the plan's content is one the RTL implements
+(:func:`refmodel.rtl_layer.rtl_support`), whatever the plan is called; when it cannot run,
+:func:`rtl_blocker` says why and :func:`run_demo` raises instead of leaving the RTL column empty.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,15 @@ from .layer.config import LayerConfig
 from .layer.plan import PrecisionPlan
 from .numerics.fixed import FixedFormat, decode
 
-__all__ = ["StageResult", "DemoResult", "run_demo", "plot_stages"]
+__all__ = ["StageResult", "DemoResult", "run_demo", "rtl_blocker", "plot_stages"]
+
+#: a progress-bar factory: ``bar(description, total)`` is a context manager yielding ``advance(n=1)``
+ProgressBar = Callable[[str, int], AbstractContextManager[Callable[..., None]]]
+
+
+@contextmanager
+def _no_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
+    yield lambda n=1: None
 
 
 @dataclass
@@ -44,6 +56,7 @@ class DemoResult:
     rtl_note: str
     rtl_seconds: float | None
     cycles: int | None
+    simulator: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -86,6 +99,17 @@ def _judge(stage: str, got: np.ndarray, t: dict[str, Any], bit_exact: bool | Non
     return StageResult(stage, bit_exact, max_err, bound, ratio, verdict)
 
 
+def rtl_blocker(config: LayerConfig, plan: PrecisionPlan, *, sim: str = "icarus", lanes: int = 1) -> str | None:
+    """Why the RTL step cannot run for this config and plan here (None: it can): the features the
+    plan needs that the RTL lacks, a missing simulator, or RTL sources that are not installed."""
+    from .rtl_layer import rtl_support, simulator_available, sources_missing
+
+    why = rtl_support(config, plan, lanes)
+    if why:
+        return f"the RTL layer cannot run plan {plan.name!r}: " + "; ".join(why)
+    return sources_missing() or simulator_available(sim)
+
+
 def run_demo(
     out_dir: str | Path,
     config: LayerConfig | str = "tiny",
@@ -93,18 +117,32 @@ def run_demo(
     seed: int = 0,
     *,
     rtl: bool = True,
+    sim: str = "icarus",
+    lanes: int = 1,
     log: Callable[[str], None] = print,
+    bar: ProgressBar | None = None,
 ) -> DemoResult:
-    """Run the chain; golden set in ``out_dir/golden``, RTL build in ``out_dir/rtl_build``."""
+    """Run the chain; golden set in ``out_dir/golden``, RTL run in ``out_dir/rtl_build``. With
+    ``rtl`` the RTL layer must run: :class:`refmodel.rtl_layer.RtlUnavailable` /
+    :class:`~refmodel.rtl_layer.UnsupportedSet` say why it cannot. ``bar`` makes progress bars."""
+    bar = bar or _no_bar
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = LayerConfig.from_name(config) if isinstance(config, str) else config
     p = PrecisionPlan.from_name(plan) if isinstance(plan, str) else plan
     log(f"layer: {cfg.arch}, d_model {cfg.d_model}, {cfg.n_heads} heads, d_ff {cfg.d_ff}, seq {cfg.seq_len}; "
         f"plan {p.name}; seed {seed}")
+    if rtl:
+        from .rtl_layer import RtlUnavailable
+
+        why = rtl_blocker(cfg, p, sim=sim, lanes=lanes)
+        if why:
+            raise RtlUnavailable(why)
     gdir = out_dir / "golden"
     t0 = time.perf_counter()
-    generate_set(cfg, p, gdir, seed=seed, force=True)  # the demo's own output directory
+    with bar("golden set", 1) as advance:
+        generate_set(cfg, p, gdir, seed=seed, force=True)  # the demo's own output directory
+        advance()
     m = read_manifest(gdir)
     log(f"golden set: {gdir} ({len(m['tensors'])} tensors) in {time.perf_counter() - t0:.2f} s")
     if m.get("slanc"):
@@ -116,16 +154,25 @@ def run_demo(
     rtl_codes: dict[str, np.ndarray] | None = None
     note, secs, cycles = "", None, None
     if rtl:
-        from .rtl_layer import RtlUnavailable, simulate_layer
+        from .rtl_layer import simulate_layer
 
-        try:
-            t1 = time.perf_counter()
-            sim = simulate_layer(gdir, out_dir / "rtl_build", log=log)
-            secs = time.perf_counter() - t1
-            rtl_codes, cycles = sim.codes, sim.cycles
-            note = f"RTL layer simulated on Icarus in {secs:.1f} s ({cycles} cycles)"
-        except RtlUnavailable as e:
-            note = f"RTL simulation skipped: {e}"
+        steps = 1000
+        with bar(f"RTL layer ({sim}, {lanes} lane{'s' if lanes > 1 else ''})", steps) as advance:
+            shown = 0
+
+            def progress(done: int, total: int) -> None:
+                nonlocal shown
+                k = steps * done // max(total, 1)
+                if k > shown:
+                    advance(k - shown)
+                    shown = k
+
+            sim_run = simulate_layer(gdir, out_dir / "rtl_build", lanes=lanes, sim=sim, log=log, progress=progress)
+        secs, rtl_codes, cycles = sim_run.seconds, sim_run.codes, sim_run.cycles
+        build = f", build {sim_run.build_seconds:.1f} s" if sim_run.build_seconds else ", cached build"
+        name = {"icarus": "Icarus", "verilator": "Verilator"}.get(sim, sim)
+        note = (f"RTL layer simulated on {name} in {secs:.1f} s ({cycles} cycles, "
+                f"{sim_run.cycles_per_second:.3g} cycles/s{build})")
     else:
         note = "RTL simulation not requested"
     log(note)
@@ -135,12 +182,16 @@ def run_demo(
         codes = t["codes"]
         be = None
         if rtl_codes is not None and name in rtl_codes:
-            be = bool(np.array_equal(np.asarray(rtl_codes[name]).reshape(codes.shape), codes))
-            got = _decode_entry(np.asarray(rtl_codes[name]).reshape(codes.shape), t["entry"])
+            got_codes = np.asarray(rtl_codes[name]).reshape(codes.shape)
+            fmt = FixedFormat.parse(t["entry"]["format"])
+            exp = codes if fmt.signed else codes & np.int64((1 << fmt.width) - 1)
+            be = bool(np.array_equal(got_codes, exp))
+            got = _decode_entry(got_codes, t["entry"])
         else:
             got = _decode_entry(codes, t["entry"])
         results.append(_judge(name, got, t, be))
-    return DemoResult(results, gdir, m.get("slanc"), rtl_codes is not None, note, secs, cycles)
+    return DemoResult(results, gdir, m.get("slanc"), rtl_codes is not None, note, secs, cycles,
+                      sim if rtl else None)
 
 
 def plot_stages(res: DemoResult, path: str | Path, title: str) -> Path:

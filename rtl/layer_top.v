@@ -7,255 +7,84 @@
 
 /*
  * layer_top: one GPT-2 transformer layer (pre-LN, causal attention, GELU MLP) in fixed point,
- * bit-exact to refmodel's quantized layer under the `hw` precision plan.
+ * bit-exact to refmodel's quantized layer under any precision plan whose content it implements
+ * (the `hw` preset is one; refmodel.rtl_layer.rtl_support names what a plan needs that it lacks).
  *
- * Model: refmodel.layer.quantized.run_quantized(config, weights, x, "hw") (fixed-point branch).
+ * Model: refmodel.layer.quantized.run_quantized(config, weights, x, plan) (fixed-point branch).
  * Every tensor below is the model's tensor of the same name, code for code; the golden set's
  * manifest ("units") gives every parameter (rtl/README.md maps manifest keys to them).
  *
  *   stage  tensor  computed by                                   format (hw)      model
  *   LOAD   x       input stream s_* (SEQ*D_MODEL words)          s16.8            input
  *   LN1    ln1     layernorm (LN1_*), SLaNC shift LN1_SHIFT       s16.11           _fixed_norm
- *   Q/K/V  q k v   mac_dot + requant (ln1 @ W^T + b)              s16.8            _fixed_matmul
- *   SC     scores  mac_dot (q.k) + requant (x SC_MULT >> SC_SHIFT) s16.8, masked 0  _fixed_scores
+ *   Q/K/V  q k v   mac_dot + layer_acc + requant (ln1 @ W^T + b)  s16.8            _fixed_matmul
+ *   SC     scores  (q.k) + requant (x SC_MULT >> SC_SHIFT)         s16.8, masked 0  _fixed_scores
  *   SM     probs   softmax_row, s_mask = causal (key > query)     u16.15           _fixed_softmax
- *   MIX    attn    mac_dot + requant (probs @ v, keys <= query)   s16.10           _fixed_mix
- *   PROJ   proj    mac_dot + requant (attn @ wo^T + bo)           s16.8            _fixed_matmul
+ *   MIX    attn    (probs @ v, keys <= query) + requant            s16.10           _fixed_mix
+ *   PROJ   proj    (attn @ wo^T + bo) + requant                    s16.8            _fixed_matmul
  *   RES1   res1    layer_sat_add (x + proj, saturate)             s16.8            add
  *   LN2    ln2     layernorm (LN2_*), SLaNC shift LN2_SHIFT       s16.11           _fixed_norm
- *   UP     up      mac_dot + requant (ln2 @ w_up^T + b_up)         s16.10           _fixed_matmul
+ *   UP     up      (ln2 @ w_up^T + b_up) + requant                 s16.10           _fixed_matmul
  *   ACT    act     requant (>> ACT_SHIFT to s<ACT_IN_W>) + act_table  s16.10       _fixed_act
- *   DOWN   down    mac_dot + requant (act @ w_down^T + b_down)     s16.8            _fixed_matmul
+ *   DOWN   down    (act @ w_down^T + b_down) + requant             s16.8            _fixed_matmul
  *   OUT    out     layer_sat_add (res1 + down, saturate)           s16.8            add
  *   DRAIN  --      output stream m_* (SEQ*D_MODEL words of out)
+ *   SKIP   --      framing error recovery: drop input words up to the next s_last
  *
- * Datapath: ONE mac_dot (LANES products per beat, ACC_W-bit accumulator, ACC_SAT wrap/saturate,
- * bias preloaded; its own requantiser bypassed: SHIFT = 0, m_acc used) feeds ONE requant whose
- * shift is RQ_SHIFT = max of all stage shifts and whose multiplier is chosen per stage:
- * 2^(RQ_SHIFT - <STAGE>_SHIFT) for a plain rounding shift (exactly round_shift(acc, SHIFT) of
- * the model: the appended zero bits change neither the round nor the sticky bit), and
- * SC_MULT * 2^(RQ_SHIFT - SC_SHIFT) for the scores' 1/sqrt(head_dim) scale. Biases are
+ * Datapath: ONE mac_dot multiplies LANES operand pairs per beat and sums them exactly (its own
+ * accumulator is bypassed: every beat is a one-beat dot product, m_acc is the beat sum); ONE
+ * layer_acc accumulates the beat sums of a dot product with the stage's accumulator width
+ * <STAGE>_ACC_W and overflow policy <STAGE>_ACC_SAT (wrap mod 2^w, or saturate at every
+ * product), starting from the stage's bias; ONE requant rounds it: shift RQ_SHIFT = max of all
+ * stage shifts, multiplier chosen per stage: 2^(RQ_SHIFT - <STAGE>_SHIFT) for a plain rounding
+ * shift (exactly round_shift(acc, SHIFT) of the model: the appended zero bits change neither the
+ * round nor the sticky bit), and SC_MULT * 2^(RQ_SHIFT - SC_SHIFT) for the scores'
+ * 1/sqrt(head_dim) scale. Before the requantiser the accumulator is clamped to RQ_IN_W =
+ * ACT_W + RQ_SHIFT + 1 bits (when narrower than the widest accumulator): every value the clamp
+ * changes saturates the output either way, so the clamp changes no result. Biases are
  * sign-extended and shifted left by <STAGE>_BIAS_LSH (the model's bias_lsh) before the preload.
- * With a wrapping accumulator the beat grouping (LANES) does not change any result (the model's
- * wrap is the exact sum mod 2^ACC_W); a saturating one (ACC_SAT = 1) needs LANES = 1.
+ * With wrapping accumulators the beat grouping (LANES) does not change any result (the model's
+ * wrap is the exact sum mod 2^w); a saturating stage needs LANES = 1 (elaboration stops).
  * Causal attention: scores for key j > query i are issued as one all-zero beat (the MAC then
  * gives 0, the model's masked value) and their softmax element is masked; the attention mix
  * sums over keys 0..i only (the masked probabilities are exactly 0).
  *
- * Sequencing: the stages run one after another (table order). layer_seq issues each stage's
- * loop nest; a fetch register reads the buffers / ROMs (synchronous reads) and feeds the stage's
- * unit (in DRAIN it is the m_* output register); for the MAC stages an operand register holds
- * the extended, lane-assembled buses. Every unit's output is written in order into the stage's
- * buffer (write pointer) and the stage ends when its last output is written. All units run with
- * m_ready = 1 except the act requantiser (feeds act_table); back-pressure reaches the loop nest
- * through the units' s_ready. MAC stages take exactly (beats + 6) cycles.
+ * Sequencing: an explicit stage FSM (every stage code listed, next stage named in one table;
+ * codes 17..31 are unused and return to LOAD). The stages run one after another (table order).
+ * layer_seq issues each stage's loop nest; a fetch register reads the buffers / ROMs
+ * (synchronous reads) and feeds the stage's unit (in DRAIN it is the m_* output register); for
+ * the MAC stages an operand register holds the extended, lane-assembled buses. Every unit's
+ * output is written in order into the stage's buffer (write pointer) and the stage ends when its
+ * last output is written. All units run with m_ready = 1 except the act requantiser (feeds
+ * act_table); back-pressure reaches the loop nest through the units' s_ready. MAC stages take
+ * exactly (beats + 7) cycles.
  * Buffers: one per tensor (x ln1 q k v scores probs attn proj res1 ln2 up act down out), all
  * kept until the next LOAD for inspection (rtl/layer_top_tb.v dumps them); q, k, v and attn are
  * stored [SEQ][D_MODEL] (head h at columns h*HEAD_DIM..), scores/probs [N_HEADS][SEQ][SEQ],
  * up/act [SEQ][D_FF]. Weights are ROMs loaded with $readmemh from the *_MEMFILE parameters
- * (absolute paths, the golden set's files, [out][in] row-major). rtl/README.md has the
- * schedule, memory map and parameter table.
+ * (the golden set's files, [out][in] row-major); layer_memcheck stops elaboration when a file
+ * holds too few words. rtl/README.md has the schedule, memory map and parameter table.
  *
- * Handshake: s_* takes the SEQ*D_MODEL input words (row-major x) only in LOAD (s_ready high
- * there); the layer then runs by itself and presents out row-major on m_* (m_valid registered,
- * m_last on the last word). `err` (sticky until rst): s_last not on exactly the last input word,
- * or a layernorm framing error. `stage` shows the stage code (0 LOAD .. 15 DRAIN).
- * Reset: synchronous, active high; abandons a run at any point (every unit is reset) and
- * returns to LOAD. Buffers and ROMs are not cleared.
+ * Handshake and framing: s_* takes input words only in LOAD and SKIP (s_ready high there). A
+ * frame is exactly SEQ*D_MODEL words (row-major x) with s_last on its last word and only there.
+ * A short frame (s_last before the last word) is dropped: err is set and LOAD starts over with
+ * the next word. A long frame (no s_last on the last word) is dropped too: err is set and SKIP
+ * discards words up to and including the next s_last, then LOAD starts over. A complete frame
+ * runs the layer, which presents out row-major on m_* (m_valid registered; m_data and m_last
+ * are 0 outside valid beats, m_last on the last word). `err` (sticky until rst): a framing
+ * error on s_*, or a layernorm framing error. `stage` shows the stage code (0 LOAD .. 15 DRAIN,
+ * 16 SKIP).
+ * Reset: synchronous, active high, one cycle is enough; abandons a run at any point (every unit
+ * is reset, every valid and the outputs cleared) and returns to LOAD. Buffers and ROMs are not
+ * cleared.
  */
 module layer_top #(
-    // ---- shape (gpt2: pre-LN, causal, biases, GELU MLP) --------------------------------------
-    // model width, >= 2
-    parameter integer D_MODEL = 64,
-    // attention heads, D_MODEL = N_HEADS * HEAD_DIM
-    parameter integer N_HEADS = 4,
-    // MLP hidden width, >= 2
-    parameter integer D_FF = 256,
-    // sequence length (tokens), >= 2
-    parameter integer SEQ = 16,
-    // head width
-    parameter integer HEAD_DIM = D_MODEL / N_HEADS,
-    // MAC products per beat (1 = one multiplier), >= 1; 1 when ACC_SAT = 1
-    parameter integer LANES = 1,
-
-    // ---- code widths ------------------------------------------------------------------------
-    // every activation tensor except probs (x ln1 q k v scores attn proj res1 ln2 up act down out)
-    parameter integer ACT_W = 16,
-    // probs code width (unsigned), OUT_W of the softmax
-    parameter integer PROB_W = 16,
-    // weight matrix code width (wq wk wv wo w_up w_down), signed
-    parameter integer WGT_W = 8,
-    // bias code width (bq bk bv bo b_up b_down), signed
-    parameter integer BIAS_W = 16,
-
-    // ---- MAC and requantiser (manifest units.<t>.mac / .requant) ------------------------------
-    // accumulator width (ACC_W of every MAC stage)
-    parameter integer ACC_W = 40,
-    // accumulator overflow: 0 wrap, 1 saturate at every beat
-    parameter integer ACC_SAT = 0,
-    // rounding of every requantising shift: 0 floor, 1 half_up, 2 rne
-    parameter integer ROUND_MODE = 2,
-    // q: requant right shift (units.q.mac.SHIFT), 0..RQ_SHIFT
-    parameter integer Q_SHIFT = 10,
-    // q: bias left shift to the accumulator LSB (units.q.mac.BIAS_LSH), >= 0
-    parameter integer Q_BIAS_LSH = 6,
-    // k: requant right shift
-    parameter integer K_SHIFT = 10,
-    // k: bias left shift
-    parameter integer K_BIAS_LSH = 6,
-    // v: requant right shift
-    parameter integer V_SHIFT = 10,
-    // v: bias left shift
-    parameter integer V_BIAS_LSH = 6,
-    // proj: requant right shift
-    parameter integer PROJ_SHIFT = 9,
-    // proj: bias left shift
-    parameter integer PROJ_BIAS_LSH = 5,
-    // up: requant right shift
-    parameter integer UP_SHIFT = 8,
-    // up: bias left shift
-    parameter integer UP_BIAS_LSH = 6,
-    // down: requant right shift
-    parameter integer DOWN_SHIFT = 9,
-    // down: bias left shift
-    parameter integer DOWN_BIAS_LSH = 5,
-    // attention mix (probs @ v) requant shift (no bias)
-    parameter integer MIX_SHIFT = 13,
-    // scores: requant multiplier (1/sqrt(HEAD_DIM) and the format change), 1 .. 2^31-1
-    parameter integer SC_MULT = 32768,
-    // scores: requant right shift (units.scores.requant.SHIFT)
-    parameter integer SC_SHIFT = 25,
-
-    // ---- softmax (manifest units.probs.softmax; IN_W = ACT_W, OUT_W = PROB_W) ----------------
-    // scores fraction bits (softmax_row IN_F)
-    parameter integer SM_IN_F = 8,
-    // softmax row buffer depth, >= SEQ (the model: next power of two)
-    parameter integer SM_N_MAX = 16,
-    // exp2 LUT index bits (softmax_row LUT_BITS)
-    parameter integer SM_LUT_BITS = 8,
-    // exp2 LUT word width (softmax_row LUT_W)
-    parameter integer SM_LUT_W = 16,
-    // guard bits below the LUT word (softmax_row GUARD)
-    parameter integer SM_GUARD = 8,
-    // probs fraction bits (softmax_row OUT_F)
-    parameter integer SM_OUT_F = 15,
-    // fraction bits of log2(e) (softmax_row LOG2E_F)
-    parameter integer SM_LOG2E_F = 14,
-    // round(log2(e) * 2^SM_LOG2E_F) (softmax_row LOG2E)
-    parameter integer SM_LOG2E = 23637,
-    // reciprocal scale 2^K / sum (softmax_row K), <= 62
-    parameter integer SM_K = 43,
-
-    // ---- activation (manifest units.act): up >> ACT_SHIFT (ROUND_MODE, saturate) to s<ACT_IN_W>,
-    //      then the table (2^ACT_IN_W words of ACT_W bits) ----------------------------------------
-    parameter integer ACT_IN_W = 14,
-    // up frac - table input frac: rounding right shift of up, >= 0
-    parameter integer ACT_SHIFT = 2,
-
-    // ---- norms (manifest units.ln1/ln2.norm_params; D = D_MODEL, IN_W = OUT_W = ACT_W, RMS = 0)
-    // LN1 (layernorm SHIFT): SLaNC shift: x1 = round_half_up(x / 2^SHIFT)
-    parameter integer LN1_SHIFT = 0,
-    // LN1 (layernorm MEAN_G): mean guard bits
-    parameter integer LN1_MEAN_G = 4,
-    // LN1 (layernorm EPS_G): extra eps fraction bit pairs
-    parameter integer LN1_EPS_G = 0,
-    // LN1 (layernorm EPS): eps / s^2 as an integer code (NormParams eps)
-    parameter [63:0]  LN1_EPS = 64'd168,
-    // LN1 (layernorm N_F): fraction bits of the normalised value
-    parameter integer LN1_N_F = 12,
-    // LN1 (layernorm RSQ_K): rsqrt scale K
-    parameter integer LN1_RSQ_K = 31,
-    // LN1 (layernorm RSQ_W): rsqrt input width cap
-    parameter integer LN1_RSQ_W = 24,
-    // LN1 (layernorm SQD_F): fraction bits of sqrt(D)
-    parameter integer LN1_SQD_F = 21,
-    // LN1 (layernorm SQD): round(sqrt(D) * 2^SQD_F)
-    parameter [63:0]  LN1_SQD = 64'd16777216,
-    // LN1 (layernorm G_W): gamma width
-    parameter integer LN1_G_W = 16,
-    // LN1 (layernorm G_F): gamma fraction bits
-    parameter integer LN1_G_F = 13,
-    // LN1 (layernorm B_W): beta width
-    parameter integer LN1_B_W = 16,
-    // LN1 (layernorm B_F): beta fraction bits
-    parameter integer LN1_B_F = 13,
-    // LN1 (layernorm OUT_F): output fraction bits
-    parameter integer LN1_OUT_F = 11,
-    // LN1 (layernorm OUT_RNE): output rounding: 1 rne, 0 half_up
-    parameter integer LN1_OUT_RNE = 1,
-    // LN2 (layernorm SHIFT): SLaNC shift: x1 = round_half_up(x / 2^SHIFT)
-    parameter integer LN2_SHIFT = 4,
-    // LN2 (layernorm MEAN_G): mean guard bits
-    parameter integer LN2_MEAN_G = 4,
-    // LN2 (layernorm EPS_G): extra eps fraction bit pairs
-    parameter integer LN2_EPS_G = 0,
-    // LN2 (layernorm EPS): eps / s^2 as an integer code (NormParams eps)
-    parameter [63:0]  LN2_EPS = 64'd1,
-    // LN2 (layernorm N_F): fraction bits of the normalised value
-    parameter integer LN2_N_F = 12,
-    // LN2 (layernorm RSQ_K): rsqrt scale K
-    parameter integer LN2_RSQ_K = 31,
-    // LN2 (layernorm RSQ_W): rsqrt input width cap
-    parameter integer LN2_RSQ_W = 24,
-    // LN2 (layernorm SQD_F): fraction bits of sqrt(D)
-    parameter integer LN2_SQD_F = 21,
-    // LN2 (layernorm SQD): round(sqrt(D) * 2^SQD_F)
-    parameter [63:0]  LN2_SQD = 64'd16777216,
-    // LN2 (layernorm G_W): gamma width
-    parameter integer LN2_G_W = 16,
-    // LN2 (layernorm G_F): gamma fraction bits
-    parameter integer LN2_G_F = 13,
-    // LN2 (layernorm B_W): beta width
-    parameter integer LN2_B_W = 16,
-    // LN2 (layernorm B_F): beta fraction bits
-    parameter integer LN2_B_F = 13,
-    // LN2 (layernorm OUT_F): output fraction bits
-    parameter integer LN2_OUT_F = 11,
-    // LN2 (layernorm OUT_RNE): output rounding: 1 rne, 0 half_up
-    parameter integer LN2_OUT_RNE = 1,
-
-    // ---- $readmemh files (absolute paths; quoted when passed with -P / -G) -------------------
-    // $readmemh file: wq [D_MODEL][D_MODEL]
-    parameter WQ_MEMFILE = "",
-    // $readmemh file: wk
-    parameter WK_MEMFILE = "",
-    // $readmemh file: wv
-    parameter WV_MEMFILE = "",
-    // $readmemh file: wo
-    parameter WO_MEMFILE = "",
-    // $readmemh file: w_up [D_FF][D_MODEL]
-    parameter W_UP_MEMFILE = "",
-    // $readmemh file: w_down [D_MODEL][D_FF]
-    parameter W_DOWN_MEMFILE = "",
-    // $readmemh file: bq [D_MODEL]
-    parameter BQ_MEMFILE = "",
-    // $readmemh file: bk
-    parameter BK_MEMFILE = "",
-    // $readmemh file: bv
-    parameter BV_MEMFILE = "",
-    // $readmemh file: bo
-    parameter BO_MEMFILE = "",
-    // $readmemh file: b_up [D_FF]
-    parameter B_UP_MEMFILE = "",
-    // $readmemh file: b_down [D_MODEL]
-    parameter B_DOWN_MEMFILE = "",
-    // $readmemh file: ln1 gamma [D_MODEL]
-    parameter LN1_G_MEMFILE = "",
-    // $readmemh file: ln1 beta
-    parameter LN1_B_MEMFILE = "",
-    // $readmemh file: ln2 gamma
-    parameter LN2_G_MEMFILE = "",
-    // $readmemh file: ln2 beta
-    parameter LN2_B_MEMFILE = "",
-    // $readmemh file: softmax exp2 LUT (2^SM_LUT_BITS words)
-    parameter EXP2_MEMFILE = "",
-    // $readmemh file: activation table (2^ACT_IN_W words)
-    parameter ACT_TABLE_MEMFILE = ""
+`include "layer_top_params.vh"
 ) (
     input  wire              clk,
     input  wire              rst,
 
-    // layer input x, row-major, SEQ*D_MODEL words (taken in LOAD only)
+    // layer input x, row-major, SEQ*D_MODEL words (taken in LOAD and SKIP only)
     input  wire [ACT_W-1:0]  s_data,
     input  wire              s_valid,
     output wire              s_ready,
@@ -267,7 +96,7 @@ module layer_top #(
     input  wire              m_ready,
     output wire              m_last,
 
-    output wire [3:0]        stage,   // current stage (0 LOAD .. 15 DRAIN)
+    output wire [4:0]        stage,   // current stage (0 LOAD .. 15 DRAIN, 16 SKIP)
     output wire              err      // sticky framing error
 );
 
@@ -316,10 +145,26 @@ module layer_top #(
     // counter / address width: above every address width (so each slice leaves a top bit)
     localparam integer CW     = max2(A_MAX, W_MAX) + 1;
 
+    // MAC operands, beat sum, accumulator
     localparam integer MAC_A_W = max2(ACT_W, PROB_W + 1);   // probs enter zero-extended
     localparam integer MAC_W_W = max2(ACT_W, WGT_W);
-    localparam integer MAX_LSH = max2(max2(max2(Q_BIAS_LSH, K_BIAS_LSH), max2(V_BIAS_LSH, PROJ_BIAS_LSH)),
-                                      max2(UP_BIAS_LSH, DOWN_BIAS_LSH));
+    localparam integer BEAT_W  = MAC_A_W + MAC_W_W + $clog2(LANES);  // exact sum of a beat's products
+    localparam integer ACC_MAX = max2(max2(max2(Q_ACC_W, K_ACC_W), max2(V_ACC_W, SC_ACC_W)),
+                                      max2(max2(MIX_ACC_W, PROJ_ACC_W), max2(UP_ACC_W, DOWN_ACC_W)));
+    localparam integer ACC_MIN = min2(min2(min2(Q_ACC_W, K_ACC_W), min2(V_ACC_W, SC_ACC_W)),
+                                      min2(min2(MIX_ACC_W, PROJ_ACC_W), min2(UP_ACC_W, DOWN_ACC_W)));
+    localparam integer ANY_SAT = Q_ACC_SAT | K_ACC_SAT | V_ACC_SAT | SC_ACC_SAT | MIX_ACC_SAT | PROJ_ACC_SAT |
+                                 UP_ACC_SAT | DOWN_ACC_SAT;
+    // largest value of each stage's accumulator, 2^(w-1) - 1
+    localparam [63:0]  ONE64   = 64'd1;
+    localparam [63:0]  HI_Q64    = (ONE64 << (Q_ACC_W - 1)) - ONE64;
+    localparam [63:0]  HI_K64    = (ONE64 << (K_ACC_W - 1)) - ONE64;
+    localparam [63:0]  HI_V64    = (ONE64 << (V_ACC_W - 1)) - ONE64;
+    localparam [63:0]  HI_SC64   = (ONE64 << (SC_ACC_W - 1)) - ONE64;
+    localparam [63:0]  HI_MIX64  = (ONE64 << (MIX_ACC_W - 1)) - ONE64;
+    localparam [63:0]  HI_PROJ64 = (ONE64 << (PROJ_ACC_W - 1)) - ONE64;
+    localparam [63:0]  HI_UP64   = (ONE64 << (UP_ACC_W - 1)) - ONE64;
+    localparam [63:0]  HI_DOWN64 = (ONE64 << (DOWN_ACC_W - 1)) - ONE64;
 
     // shared requantiser: one shift, a per-stage multiplier
     localparam integer LIN_MAX = max2(max2(max2(Q_SHIFT, K_SHIFT), max2(V_SHIFT, PROJ_SHIFT)),
@@ -331,7 +176,8 @@ module layer_top #(
     localparam [63:0]  SC_MULT64 = 64'd1 * SC_MULT32;
     localparam [63:0]  M_SC64 = SC_MULT64 << (RQ_SHIFT - SC_SHIFT);
     localparam integer RQ_M_W = max2(RQ_SHIFT - LIN_MIN + 1, bitlen(M_SC64));
-    localparam [63:0]  ONE64  = 64'd1;
+    // requantiser input: the accumulator clamped to ACT_W + RQ_SHIFT + 1 bits (exact, see above)
+    localparam integer RQ_IN_W = min2(ACC_MAX, ACT_W + RQ_SHIFT + 1);
     localparam [63:0]  M_Q64    = ONE64 << (RQ_SHIFT - Q_SHIFT);
     localparam [63:0]  M_K64    = ONE64 << (RQ_SHIFT - K_SHIFT);
     localparam [63:0]  M_V64    = ONE64 << (RQ_SHIFT - V_SHIFT);
@@ -348,21 +194,33 @@ module layer_top #(
                    D_MODEL, N_HEADS, HEAD_DIM, D_FF, SEQ, LANES);
             $finish;
         end
-        if (ACC_SAT < 0 || ACC_SAT > 1 || (ACC_SAT == 1 && LANES != 1) || ROUND_MODE < 0 || ROUND_MODE > 2) begin
-            $error("%m: illegal ACC_SAT=%0d (saturation needs LANES=1, got %0d) or ROUND_MODE=%0d",
-                   ACC_SAT, LANES, ROUND_MODE);
+        if ((Q_ACC_SAT < 0) || (Q_ACC_SAT > 1) || (K_ACC_SAT < 0) || (K_ACC_SAT > 1) ||
+            (V_ACC_SAT < 0) || (V_ACC_SAT > 1) || (SC_ACC_SAT < 0) || (SC_ACC_SAT > 1) ||
+            (MIX_ACC_SAT < 0) || (MIX_ACC_SAT > 1) || (PROJ_ACC_SAT < 0) || (PROJ_ACC_SAT > 1) ||
+            (UP_ACC_SAT < 0) || (UP_ACC_SAT > 1) || (DOWN_ACC_SAT < 0) || (DOWN_ACC_SAT > 1) ||
+            ACC_SAT < 0 || ACC_SAT > 1 ||
+            (ANY_SAT != 0 && LANES != 1) || ROUND_MODE < 0 || ROUND_MODE > 2) begin
+            $error("%m: illegal <STAGE>_ACC_SAT (0 or 1; saturation needs LANES=1, got %0d) or ROUND_MODE=%0d",
+                   LANES, ROUND_MODE);
             $finish;
         end
-        if (ACT_W < 2 || PROB_W < 1 || WGT_W < 1 || BIAS_W < 1 || BIAS_W + MAX_LSH > ACC_W ||
-            Q_BIAS_LSH < 0 || K_BIAS_LSH < 0 || V_BIAS_LSH < 0 || PROJ_BIAS_LSH < 0 || UP_BIAS_LSH < 0 ||
-            DOWN_BIAS_LSH < 0) begin
-            $error("%m: illegal widths ACT_W=%0d PROB_W=%0d WGT_W=%0d BIAS_W=%0d (max bias shift %0d, ACC_W=%0d)",
-                   ACT_W, PROB_W, WGT_W, BIAS_W, MAX_LSH, ACC_W);
+        if (ACC_MIN < 2 || ACC_MAX > 62 || BEAT_W > 62 || ACC_W < 2 || ACC_W > 62) begin
+            $error("%m: illegal accumulator widths %0d..%0d (2..62; beat sum %0d bits)", ACC_MIN, ACC_MAX, BEAT_W);
             $finish;
         end
-        if (LIN_MIN < 0 || SC_SHIFT < 0 || SC_MULT < 1 || ACC_W + RQ_M_W > 62) begin
-            $error("%m: requantiser does not fit: shifts %0d..%0d, SC_MULT=%0d SC_SHIFT=%0d need M_W=%0d, ACC_W=%0d",
-                   LIN_MIN, LIN_MAX, SC_MULT, SC_SHIFT, RQ_M_W, ACC_W);
+        if (ACT_W < 2 || PROB_W < 1 || WGT_W < 1 || BIAS_W < 1 ||
+            (BIAS_W + Q_BIAS_LSH > Q_ACC_W) || (BIAS_W + K_BIAS_LSH > K_ACC_W) ||
+            (BIAS_W + V_BIAS_LSH > V_ACC_W) || (BIAS_W + PROJ_BIAS_LSH > PROJ_ACC_W) ||
+            (BIAS_W + UP_BIAS_LSH > UP_ACC_W) || (BIAS_W + DOWN_BIAS_LSH > DOWN_ACC_W) ||
+            (Q_BIAS_LSH < 0) || (K_BIAS_LSH < 0) || (V_BIAS_LSH < 0) || (PROJ_BIAS_LSH < 0) ||
+            (UP_BIAS_LSH < 0) || (DOWN_BIAS_LSH < 0)) begin
+            $error("%m: illegal widths ACT_W=%0d PROB_W=%0d WGT_W=%0d BIAS_W=%0d, or a <STAGE>_BIAS_LSH < 0 or above its ACC_W - BIAS_W",
+                   ACT_W, PROB_W, WGT_W, BIAS_W);
+            $finish;
+        end
+        if (LIN_MIN < 0 || SC_SHIFT < 0 || SC_MULT < 1 || RQ_IN_W + RQ_M_W > 62) begin
+            $error("%m: requantiser does not fit: shifts %0d..%0d, SC_MULT=%0d SC_SHIFT=%0d need M_W=%0d, IN_W=%0d",
+                   LIN_MIN, LIN_MAX, SC_MULT, SC_SHIFT, RQ_M_W, RQ_IN_W);
             $finish;
         end
         if (SM_N_MAX < SEQ || ACT_SHIFT < 0 || ACT_IN_W < 1 || ACT_IN_W > 16) begin
@@ -378,27 +236,29 @@ module layer_top #(
     end
 
     // ---- stages -------------------------------------------------------------------------------------
-    localparam [3:0] ST_LOAD = 4'd0,  ST_LN1 = 4'd1,  ST_Q    = 4'd2,  ST_K    = 4'd3,
-                     ST_V    = 4'd4,  ST_SC  = 4'd5,  ST_SM   = 4'd6,  ST_MIX  = 4'd7,
-                     ST_PROJ = 4'd8,  ST_RES1 = 4'd9, ST_LN2  = 4'd10, ST_UP   = 4'd11,
-                     ST_ACT  = 4'd12, ST_DOWN = 4'd13, ST_OUT = 4'd14, ST_DRAIN = 4'd15;
+    localparam [4:0] ST_LOAD = 5'd0,  ST_LN1  = 5'd1,  ST_Q    = 5'd2,  ST_K    = 5'd3,
+                     ST_V    = 5'd4,  ST_SC   = 5'd5,  ST_SM   = 5'd6,  ST_MIX  = 5'd7,
+                     ST_PROJ = 5'd8,  ST_RES1 = 5'd9,  ST_LN2  = 5'd10, ST_UP   = 5'd11,
+                     ST_ACT  = 5'd12, ST_DOWN = 5'd13, ST_OUT  = 5'd14, ST_DRAIN = 5'd15,
+                     ST_SKIP = 5'd16;
 
-    reg  [3:0] stage_reg;
-    wire is_ln1  = (stage_reg == ST_LN1);
-    wire is_q    = (stage_reg == ST_Q);
-    wire is_k    = (stage_reg == ST_K);
-    wire is_v    = (stage_reg == ST_V);
-    wire is_sc   = (stage_reg == ST_SC);
-    wire is_sm   = (stage_reg == ST_SM);
-    wire is_mix  = (stage_reg == ST_MIX);
-    wire is_proj = (stage_reg == ST_PROJ);
-    wire is_ln2  = (stage_reg == ST_LN2);
-    wire is_up   = (stage_reg == ST_UP);
-    wire is_act  = (stage_reg == ST_ACT);
-    wire is_down = (stage_reg == ST_DOWN);
+    reg  [4:0] stage_reg;
+    wire is_load  = (stage_reg == ST_LOAD);
+    wire is_skip  = (stage_reg == ST_SKIP);
+    wire is_ln1   = (stage_reg == ST_LN1);
+    wire is_q     = (stage_reg == ST_Q);
+    wire is_k     = (stage_reg == ST_K);
+    wire is_v     = (stage_reg == ST_V);
+    wire is_sc    = (stage_reg == ST_SC);
+    wire is_sm    = (stage_reg == ST_SM);
+    wire is_mix   = (stage_reg == ST_MIX);
+    wire is_proj  = (stage_reg == ST_PROJ);
+    wire is_ln2   = (stage_reg == ST_LN2);
+    wire is_up    = (stage_reg == ST_UP);
+    wire is_act   = (stage_reg == ST_ACT);
+    wire is_down  = (stage_reg == ST_DOWN);
     wire is_drain = (stage_reg == ST_DRAIN);
-    wire is_load = (stage_reg == ST_LOAD);
-    wire is_mac  = is_q | is_k | is_v | is_sc | is_mix | is_proj | is_up | is_down;
+    wire is_mac   = is_q | is_k | is_v | is_sc | is_mix | is_proj | is_up | is_down;
 
     // ---- constants in counter width ---------------------------------------------------------------
     localparam [CW-1:0] ONE_C   = 1;
@@ -454,17 +314,21 @@ module layer_top #(
         $readmemh(BO_MEMFILE, bo_mem);
         $readmemh(B_UP_MEMFILE, b_up_mem);
         $readmemh(B_DOWN_MEMFILE, b_down_mem);
-`ifndef SYNTHESIS
-        // a short or missing file leaves the last word X
-        if (^wq_mem[N_DD-1] === 1'bx || ^wk_mem[N_DD-1] === 1'bx || ^wv_mem[N_DD-1] === 1'bx ||
-            ^wo_mem[N_DD-1] === 1'bx || ^w_up_mem[N_FD-1] === 1'bx || ^w_down_mem[N_FD-1] === 1'bx ||
-            ^bq_mem[D_MODEL-1] === 1'bx || ^bk_mem[D_MODEL-1] === 1'bx || ^bv_mem[D_MODEL-1] === 1'bx ||
-            ^bo_mem[D_MODEL-1] === 1'bx || ^b_up_mem[D_FF-1] === 1'bx || ^b_down_mem[D_MODEL-1] === 1'bx) begin
-            $error("%m: a weight or bias file did not load completely (check the *_MEMFILE paths and sizes)");
-            $finish;
-        end
-`endif
     end
+
+    // simulation-only: a short or missing file stops elaboration (sentinel check, any simulator)
+    layer_memcheck #(.W(WGT_W),  .N(N_DD),    .MEMFILE(WQ_MEMFILE))     u_chk_wq ();
+    layer_memcheck #(.W(WGT_W),  .N(N_DD),    .MEMFILE(WK_MEMFILE))     u_chk_wk ();
+    layer_memcheck #(.W(WGT_W),  .N(N_DD),    .MEMFILE(WV_MEMFILE))     u_chk_wv ();
+    layer_memcheck #(.W(WGT_W),  .N(N_DD),    .MEMFILE(WO_MEMFILE))     u_chk_wo ();
+    layer_memcheck #(.W(WGT_W),  .N(N_FD),    .MEMFILE(W_UP_MEMFILE))   u_chk_w_up ();
+    layer_memcheck #(.W(WGT_W),  .N(N_FD),    .MEMFILE(W_DOWN_MEMFILE)) u_chk_w_down ();
+    layer_memcheck #(.W(BIAS_W), .N(D_MODEL), .MEMFILE(BQ_MEMFILE))     u_chk_bq ();
+    layer_memcheck #(.W(BIAS_W), .N(D_MODEL), .MEMFILE(BK_MEMFILE))     u_chk_bk ();
+    layer_memcheck #(.W(BIAS_W), .N(D_MODEL), .MEMFILE(BV_MEMFILE))     u_chk_bv ();
+    layer_memcheck #(.W(BIAS_W), .N(D_MODEL), .MEMFILE(BO_MEMFILE))     u_chk_bo ();
+    layer_memcheck #(.W(BIAS_W), .N(D_FF),    .MEMFILE(B_UP_MEMFILE))   u_chk_b_up ();
+    layer_memcheck #(.W(BIAS_W), .N(D_MODEL), .MEMFILE(B_DOWN_MEMFILE)) u_chk_b_down ();
 
     // ---- loop nest ------------------------------------------------------------------------------------
     reg              seq_start_reg;
@@ -475,20 +339,23 @@ module layer_top #(
     // scores of a masked (key > query) pair: one all-zero beat
     wire zero_beat = is_sc && (c3 > c2);
 
+    // loop counts per stage (layer_seq: for c1 < n1: for c2 < n2: for c3 < n3: klen-long item)
     always @* begin
-        n1 = S_C;
-        n2 = ONE_C;
-        n3 = D_C;
+        n1   = S_C;
+        n2   = ONE_C;
+        n3   = D_C;
         klen = ONE_C;
         case (stage_reg)
-            ST_Q, ST_K, ST_V, ST_PROJ: klen = D_C;
+            ST_LN1, ST_LN2, ST_RES1, ST_OUT, ST_DRAIN: ;                       // token / - / column
+            ST_Q, ST_K, ST_V, ST_PROJ: klen = D_C;                            // token / - / output
             ST_UP:   begin n3 = F_C; klen = D_C; end
             ST_ACT:  n3 = F_C;
             ST_DOWN: klen = F_C;
             ST_SC:   begin n1 = H_C; n2 = S_C; n3 = S_C; klen = zero_beat ? ONE_C : HD_C; end
             ST_SM:   begin n1 = H_C; n2 = S_C; n3 = S_C; end
             ST_MIX:  begin n2 = H_C; n3 = HD_C; klen = c1 + ONE_C; end
-            default: ;
+            ST_LOAD, ST_SKIP: ;                                                // the nest is idle
+            default: ;                                                         // unused codes
         endcase
     end
 
@@ -560,20 +427,22 @@ module layer_top #(
                     case (stage_reg)
                         ST_Q, ST_K, ST_V: a_act_reg <= ln1_mem[a_idx[SD_AW-1:0]];
                         ST_SC:   a_act_reg <= q_mem[a_idx[SD_AW-1:0]];
+                        ST_MIX:  a_pr_reg  <= probs_mem[a_idx[HSS_AW-1:0]];
                         ST_PROJ: a_act_reg <= attn_mem[a_idx[SD_AW-1:0]];
                         ST_UP:   a_act_reg <= ln2_mem[a_idx[SD_AW-1:0]];
                         ST_DOWN: a_act_reg <= act_mem[a_idx[SF_AW-1:0]];
-                        default: a_pr_reg  <= probs_mem[a_idx[HSS_AW-1:0]];   // ST_MIX
+                        default: ;                                  // not a MAC stage (is_mac gates)
                     endcase
                     case (stage_reg)
                         ST_Q:    w_wgt_reg <= wq_mem[w_idx[DD_AW-1:0]];
                         ST_K:    w_wgt_reg <= wk_mem[w_idx[DD_AW-1:0]];
                         ST_V:    w_wgt_reg <= wv_mem[w_idx[DD_AW-1:0]];
+                        ST_SC:   w_act_reg <= k_mem[w_idx[SD_AW-1:0]];
+                        ST_MIX:  w_act_reg <= v_mem[w_idx[SD_AW-1:0]];
                         ST_PROJ: w_wgt_reg <= wo_mem[w_idx[DD_AW-1:0]];
                         ST_UP:   w_wgt_reg <= w_up_mem[w_idx[FD_AW-1:0]];
                         ST_DOWN: w_wgt_reg <= w_down_mem[w_idx[FD_AW-1:0]];
-                        ST_SC:   w_act_reg <= k_mem[w_idx[SD_AW-1:0]];
-                        default: w_act_reg <= v_mem[w_idx[SD_AW-1:0]];     // ST_MIX
+                        default: ;                                  // not a MAC stage (is_mac gates)
                     endcase
                 end
             end
@@ -597,7 +466,10 @@ module layer_top #(
                 ST_LN1, ST_LN2: f_last_reg <= (c3 == D_C - ONE_C);            // row end
                 ST_SM:          f_last_reg <= (c3 == S_C - ONE_C);            // row end
                 ST_DRAIN:       f_last_reg <= (idx == N_SD_C - ONE_C);        // last word
-                default:        f_last_reg <= seq_last;                       // MAC: dot product end
+                ST_Q, ST_K, ST_V, ST_SC, ST_MIX, ST_PROJ, ST_UP, ST_DOWN:
+                                f_last_reg <= seq_last;                       // dot product end
+                ST_RES1, ST_ACT, ST_OUT: f_last_reg <= 1'b0;                  // not used
+                default:        f_last_reg <= 1'b0;                           // LOAD, SKIP: no nest
             endcase
             case (stage_reg)
                 ST_LN1:  f_data_reg <= x_mem[idx[SD_AW-1:0]];
@@ -619,7 +491,8 @@ module layer_top #(
                 ST_PROJ: f_bias_reg <= bo_mem[c3[D_AW-1:0]];
                 ST_UP:   f_bias_reg <= b_up_mem[c3[F_AW-1:0]];
                 ST_DOWN: f_bias_reg <= b_down_mem[c3[D_AW-1:0]];
-                default: f_bias_reg <= {BIAS_W{1'b0}};                        // SC, MIX: no bias
+                ST_SC, ST_MIX: f_bias_reg <= {BIAS_W{1'b0}};                 // no bias
+                default: ;                                                    // LOAD, SKIP: no nest
             endcase
         end
         if (seq_ready) begin
@@ -627,13 +500,16 @@ module layer_top #(
         end
         if (rst) begin
             f_valid_reg <= 1'b0;
+            f_last_reg  <= 1'b0;
+            f_mask_reg  <= 1'b0;
+            f_data_reg  <= {ACT_W{1'b0}};
         end
     end
 
     // ---- bias: sign-extended, aligned to the accumulator LSB ------------------------------------------
-    wire [ACC_W-1:0] b_x;
-    layer_ext #(.IN_W(BIAS_W), .OUT_W(ACC_W), .SIGNED(1)) u_bx (.in(f_bias_reg), .out(b_x));
-    reg  [ACC_W-1:0] op_bias;
+    wire [ACC_MAX-1:0] b_x;
+    layer_ext #(.IN_W(BIAS_W), .OUT_W(ACC_MAX), .SIGNED(1)) u_bx (.in(f_bias_reg), .out(b_x));
+    reg  [ACC_MAX-1:0] op_bias;
     always @* begin
         case (stage_reg)
             ST_Q:    op_bias = b_x << Q_BIAS_LSH;
@@ -642,20 +518,21 @@ module layer_top #(
             ST_PROJ: op_bias = b_x << PROJ_BIAS_LSH;
             ST_UP:   op_bias = b_x << UP_BIAS_LSH;
             ST_DOWN: op_bias = b_x << DOWN_BIAS_LSH;
-            default: op_bias = {ACC_W{1'b0}};
+            ST_SC, ST_MIX: op_bias = {ACC_MAX{1'b0}};                          // no bias
+            default: op_bias = {ACC_MAX{1'b0}};                                // not a MAC stage
         endcase
     end
 
     // ---- operand register: the MAC's inputs, each bus updated by one assignment per beat -------------
     // (a second pipeline stage for the MAC stages: the MAC sees each operand bus change once per
     // clock, which also keeps Icarus from re-evaluating the lane products per lane update)
-    wire                     mac_s_ready, mac_m_valid;
-    wire [ACC_W-1:0]         mac_m_data, mac_m_acc;
+    wire                     mac_s_ready, mac_m_valid, acc_s_ready;
+    wire [BEAT_W-1:0]        mac_m_data, mac_m_acc;
     reg                      op_valid_reg;
     reg                      op_last_reg;
     reg  [LANES*MAC_A_W-1:0] mac_a_reg;
     reg  [LANES*MAC_W_W-1:0] mac_w_reg;
-    reg  [ACC_W-1:0]         mac_bias_reg;
+    reg  [ACC_MAX-1:0]       mac_bias_reg;
     wire                     op_ready = !op_valid_reg || mac_s_ready;
 
     always @(posedge clk) begin
@@ -673,19 +550,70 @@ module layer_top #(
         end
     end
 
-    // ---- MAC + shared requantiser ---------------------------------------------------------------------
-    wire              rq_s_ready, rq_m_valid, rq_m_sat;
-    wire [ACT_W-1:0]  rq_m_data;
-
+    // ---- MAC lanes: LANES exact products summed per beat (mac_dot with one-beat dot products) ---------
     mac_dot #(
-        .A_W(MAC_A_W), .W_W(MAC_W_W), .LANES(LANES), .ACC_W(ACC_W), .ACC_SAT(ACC_SAT),
-        .B_W(ACC_W), .BIAS_LSH(0), .SHIFT(0), .ROUND_MODE(ROUND_MODE), .OUT_W(ACC_W)
+        .A_W(MAC_A_W), .W_W(MAC_W_W), .LANES(LANES), .ACC_W(BEAT_W), .ACC_SAT(0),
+        .B_W(BEAT_W), .BIAS_LSH(0), .SHIFT(0), .ROUND_MODE(ROUND_MODE), .OUT_W(BEAT_W)
     ) u_mac (
         .clk(clk), .rst(rst),
-        .s_a(mac_a_reg), .s_w(mac_w_reg), .s_bias(mac_bias_reg), .s_last(op_last_reg),
+        .s_a(mac_a_reg), .s_w(mac_w_reg), .s_bias({BEAT_W{1'b0}}), .s_last(1'b1),
         .s_valid(op_valid_reg), .s_ready(mac_s_ready),
-        .m_data(mac_m_data), .m_acc(mac_m_acc), .m_valid(mac_m_valid), .m_ready(rq_s_ready)
+        .m_data(mac_m_data), .m_acc(mac_m_acc), .m_valid(mac_m_valid), .m_ready(acc_s_ready)
     );
+
+    // the dot product's last flag and bias travel beside the MAC's output register
+    reg               bs_last_reg;
+    reg [ACC_MAX-1:0] bs_bias_reg;
+    always @(posedge clk) begin
+        if (op_valid_reg && mac_s_ready) begin
+            bs_last_reg <= op_last_reg;
+            bs_bias_reg <= mac_bias_reg;
+        end
+    end
+
+    // ---- accumulator: the stage's width and overflow policy ---------------------------------------------
+    reg  [ACC_MAX-1:0] acc_hi;
+    reg                acc_sat;
+    always @* begin
+        case (stage_reg)
+            ST_Q:    begin acc_hi = HI_Q64[ACC_MAX-1:0];    acc_sat = (Q_ACC_SAT != 0);    end
+            ST_K:    begin acc_hi = HI_K64[ACC_MAX-1:0];    acc_sat = (K_ACC_SAT != 0);    end
+            ST_V:    begin acc_hi = HI_V64[ACC_MAX-1:0];    acc_sat = (V_ACC_SAT != 0);    end
+            ST_SC:   begin acc_hi = HI_SC64[ACC_MAX-1:0];   acc_sat = (SC_ACC_SAT != 0);   end
+            ST_MIX:  begin acc_hi = HI_MIX64[ACC_MAX-1:0];  acc_sat = (MIX_ACC_SAT != 0);  end
+            ST_PROJ: begin acc_hi = HI_PROJ64[ACC_MAX-1:0]; acc_sat = (PROJ_ACC_SAT != 0); end
+            ST_UP:   begin acc_hi = HI_UP64[ACC_MAX-1:0];   acc_sat = (UP_ACC_SAT != 0);   end
+            ST_DOWN: begin acc_hi = HI_DOWN64[ACC_MAX-1:0]; acc_sat = (DOWN_ACC_SAT != 0); end
+            default: begin acc_hi = HI_Q64[ACC_MAX-1:0];    acc_sat = 1'b0;                end  // not a MAC stage
+        endcase
+    end
+
+    wire               acc_m_valid, rq_s_ready;
+    wire [ACC_MAX-1:0] acc_m_acc;
+
+    layer_acc #(.BEAT_W(BEAT_W), .ACC_W(ACC_MAX)) u_acc (
+        .clk(clk), .rst(rst),
+        .s_beat(mac_m_acc), .s_bias(bs_bias_reg), .s_last(bs_last_reg),
+        .s_valid(mac_m_valid), .s_ready(acc_s_ready),
+        .hi(acc_hi), .sat(acc_sat),
+        .m_acc(acc_m_acc), .m_valid(acc_m_valid), .m_ready(rq_s_ready)
+    );
+
+    // ---- shared requantiser ------------------------------------------------------------------------------
+    wire [RQ_IN_W-1:0] rq_in;          // the accumulator clamped to RQ_IN_W bits (changes no result)
+    generate
+        if (RQ_IN_W < ACC_MAX) begin : g_rq_clamp
+            wire [ACC_MAX-RQ_IN_W:0] top = acc_m_acc[ACC_MAX-1:RQ_IN_W-1];
+            wire fits = (top == {(ACC_MAX-RQ_IN_W+1){1'b0}}) || (top == {(ACC_MAX-RQ_IN_W+1){1'b1}});
+            assign rq_in = fits ? acc_m_acc[RQ_IN_W-1:0] :
+                           acc_m_acc[ACC_MAX-1] ? {1'b1, {(RQ_IN_W-1){1'b0}}} : {1'b0, {(RQ_IN_W-1){1'b1}}};
+        end else begin : g_rq_same
+            assign rq_in = acc_m_acc;
+        end
+    endgenerate
+
+    wire              rq_m_valid, rq_m_sat;
+    wire [ACT_W-1:0]  rq_m_data;
 
     reg [RQ_M_W-1:0] rq_mult;
     always @* begin
@@ -697,15 +625,16 @@ module layer_top #(
             ST_MIX:  rq_mult = M_MIX64[RQ_M_W-1:0];
             ST_PROJ: rq_mult = M_PROJ64[RQ_M_W-1:0];
             ST_UP:   rq_mult = M_UP64[RQ_M_W-1:0];
-            default: rq_mult = M_DOWN64[RQ_M_W-1:0];
+            ST_DOWN: rq_mult = M_DOWN64[RQ_M_W-1:0];
+            default: rq_mult = {RQ_M_W{1'b0}};                                   // not a MAC stage
         endcase
     end
 
     requant #(
-        .IN_W(ACC_W), .M_W(RQ_M_W), .SHIFT(RQ_SHIFT), .OUT_W(ACT_W), .ROUND_MODE(ROUND_MODE)
+        .IN_W(RQ_IN_W), .M_W(RQ_M_W), .SHIFT(RQ_SHIFT), .OUT_W(ACT_W), .ROUND_MODE(ROUND_MODE)
     ) u_rq (
         .clk(clk), .rst(rst),
-        .s_valid(mac_m_valid), .s_ready(rq_s_ready), .s_data(mac_m_acc), .s_mult(rq_mult),
+        .s_valid(acc_m_valid), .s_ready(rq_s_ready), .s_data(rq_in), .s_mult(rq_mult),
         .m_valid(rq_m_valid), .m_ready(1'b1), .m_data(rq_m_data), .m_sat(rq_m_sat)
     );
 
@@ -782,13 +711,16 @@ module layer_top #(
     // ---- the consumer of the fetch register in each stage ---------------------------------------------
     always @* begin
         case (stage_reg)
-            ST_LN1:  f_ready = ln1_s_ready;
-            ST_LN2:  f_ready = ln2_s_ready;
-            ST_SM:   f_ready = sm_s_ready;
-            ST_ACT:  f_ready = rqa_s_ready;
+            ST_LN1:   f_ready = ln1_s_ready;
+            ST_LN2:   f_ready = ln2_s_ready;
+            ST_SM:    f_ready = sm_s_ready;
+            ST_ACT:   f_ready = rqa_s_ready;
             ST_DRAIN: f_ready = m_ready;
-            ST_LOAD, ST_RES1, ST_OUT: f_ready = 1'b1;
-            default: f_ready = op_ready;              // MAC stages
+            ST_Q, ST_K, ST_V, ST_SC, ST_MIX, ST_PROJ, ST_UP, ST_DOWN:
+                      f_ready = op_ready;                       // MAC stages
+            ST_RES1, ST_OUT: f_ready = 1'b1;                    // written in the cycle they are fetched
+            ST_LOAD, ST_SKIP: f_ready = 1'b1;                   // the nest is idle
+            default:  f_ready = 1'b1;                           // unused codes
         endcase
     end
 
@@ -797,7 +729,7 @@ module layer_top #(
     reg              wr_en;
     reg  [ACT_W-1:0] wr_data;
     reg  [CW-1:0]    n_out;
-    wire             s_fire = s_valid && is_load;
+    wire             s_fire = s_valid && (is_load || is_skip);
 
     always @* begin
         wr_en   = 1'b0;
@@ -806,19 +738,17 @@ module layer_top #(
         case (stage_reg)
             ST_LOAD: begin wr_en = s_fire; wr_data = s_data; end
             ST_LN1:  begin wr_en = ln1_m_valid; wr_data = ln1_m_data; end
-            ST_LN2:  begin wr_en = ln2_m_valid; wr_data = ln2_m_data; end
+            ST_Q, ST_K, ST_V, ST_MIX, ST_PROJ, ST_DOWN: wr_en = rq_m_valid;
             ST_SC:   begin wr_en = rq_m_valid; n_out = N_HSS_C; end
             ST_SM:   begin wr_en = sm_m_valid; n_out = N_HSS_C; end
+            ST_RES1, ST_OUT: begin wr_en = f_valid_reg; wr_data = res_y; end
+            ST_LN2:  begin wr_en = ln2_m_valid; wr_data = ln2_m_data; end
             ST_UP:   begin wr_en = rq_m_valid; n_out = N_SF_C; end
             ST_ACT:  begin wr_en = act_m_valid; wr_data = act_m_data; n_out = N_SF_C; end
-            ST_RES1, ST_OUT: begin wr_en = f_valid_reg; wr_data = res_y; end
-            ST_DRAIN: wr_en = 1'b0;
-            default: wr_en = rq_m_valid;   // Q K V MIX PROJ DOWN
+            ST_DRAIN, ST_SKIP: wr_en = 1'b0;                    // no buffer written
+            default: wr_en = 1'b0;                              // unused codes
         endcase
     end
-
-    wire m_fire    = f_valid_reg && is_drain && m_ready;
-    wire stage_end = is_drain ? (m_fire && f_last_reg) : (wr_en && (wr_ptr_reg == n_out - ONE_C));
 
     wire [SD_AW-1:0]  wr_sd  = wr_ptr_reg[SD_AW-1:0];
     wire [HSS_AW-1:0] wr_hss = wr_ptr_reg[HSS_AW-1:0];
@@ -842,12 +772,50 @@ module layer_top #(
                 ST_ACT:  act_mem[wr_sf]     <= wr_data;
                 ST_DOWN: down_mem[wr_sd]    <= wr_data;
                 ST_OUT:  out_mem[wr_sd]     <= wr_data;
-                default: ;
+                default: ;                                      // DRAIN, SKIP: wr_en is low
             endcase
         end
     end
 
-    // ---- control --------------------------------------------------------------------------------------
+    // ---- stage FSM -------------------------------------------------------------------------------------
+    wire m_fire     = f_valid_reg && is_drain && m_ready;
+    wire wr_last    = wr_en && (wr_ptr_reg == n_out - ONE_C);          // the stage's last output
+    wire frame_end  = (wr_ptr_reg == N_SD_C - ONE_C);                  // LOAD: this is the last word
+    wire in_done    = is_load && s_fire && s_last && frame_end;         // a complete frame
+    wire in_short   = is_load && s_fire && s_last && !frame_end;        // s_last early: drop the frame
+    wire in_long    = is_load && s_fire && !s_last && frame_end;        // s_last missing: drop, skip
+    wire skip_done  = is_skip && s_fire && s_last;
+
+    reg       go;                 // the current stage ends at this edge
+    reg [4:0] go_to;              // and this one starts
+    always @* begin
+        go    = 1'b0;
+        go_to = ST_LOAD;
+        case (stage_reg)
+            ST_LOAD: begin
+                go    = in_done || in_long;
+                go_to = in_long ? ST_SKIP : ST_LN1;
+            end
+            ST_SKIP:  begin go = skip_done;             go_to = ST_LOAD;  end
+            ST_LN1:   begin go = wr_last;               go_to = ST_Q;     end
+            ST_Q:     begin go = wr_last;               go_to = ST_K;     end
+            ST_K:     begin go = wr_last;               go_to = ST_V;     end
+            ST_V:     begin go = wr_last;               go_to = ST_SC;    end
+            ST_SC:    begin go = wr_last;               go_to = ST_SM;    end
+            ST_SM:    begin go = wr_last;               go_to = ST_MIX;   end
+            ST_MIX:   begin go = wr_last;               go_to = ST_PROJ;  end
+            ST_PROJ:  begin go = wr_last;               go_to = ST_RES1;  end
+            ST_RES1:  begin go = wr_last;               go_to = ST_LN2;   end
+            ST_LN2:   begin go = wr_last;               go_to = ST_UP;    end
+            ST_UP:    begin go = wr_last;               go_to = ST_ACT;   end
+            ST_ACT:   begin go = wr_last;               go_to = ST_DOWN;  end
+            ST_DOWN:  begin go = wr_last;               go_to = ST_OUT;   end
+            ST_OUT:   begin go = wr_last;               go_to = ST_DRAIN; end
+            ST_DRAIN: begin go = m_fire && f_last_reg;  go_to = ST_LOAD;  end
+            default:  begin go = 1'b1;                  go_to = ST_LOAD;  end   // unused codes
+        endcase
+    end
+
     reg err_reg;
 
     always @(posedge clk) begin
@@ -855,16 +823,16 @@ module layer_top #(
         if (wr_en) begin
             wr_ptr_reg <= wr_ptr_reg + ONE_C;
         end
-        if (s_fire && (s_last != (wr_ptr_reg == N_SD_C - ONE_C))) begin
+        if (in_short) begin
+            wr_ptr_reg <= {CW{1'b0}};                         // the next word starts a new frame
+        end
+        if (in_short || in_long || ln1_err || ln2_err) begin
             err_reg <= 1'b1;
         end
-        if (ln1_err || ln2_err) begin
-            err_reg <= 1'b1;
-        end
-        if (stage_end) begin
-            stage_reg     <= stage_reg + 4'd1;          // DRAIN wraps to LOAD
+        if (go) begin
+            stage_reg     <= go_to;
             wr_ptr_reg    <= {CW{1'b0}};
-            seq_start_reg <= !is_drain;
+            seq_start_reg <= (go_to != ST_LOAD) && (go_to != ST_SKIP);   // stages with a loop nest
         end
         if (rst) begin
             stage_reg     <= ST_LOAD;
@@ -874,10 +842,11 @@ module layer_top #(
         end
     end
 
-    assign s_ready = is_load;
-    assign m_data  = f_data_reg;
+    // ---- outputs: registered, zero outside valid beats -------------------------------------------------
+    assign s_ready = is_load || is_skip;
     assign m_valid = f_valid_reg && is_drain;
-    assign m_last  = f_last_reg;
+    assign m_data  = m_valid ? f_data_reg : {ACT_W{1'b0}};
+    assign m_last  = m_valid && f_last_reg;
     assign stage   = stage_reg;
     assign err     = err_reg;
 

@@ -78,35 +78,7 @@ module mac_dot #(
         end
     end
 
-    // ---------------------------------------------------------------- lane products, beat sum
-    wire [LANES*BEAT_W-1:0] prod_flat;
-    genvar g;
-    generate
-        for (g = 0; g < LANES; g = g + 1) begin : g_lane
-            wire [A_W-1:0] a = s_a[g*A_W +: A_W];
-            wire [W_W-1:0] w = s_w[g*W_W +: W_W];
-            // sign extension as left-align + arithmetic shift: same bits as {N{msb}} replication,
-            // but Icarus evaluates it as one operation instead of bit by bit (2-3x faster sims)
-            wire signed [P_W-1:0] a_x = $signed({a, {W_W{1'b0}}}) >>> W_W;
-            wire signed [P_W-1:0] w_x = $signed({w, {A_W{1'b0}}}) >>> A_W;
-            wire signed [P_W-1:0] p = a_x * w_x;            // exact: |a*w| <= 2**(P_W-2)
-            if (BEAT_W > P_W) begin : g_ext
-                assign prod_flat[g*BEAT_W +: BEAT_W] = $signed({p, {(BEAT_W-P_W){1'b0}}}) >>> (BEAT_W-P_W);
-            end else begin : g_noext
-                assign prod_flat[g*BEAT_W +: BEAT_W] = p;
-            end
-        end
-    endgenerate
-
-    reg [BEAT_W-1:0] beat_sum;                               // two's complement, exact
-    integer i;
-    always @* begin
-        beat_sum = {BEAT_W{1'b0}};
-        for (i = 0; i < LANES; i = i + 1)
-            beat_sum = beat_sum + prod_flat[i*BEAT_W +: BEAT_W];
-    end
-
-    // ---------------------------------------------------------------- bias, accumulator
+    // ---------------------------------------------------------------- bias
     wire [ACC_W-1:0] bias_ext;
     generate
         if (B_W + BIAS_LSH == ACC_W && BIAS_LSH == 0) begin : g_bias_same
@@ -120,18 +92,35 @@ module mac_dot #(
         end
     endgenerate
 
-    reg  [ACC_W-1:0] acc_reg;        // running sum (not reset: first_reg masks it)
-    reg              first_reg;      // the next accepted beat starts a dot product
-    wire [ACC_W-1:0] acc_base = first_reg ? bias_ext : acc_reg;
-    // own wire: inside the unsigned sum below, >>> would be a logical shift
-    wire signed [ACC_W:0] beat_ext = $signed({beat_sum, {(ACC_W+1-BEAT_W){1'b0}}}) >>> (ACC_W+1-BEAT_W);
-    wire [ACC_W:0]   sum_wide = {acc_base[ACC_W-1], acc_base} + beat_ext;
-    wire             ovf_pos  = ~sum_wide[ACC_W] &  sum_wide[ACC_W-1];
-    wire             ovf_neg  =  sum_wide[ACC_W] & ~sum_wide[ACC_W-1];
-    wire [ACC_W-1:0] acc_max  = {1'b0, {(ACC_W-1){1'b1}}};
-    wire [ACC_W-1:0] acc_min  = {1'b1, {(ACC_W-1){1'b0}}};
-    wire [ACC_W-1:0] acc_next = (ACC_SAT != 0 && ovf_pos) ? acc_max :
-                                (ACC_SAT != 0 && ovf_neg) ? acc_min : sum_wide[ACC_W-1:0];
+    // ---------------------------------------------------------------- lane products, beat sum, accumulator
+    // One combinational block (not a net per lane): an event-driven simulator evaluates it once
+    // per operand change instead of once per lane update, so LANES costs O(LANES) per beat.
+    reg  [ACC_W-1:0]         acc_reg;        // running sum (not reset: first_reg masks it)
+    reg                      first_reg;      // the next accepted beat starts a dot product
+    reg  signed [P_W-1:0]    a_x, w_x;       // one lane's operands, sign-extended
+    reg  signed [BEAT_W-1:0] beat_sum;       // exact sum of the beat's products
+    reg  signed [ACC_W:0]    base_x, beat_x; // accumulator (or bias) and beat sum, sign-extended
+    reg  signed [ACC_W:0]    sum_wide;       // their sum, exact
+    reg  [ACC_W-1:0]         acc_next;
+    integer i;
+    always @* begin
+        beat_sum = {BEAT_W{1'b0}};
+        for (i = 0; i < LANES; i = i + 1) begin
+            a_x = $signed({s_a[i*A_W +: A_W], {W_W{1'b0}}}) >>> W_W;   // sign-extended
+            w_x = $signed({s_w[i*W_W +: W_W], {A_W{1'b0}}}) >>> A_W;
+            beat_sum = beat_sum + a_x * w_x;            // exact: |a*w| <= 2**(P_W-2)
+        end
+        base_x   = $signed({first_reg ? bias_ext : acc_reg, 1'b0}) >>> 1;
+        beat_x   = $signed({beat_sum, {(ACC_W + 1 - BEAT_W){1'b0}}}) >>> (ACC_W + 1 - BEAT_W);
+        sum_wide = base_x + beat_x;
+        if (ACC_SAT != 0 && !sum_wide[ACC_W] && sum_wide[ACC_W-1]) begin
+            acc_next = {1'b0, {(ACC_W-1){1'b1}}};                // saturate high
+        end else if (ACC_SAT != 0 && sum_wide[ACC_W] && !sum_wide[ACC_W-1]) begin
+            acc_next = {1'b1, {(ACC_W-1){1'b0}}};                // saturate low
+        end else begin
+            acc_next = sum_wide[ACC_W-1:0];                      // wrap (or in range)
+        end
+    end
 
     // ---------------------------------------------------------------- requantiser
     wire [R_W-1:0] rounded;          // round(acc_next / 2**SHIFT), R_W bits, cannot overflow

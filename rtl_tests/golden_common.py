@@ -18,43 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-<<<<<<< HEAD
 from refmodel.cocotb import GoldenSet, golden_sets_dir
 
 GOLDEN_ROOT: Path = golden_sets_dir()
-=======
-from refmodel.golden.manifest import check_files, load_tensor, read_manifest
-from refmodel.numerics.fixed import FixedFormat
-from refmodel.numerics.formats import parse_format
-from refmodel.numerics.minifloat import FloatFormat
-from refmodel.numerics.minifloat import decode as float_decode
-from refmodel.resources import golden_sets_dir
-
-__all__ = [
-    "GOLDEN_ROOT",
-    "GoldenSet",
-    "golden_set",
-    "collect",
-    "stages_from_env",
-    "heads_to_flat",
-    "decode_codes",
-    "check_tolerance",
-    "drive_full_rate",
-    "log_golden",
-    "MacStage",
-    "mac_params",
-    "mac_groups",
-    "select_rows",
-    "Fp8Stage",
-    "fp8_beats",
-    "allowed_mask",
-    "softmax_params",
-    "norm_params",
-    "quoted",
-]
-
-GOLDEN_ROOT = golden_sets_dir()
->>>>>>> main
 ROUNDING_OF_CODE = {0: "floor", 1: "half_up", 2: "rne"}
 
 

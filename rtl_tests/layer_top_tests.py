@@ -21,6 +21,7 @@ Environment (set by the runner):
   RM_LAYER_TIMEOUT   cycles allowed for one run
   RM_LAYER_STALL     "1": pseudo-random source idle cycles and sink backpressure
   RM_LAYER_RESET_AT  >0: start a run, reset after that many cycles, then run again and check
+  RM_LAYER_RESET_CYCLES  cycles of every reset (default 1: one cycle must be enough)
   RM_LAYER_REPORT    file the run summary (JSON) is written to
 """
 
@@ -32,39 +33,25 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
 from tb_common import CLK_NS, Stopwatch, reset, start_clock
 
-from refmodel.golden.hexfile import read_memh
 from refmodel.golden.manifest import load_tensor, read_manifest
 from refmodel.layer.config import LayerConfig
 from refmodel.layer.forward import tensor_names
 from refmodel.numerics.fixed import FixedFormat
+from refmodel.rtl_layer import STAGES, compare_stage, from_rtl_layout, read_dump, read_stage_cycles
 
-STAGES = ["LOAD", "LN1", "Q", "K", "V", "SC", "SM", "MIX", "PROJ", "RES1", "LN2", "UP", "ACT", "DOWN", "OUT",
-          "DRAIN"]
-MAX_REPORT = 5
-
-
-def from_rtl_layout(name: str, flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A flat DUT dump in the golden tensor's shape: the DUT keeps q/k/v as [S, H*hd] (head h at
-    columns h*hd..), the golden set as [H, S, hd]; every other buffer has the golden layout."""
-    if name in ("q", "k", "v"):
-        h, s, hd = shape
-        return flat.reshape(s, h, hd).transpose(1, 0, 2)
-    return flat.reshape(shape)
+try:  # the installed verification library's stream endpoints
+    from refmodel.cocotb.stream import StreamSource, random_pause
+except ImportError:  # before it exists: the benches' own helpers
+    from tb_common import StreamSource, random_pause  # type: ignore[no-redef]
 
 
-def read_dump(path: Path, width: int, signed: bool, count: int) -> np.ndarray:
-    """A ``$writememh`` dump as int codes; AssertionError naming the file on X/Z or a bad size."""
-    text = path.read_text() if path.exists() else None
-    if text is None:
-        raise AssertionError(f"dump {path} missing: the wrapper did not finish")
-    body = "\n".join(line.split("//", 1)[0] for line in text.splitlines())
-    if any(c in body.lower() for c in "xz"):
-        bad = [i for i, w in enumerate(body.split()) if any(c in w.lower() for c in "xz")]
-        raise AssertionError(f"{path.name}: {len(bad)} words hold X/Z (first at index {bad[0]})")
-    return read_memh(path, width, signed, count=count)
+def signed(u: int, width: int) -> int:
+    """Two's-complement reading of the unsigned ``width``-bit integer ``u``."""
+    u &= (1 << width) - 1
+    return u - (1 << width) if u >> (width - 1) else u
 
 
 def golden_codes(g: dict, fmt: FixedFormat) -> np.ndarray:
@@ -78,33 +65,15 @@ def golden_codes(g: dict, fmt: FixedFormat) -> np.ndarray:
     return codes
 
 
-def compare_stage(name: str, got: np.ndarray, exp: np.ndarray, fmt: FixedFormat) -> str | None:
-    """None when identical, else a report: count and the first MAX_REPORT mismatches."""
-    bad = np.argwhere(got != exp)
-    if bad.size == 0:
-        return None
-    lines = [f"stage {name} ({fmt}, shape {list(exp.shape)}): {len(bad)} of {exp.size} codes differ"]
-    for ix in bad[:MAX_REPORT]:
-        t = tuple(int(i) for i in ix)
-        e, g = int(exp[t]), int(got[t])
-        w = fmt.width
-        lines.append(f"  {name}{list(t)}: expected 0x{e & ((1 << w) - 1):0{(w + 3) // 4}x} ({e * fmt.lsb:+.6g})"
-                     f" got 0x{g & ((1 << w) - 1):0{(w + 3) // 4}x} ({g * fmt.lsb:+.6g})")
-    return "\n".join(lines)
-
-
-def stage_cycles(path: Path) -> dict[str, int]:
-    """Cycles spent in each stage from the wrapper's stages.txt ("<stage> <cycle>" lines)."""
-    marks = []
-    for line in path.read_text().split("\n"):
-        if line.strip():
-            a, b = line.split()
-            marks.append((a, int(b)))
-    out: dict[str, int] = {}
-    for (st, c0), (_, c1) in zip(marks, marks[1:]):
-        key = STAGES[int(st)] if st.isdigit() else st
-        out[key] = out.get(key, 0) + (c1 - c0)
-    return out
+async def power_on(dut, rst_cycles: int) -> None:
+    """Clock running with reset low for a few edges (registers hold power-on garbage: X in Icarus),
+    then a reset of ``rst_cycles`` edges (the clock's first edge at time 0 is not one of them)."""
+    start_clock(dut)
+    dut.rst.value = 0
+    if hasattr(dut, "start"):
+        dut.start.value = 0
+    await ClockCycles(dut.clk, 3)
+    await reset(dut, cycles=rst_cycles)
 
 
 async def run_layer(dut, timeout: int) -> None:
@@ -127,13 +96,12 @@ async def layer_end_to_end(dut):
     ddir = Path(os.environ["RM_LAYER_DUMP"])
     timeout = int(os.environ.get("RM_LAYER_TIMEOUT", "3000000"))
     reset_at = int(os.environ.get("RM_LAYER_RESET_AT", "0"))
+    rst_cycles = int(os.environ.get("RM_LAYER_RESET_CYCLES", "1"))
     man = read_manifest(gdir)
     cfg = LayerConfig.from_dict(man["config"])
 
-    start_clock(dut)
-    dut.start.value = 0
+    await power_on(dut, rst_cycles)
     dut.stall.value = 1 if os.environ.get("RM_LAYER_STALL") == "1" else 0
-    await reset(dut)
 
     with Stopwatch() as sw:
         if reset_at > 0:  # abandon a run part-way, then a full run must still be exact
@@ -143,7 +111,7 @@ async def layer_end_to_end(dut):
             await ClockCycles(dut.clk, reset_at)
             stage_at_reset = STAGES[int(dut.stage.value)]
             assert int(dut.done.value) == 0, f"layer finished before the reset at cycle {reset_at}"
-            await reset(dut)
+            await reset(dut, cycles=rst_cycles)
             assert int(dut.stage.value) == 0, "reset did not return the layer to LOAD"
             dut._log.info("reset in stage %s after %d cycles, then a full run", stage_at_reset, reset_at)
         await run_layer(dut, timeout)
@@ -205,7 +173,7 @@ async def layer_end_to_end(dut):
     bounded = 0 if out_tol is None else int(np.isfinite(out_tol).sum())
     summary = {
         "cycles": cycles,
-        "stage_cycles": stage_cycles(ddir / "stages.txt"),
+        "stage_cycles": read_stage_cycles(ddir / "stages.txt"),
         "codes_checked": int(checked),
         "out_max_abs_err": float(err.max()),
         "out_max_abs_err_lsb": float(err.max() / fmt.lsb),
@@ -225,3 +193,196 @@ async def layer_end_to_end(dut):
     rep = os.environ.get("RM_LAYER_REPORT")
     if rep:
         Path(rep).write_text(json.dumps(summary, indent=1))
+
+
+# ==== framing, resets and output gating: layer_top itself as the toplevel ===========================
+# (run by test_layer_top.py::test_framing_and_resets on a small generated set; Python drives s_*
+# and watches m_* every cycle)
+
+
+class OutputMonitor:
+    """Drives m_ready (pseudo-random backpressure when ``stall``) and, at every rising edge,
+    checks the outputs: never X/Z; m_data and m_last 0 whenever m_valid is low; m_last only with
+    the last word of a frame. Collects the transferred words."""
+
+    def __init__(self, dut, n_words: int, stall: bool = True, seed: int = 7):
+        self.dut, self.n = dut, n_words
+        self.words: list[int] = []
+        self.lasts: list[int] = []
+        self.errors: list[str] = []
+        self.cycle = 0
+        self.rng = np.random.default_rng(seed)
+        self.stall = stall
+        dut.m_ready.value = 1
+        self.task = cocotb.start_soon(self._run())
+
+    async def _run(self) -> None:
+        d = self.dut
+        while True:
+            await RisingEdge(d.clk)
+            self.cycle += 1
+            v, data, last, rdy = d.m_valid.value, d.m_data.value, d.m_last.value, d.m_ready.value
+            if not (v.is_resolvable and data.is_resolvable and last.is_resolvable):
+                self.errors.append(f"cycle {self.cycle}: X/Z on m_valid/m_data/m_last ({v} {data} {last})")
+            elif int(v) == 0:
+                if int(data) != 0 or int(last) != 0:
+                    self.errors.append(f"cycle {self.cycle}: m_data={int(data):#x} m_last={int(last)} while m_valid=0")
+            elif int(rdy) == 1 and int(d.rst.value) == 0:
+                self.words.append(int(data))
+                self.lasts.append(int(last))
+            d.m_ready.value = 0 if (self.stall and self.rng.random() < 0.3) else 1
+
+    def reset_capture(self) -> None:
+        self.words, self.lasts = [], []
+
+    def check(self, expected: np.ndarray, width: int, what: str) -> None:
+        """The collected stream equals ``expected`` (golden out codes), m_last exactly on the last."""
+        assert not self.errors, f"{what}: output gating violated:\n" + "\n".join(self.errors[:5])
+        got = np.array([signed(w, width) for w in self.words], dtype=np.int64)
+        exp = expected.reshape(-1)
+        assert got.size == exp.size, f"{what}: {got.size} output words, expected {exp.size}"
+        bad = np.flatnonzero(got != exp)
+        assert bad.size == 0, (f"{what}: {bad.size} of {exp.size} out words differ, first at {int(bad[0])}: "
+                               f"expected {int(exp[bad[0]])} got {int(got[bad[0]])}")
+        want_last = [0] * (exp.size - 1) + [1]
+        assert self.lasts == want_last, f"{what}: m_last at words {[i for i, x in enumerate(self.lasts) if x]}"
+
+
+def check_buffers(dut, what: str) -> None:
+    """Every stage buffer of the DUT (read through the simulator) equals the golden codes: a fault
+    can hide from the output (query 0 attends to key 0 alone, so q[0] never reaches out)."""
+    gdir = Path(os.environ["RM_LAYER_GOLDEN"])
+    man = read_manifest(gdir)
+    reports = []
+    for name in tensor_names(LayerConfig.from_dict(man["config"])):
+        g = load_tensor(gdir, name, man)
+        fmt = FixedFormat.parse(g["entry"]["format"])
+        exp = golden_codes(g, fmt)
+        mem = getattr(dut, f"{name}_mem")
+        flat = np.array([signed(int(mem[i].value), fmt.width) if fmt.signed else int(mem[i].value)
+                         for i in range(exp.size)], dtype=np.int64)
+        r = compare_stage(name, from_rtl_layout(name, flat, exp.shape), exp, fmt)
+        if r:
+            reports.append(r)
+    assert not reports, f"{what}: stage buffers differ (forward order):\n" + "\n".join(reports)
+
+
+def _frame(x: np.ndarray, width: int, last_at: int | None) -> list[dict]:
+    """Input words (two's complement codes) with s_last only on word ``last_at`` (None: nowhere)."""
+    return [{"data": int(c) & ((1 << width) - 1), "last": int(i == last_at)} for i, c in enumerate(x.reshape(-1))]
+
+
+async def _wait_stage(dut, code: int, limit: int) -> int:
+    for n in range(limit):
+        if int(dut.stage.value) == code:
+            return n
+        await RisingEdge(dut.clk)
+    raise AssertionError(f"stage {STAGES[code]} not reached within {limit} cycles (now "
+                         f"{STAGES[int(dut.stage.value)]})")
+
+
+async def _run_frame(dut, src, mon, x, fmt, exp, timeout: int, what: str) -> None:
+    """A complete frame in, the whole output out; checked against the golden out codes."""
+    mon.reset_capture()
+    src.send(_frame(x, fmt.width, x.size - 1))
+    for _ in range(timeout):
+        await RisingEdge(dut.clk)
+        if len(mon.words) >= exp.size:
+            break
+    await ClockCycles(dut.clk, 4)
+    mon.check(exp, fmt.width, what)
+    check_buffers(dut, what)
+    assert int(dut.stage.value) == STAGES.index("LOAD"), f"{what}: stage {STAGES[int(dut.stage.value)]} after the output"
+
+
+def _layer_io(gdir: Path):
+    man = read_manifest(gdir)
+    x = load_tensor(gdir, "x", man)["codes"]
+    g = load_tensor(gdir, "out", man)
+    fmt = FixedFormat.parse(g["entry"]["format"])
+    return x, fmt, g["codes"]
+
+
+@cocotb.test()
+async def layer_framing(dut):
+    """Short frame (s_last early) and long frame (no s_last on the last word): each is dropped with
+    err set, the layer resynchronises (LOAD / SKIP up to the next s_last), and the next complete
+    frame computes the golden output. One-cycle resets throughout."""
+    gdir = Path(os.environ["RM_LAYER_GOLDEN"])
+    timeout = int(os.environ.get("RM_LAYER_TIMEOUT", "3000000"))
+    x, fmt, exp = _layer_io(gdir)
+    n = x.size
+    await power_on(dut, 1)
+    src = StreamSource(dut, "s")
+    src.set_idle_generator(random_pause(0.2, seed=3))
+    mon = OutputMonitor(dut, n)
+    assert int(dut.err.value) == 0, "err high after reset"
+
+    # short frame: s_last on word 9 of n
+    src.send(_frame(x.reshape(-1)[:10], fmt.width, 9))
+    await src.wait_idle()
+    await ClockCycles(dut.clk, 3)
+    assert int(dut.err.value) == 1, "a short frame did not set err"
+    assert int(dut.stage.value) == STAGES.index("LOAD"), f"short frame: stage {STAGES[int(dut.stage.value)]}, not LOAD"
+    await _run_frame(dut, src, mon, x, fmt, exp, timeout, "complete frame after a short one")
+    assert int(dut.err.value) == 1, "err is not sticky"
+
+    # long frame: n words without s_last, then 3 more, the third with s_last
+    dut.rst.value = 1
+    await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    assert int(dut.err.value) == 0, "a one-cycle reset did not clear err"
+    mon.reset_capture()
+    src.send(_frame(x, fmt.width, None))
+    await src.wait_idle()
+    await ClockCycles(dut.clk, 2)
+    assert int(dut.err.value) == 1, "a long frame did not set err"
+    assert int(dut.stage.value) == STAGES.index("SKIP"), f"long frame: stage {STAGES[int(dut.stage.value)]}, not SKIP"
+    for i in range(3):  # words are dropped up to and including the next s_last
+        src.send([{"data": 0, "last": int(i == 2)}])
+        await src.wait_idle()
+        await ClockCycles(dut.clk, 2)
+        want = "LOAD" if i == 2 else "SKIP"
+        assert int(dut.stage.value) == STAGES.index(want), \
+            f"after {i + 1} word(s) in SKIP (s_last {int(i == 2)}): stage {STAGES[int(dut.stage.value)]}, not {want}"
+    assert not mon.words, f"{len(mon.words)} output words from a dropped frame"
+    await _run_frame(dut, src, mon, x, fmt, exp, timeout, "complete frame after a long one")
+
+
+@cocotb.test()
+async def layer_one_cycle_resets(dut):
+    """One-cycle resets in the middle of LN1, of a Q dot product (operand register loaded, not
+    the dot product's last beat), of the softmax and of the output stream; after each the layer
+    is idle in LOAD with clean outputs, and a complete frame then computes the golden output."""
+    gdir = Path(os.environ["RM_LAYER_GOLDEN"])
+    timeout = int(os.environ.get("RM_LAYER_TIMEOUT", "3000000"))
+    x, fmt, exp = _layer_io(gdir)
+    await power_on(dut, 1)
+    src = StreamSource(dut, "s")
+    mon = OutputMonitor(dut, x.size, stall=False)
+    for where in ("LN1", "Q", "SM", "DRAIN"):
+        mon.reset_capture()
+        src.send(_frame(x, fmt.width, x.size - 1))
+        await _wait_stage(dut, STAGES.index(where), timeout)
+        if where == "Q":
+            # inside a dot product: the beat the reset edge would move into the operand register
+            # is not the dot product's last (a stray beat would then corrupt the next one)
+            for _ in range(10_000):
+                await RisingEdge(dut.clk)
+                await ReadOnly()
+                if (int(dut.f_valid_reg.value) == 1 and int(dut.f_last_reg.value) == 0
+                        and int(dut.op_ready.value) == 1 and int(dut.op_valid_reg.value) == 1):
+                    break
+            await Timer(1, unit="ns")
+        else:
+            await ClockCycles(dut.clk, 5)
+        dut.rst.value = 1
+        await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        src.clear()
+        await ReadOnly()
+        assert int(dut.stage.value) == 0 and int(dut.m_valid.value) == 0 and int(dut.err.value) == 0, \
+            f"reset in {where}: stage {STAGES[int(dut.stage.value)]}, m_valid {dut.m_valid.value}, err {dut.err.value}"
+        await RisingEdge(dut.clk)
+        await _run_frame(dut, src, mon, x, fmt, exp, timeout, f"complete frame after a reset in {where}")

