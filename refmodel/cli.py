@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 #: command modules, registered in this order
-COMMANDS = ["formats", "demo", "accuracy", "bounds", "golden", "plan"]
+COMMANDS = ["formats", "demo", "accuracy", "bounds", "golden", "plan", "study"]
 
 
 @app.callback()
