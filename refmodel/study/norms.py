@@ -41,12 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from ..layer.config import LayerConfig
-from ..layer.plan import PrecisionPlan, TensorPrecision, WeightPrecision
 from ..layer.qtensor import store
-from ..layer.quantized import QuantOps, quantize_weight
+from ..layer.quantized import quantize_weight
 from ..numerics.minifloat import FloatFormat
 from .models import StudyModel, model_pair
+from .ops import op_backend, op_plan
 from .options import Progress, StudyOptions
 from .plots import COLORS, log_safe, new_figure
 from .report import Claim, Figure, Report, Table, png_bytes
@@ -107,27 +106,14 @@ def condition_numbers(x: np.ndarray, g: np.ndarray, b: np.ndarray | None, kind: 
             "max": float(np.nanmax(comp_a))}
 
 
-def _plan(fmt: str, acc: str) -> PrecisionPlan:
-    base = PrecisionPlan.from_name("fp32")
-    t = dict(base.tensors)
-    t["x"] = TensorPrecision(fmt, "exact")
-    t["ln1"] = TensorPrecision(fmt, acc)
-    w = dict(base.weights)
-    w["ln1_g"] = WeightPrecision(fmt)
-    w["ln1_b"] = WeightPrecision(fmt)
-    return base.replace(name=f"norm {fmt} {acc}", tensors=t, weights=w)
-
-
 def norm_forward(x: np.ndarray, g: np.ndarray, b: np.ndarray | None, *, kind: str, eps: float, fmt: str, acc: str,
                  scale: float = 1.0) -> dict[str, Any]:
     """The product's norm op (:meth:`QuantOps.norm`, float plan) on ``x`` stored in ``fmt`` with
     internal sums under ``acc``, input divided by ``scale`` (SLaNC). Returns the output ``y``,
     the stored inputs (``x``, ``g``, ``b``: the float64 reference takes these) and
     ``overflow_rows`` (rows whose sum of squares was not finite)."""
-    arch = "gpt2" if kind == "layernorm" else "llama"
-    cfg = LayerConfig(arch, d_model=x.shape[1], n_heads=1, d_ff=4, seq_len=x.shape[0])
-    plan = _plan(fmt, acc)
-    ops = QuantOps(plan, cfg, seq_len=x.shape[0])
+    plan = op_plan({"x": (fmt, "exact"), "ln1": (fmt, acc)}, {"ln1_g": fmt, "ln1_b": fmt})
+    ops = op_backend(plan, d=x.shape[1], rows=x.shape[0])
     xq = store(x, fmt)
     gq = quantize_weight(plan, "ln1_g", g)
     bq = quantize_weight(plan, "ln1_b", b) if b is not None else None
