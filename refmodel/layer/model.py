@@ -331,12 +331,14 @@ class PreparedModel:
             tensors += errs
             out = run.tensors["out"].values
             loc = prop = float("nan")
-            if local:
-                xq = run.tensors["x"].values
+            xq = run.tensors["x"].values
+            if local and np.all(np.isfinite(xq)):
                 fl = run_reference(cfg, ql.weights, xq, pad_mask=pad_mask, positions=positions)["out"]
                 with np.errstate(invalid="ignore", over="ignore"):
                     loc = float(np.max(np.abs(out - fl))) if np.all(np.isfinite(out)) else float("inf")
                 prop = float(np.max(np.abs(fl - r["out"])))
+            elif local:  # the input itself overflowed in the plan's x format
+                loc = float("inf")
             records.append(_record(i, out, r["out"], loc, prop, errs, run.slanc))
             if hook is not None:
                 hook(i, run, r)

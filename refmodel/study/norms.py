@@ -24,14 +24,17 @@ Measured per norm and ``M``:
   power of two that keeps the sum of squares below a quarter of fp16's max
   (:func:`overflow_free_scale`), so that they measure rounding, not overflow.
 
-The analysis (stability.md 3.2-3.4) predicts: LayerNorm's background entries lose accuracy in
-proportion to ``M`` (the rounding error of the mean, an absolute error about the outlier's
-rounding size over d, is shared by every entry and is large relative to a small centred entry);
-RMSNorm has no subtraction: its componentwise condition number is at most 2 and its error does not
-grow with ``M``. :func:`predict_background_error` turns the mechanism into numbers before the
-measurement, with the rounding model of a sequential sum: a term below half an ulp of the running
-sum is lost whole (swamping), every other rounding is an independent error uniform within half an
-ulp (exact partial sums). That model, not the worst-case bound, is what the claims compare with.
+The analysis (stability.md 3.2-3.4) says: LayerNorm's background entries lose accuracy through
+the rounding error of the mean, an absolute error shared by every entry; RMSNorm has no
+subtraction, its componentwise condition number is at most 2 and its error does not grow with
+``M``. Two refinements the measurements force (both in the report): with one outlier the mean is
+about ``M rms / d``, so a centred background entry is about ``-mean`` (not small): its relative error
+is the relative error of the computed mean, and its condition number is O(1) unless the entry
+sits near the mean (then unbounded); and in fp16 accumulation a term below half an ulp of the
+running sum is lost whole (swamping), so the mean's error stops growing in proportion to ``M``.
+:func:`predict_background_error` turns the mechanism into numbers before the measurement, with
+that rounding model of a sequential sum (swamped terms lost, every other rounding an independent
+error uniform within half an ulp, exact partial sums); the claims compare the measurement with it.
 """
 
 from __future__ import annotations
