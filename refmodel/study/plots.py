@@ -20,7 +20,7 @@ def new_figure(ncols: int = 1, *, width: float = 6.0, height: float = 4.2) -> tu
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "legend.fontsize": 9, "axes.labelsize": 11})
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False, layout="constrained")
     for ax in axes[0]:
         ax.grid(True, which="both", alpha=0.3)
     return fig, list(axes[0])
