@@ -299,6 +299,18 @@ class PreparedModel:
                 arg = self.static_slanc[i]
             self.layers.append(QuantizedLayer(cfg, w, plan, slanc=arg))
 
+    def forward(self, x: np.ndarray, *, pad_mask: np.ndarray | None = None,
+                positions: np.ndarray | None = None) -> np.ndarray:
+        """The whole-model forward alone (no reference, no records): the decoded values of the
+        last layer's quantized ``out``; stops early, returning the non-finite stream, when a
+        layer's output is not finite."""
+        h = np.asarray(x, dtype=np.float64)
+        for ql in self.layers:
+            h = ql.run(h, pad_mask=pad_mask, positions=positions).tensors["out"].values
+            if not np.all(np.isfinite(h)):
+                break
+        return h
+
     def run(self, x: np.ndarray, *, reference: Sequence[Mapping[str, np.ndarray]] | None = None,
             pad_mask: np.ndarray | None = None, positions: np.ndarray | None = None, local: bool = True,
             hook: LayerHook | None = None, progress: Callable[[], Any] | None = None) -> ModelRun:

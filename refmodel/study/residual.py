@@ -198,7 +198,8 @@ def scaling_claims(rows: list[dict[str, Any]]) -> list[Claim]:
         base = next((r for r in rs if r["c"] == 1.0 and r["variant"] == "branches"), None)
         if base is None or not base["final_rel"] > 0:
             continue
-        same, changed = [], []
+        same: list[tuple[str, float, float, int]] = []
+        changed: list[tuple[str, float, float, int]] = []
         for r in rs:
             if r["c"] == 1.0:
                 continue
@@ -335,12 +336,11 @@ def run(opts: StudyOptions, progress: Progress) -> Report:
                      + "scaled = branches: the paper's intervention; branches+input: the model input also multiplied "
                      "by c, which for a pre-norm model scales the whole float64 stream by c (the norms remove it): "
                      "the control that keeps the dynamics.")
-    cols = [("model", "model"), ("plan", "plan"), ("scaled", "variant"), ("c", "c"), ("branch share", "branch_share"),
-            ("stream change", "stream_change"),
-            ("final rel", "final_rel"), ("mean rel", "mean_rel"), ("stream max", "stream_max"),
-            ("overflow", "overflow")]
-    s2.tables.append(Table("Final relative error vs residual scale c", [c for c, _ in cols],
-                           [[r.get(k) for _, k in cols] for r in scaling_rows]))
+    scols = [("model", "model"), ("plan", "plan"), ("scaled", "variant"), ("c", "c"),
+             ("branch share", "branch_share"), ("stream change", "stream_change"), ("final rel", "final_rel"),
+             ("mean rel", "mean_rel"), ("stream max", "stream_max"), ("overflow", "overflow")]
+    s2.tables.append(Table("Final relative error vs residual scale c", [c for c, _ in scols],
+                           [[r.get(k) for _, k in scols] for r in scaling_rows]))
     s2.figures.append(_fig_scaling(scaling_rows))
     rep.claims += _bound_claims(results)
     rep.claims += scaling_claims(scaling_rows)

@@ -164,7 +164,7 @@ def _run(sm: StudyModel, plan: PrecisionPlan, ref: list[dict[str, np.ndarray]], 
             if shifts is not None and _fixed(plan):  # the unit's own error without / with the SLaNC shift
                 k = int(round(math.log2(shifts[i][s.key]))) if shifts[i][s.key] > 1 else 0
                 beta = run.weights.get(f"{s.key}_b")
-                row["local_off"], row["local_on"] = shift_cost(plan, cfg.norm, float(cfg.eps), s.output, t,
+                row["local_off"], row["local_on"] = shift_cost(plan, cfg.norm, float(cfg.eps or 0.0), s.output, t,
                                                                run.weights[f"{s.key}_g"], beta, k)
                 row["shift_on"] = k
             per_site.append(row)

@@ -151,8 +151,8 @@ def test_fixed_point_slanc_shift_only_costs_precision():
     w = random_weights(cfg, seed=3)
     x = random_inputs(cfg, seed=4, scale=4.0)
     plan = PrecisionPlan.from_name("fixed16")
-    from refmodel.layer.quantized import quantize_weight
     from refmodel.layer.qtensor import store
+    from refmodel.layer.quantized import quantize_weight
 
     xq = store(x, plan.tensor("x").format)
     g = quantize_weight(plan, "ln1_g", w["ln1_g"])
@@ -188,7 +188,7 @@ def test_residual_scaling_that_keeps_the_dynamics_keeps_the_relative_error():
 def test_worst_case_bound_is_above_the_measured_stream_error():
     m, x = _small_llama()
     ref = reference_forward(m, x)
-    factors = [layer_factors(m.config, w, r) for w, r in zip(m.layers, ref)]
+    factors = [layer_factors(m.config, w, r) for w, r in zip(m.layers, ref, strict=True)]
     run = PreparedModel(m, "fp16").run(x, reference=ref)
     lb = residual.worst_case_bound(run.tensor(0, "x").max_abs, factors,
                                    np.array([r.local for r in run.layers]))

@@ -38,7 +38,7 @@ def test_quantized_stream_is_carried_not_requantized(cfg):
     seen = []
     run = PreparedModel(m, "fixed16").run(x, hook=lambda i, r, ref: seen.append(r))
     assert run.stopped_at is None and len(run.layers) == 3
-    for prev, nxt in zip(seen, seen[1:]):
+    for prev, nxt in zip(seen, seen[1:], strict=False):
         # layer l+1's input IS layer l's quantized output (same s16.8 codes)
         np.testing.assert_array_equal(nxt.tensors["x"].codes, prev.tensors["out"].codes)
     ref = reference_forward(m, x)
@@ -98,7 +98,7 @@ def test_a_non_finite_stream_stops_the_run():
 def test_scale_residual_scales_the_residual_projections_only():
     m, _ = stack("tiny")
     s = m.scale_residual(4.0)
-    for a, b in zip(m.layers, s.layers):
+    for a, b in zip(m.layers, s.layers, strict=True):
         for n in weight_names(m.config):
             np.testing.assert_array_equal(b[n], a[n] * 4.0 if n in ("wo", "bo", "w_down", "b_down") else a[n])
     with pytest.raises(ValueError, match="finite and > 0"):
