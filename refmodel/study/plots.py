@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["new_figure", "COLORS", "log_safe"]
+__all__ = ["new_figure", "COLORS", "log_safe", "integer_x"]
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
           "#bcbd22"]
@@ -30,3 +30,10 @@ def log_safe(v: Any, floor: float = 1e-300) -> np.ndarray:
     """Values for a log axis: non-finite -> NaN (not drawn), 0 -> ``floor``."""
     a = np.asarray(v, dtype=np.float64)
     return np.where(np.isfinite(a), np.maximum(a, floor), np.nan)
+
+
+def integer_x(ax: Any) -> None:
+    """Integer ticks on the x axis (layers)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -35,7 +35,7 @@ from ..numerics.formats import is_fixed_spec
 from ..numerics.minifloat import FloatFormat
 from .models import StudyModel, model_pair
 from .options import Progress, StudyOptions, resolve_plans
-from .plots import COLORS, log_safe, new_figure
+from .plots import COLORS, integer_x, log_safe, new_figure
 from .report import Claim, Figure, Report, Table, png_bytes
 
 __all__ = ["DEFAULT_PLANS", "site_stats", "predicted_overflow", "steps", "run"]
@@ -229,6 +229,7 @@ def _fig(results: list[dict[str, Any]]) -> Figure:
                 ax.semilogy(range(len(rel)), log_safe(rel), style, color=COLORS[i % len(COLORS)],
                             label=f"{base} {'SLaNC' if onoff == 'on' else 'no SLaNC'}")
         ax.set(xlabel="layer", ylabel="stream max rel error", title=res["model"])
+        integer_x(ax)
         ax.legend(fontsize=7)
     return Figure("Stream error with and without SLaNC", png_bytes(fig),
                   "Relative error of the residual stream after each layer, SLaNC on (solid) and off (dotted).")
