@@ -47,10 +47,10 @@ import numpy as np
 from ..layer.qtensor import store
 from ..layer.quantized import quantize_weight
 from ..numerics.minifloat import FloatFormat
-from .models import StudyModel, model_pair
+from .models import StudyModel
 from .ops import op_backend, op_plan
-from .options import Progress, StudyOptions
-from .plots import COLORS, log_safe, new_figure
+from .options import Progress, StudyOptions, each_model
+from .plots import COLORS, log_safe, model_panels
 from .report import Claim, Figure, Report, Table, png_bytes
 
 __all__ = ["OUTLIERS", "ARITHMETICS", "outlier_rows", "condition_numbers", "norm_forward", "predict_background_error",
@@ -317,10 +317,9 @@ def _claims(rows: list[dict[str, Any]]) -> list[Claim]:
 
 
 def _fig(rows: list[dict[str, Any]]) -> Figure:
-    models = sorted({r["model"] for r in rows})
-    fig, axes = new_figure(len(models), width=5.0)
+    fig, panels = model_panels(rows)
     lab = ARITHMETICS[0][0]
-    for ax, m in zip(axes, models, strict=True):
+    for ax, m in panels:
         for i, kind in enumerate(_KINDS):
             rs = [r for r in rows if r["model"] == m and r["norm"] == kind and r["M"] > 0]
             Ms = [r["M"] for r in rs]
@@ -343,11 +342,8 @@ def run(opts: StudyOptions, progress: Progress) -> Report:
                  "on the same stored inputs, and fp16 overflow of the sum of squares with and without SLaNC.",
                  {**opts.as_dict(), "tokens": tokens, "outliers": list(OUTLIERS)})
     rows: list[dict[str, Any]] = []
-    for key in opts.models:
-        pair = model_pair(key, tokens=tokens, n_layers=opts.layers_arg(key), seed=opts.seed)
-        progress()
-        for sm in pair:
-            rows += _one_model(sm, progress)
+    for sm in each_model(opts, tokens, progress):
+        rows += _one_model(sm, progress)
     head = []
     for r in rows:
         a = r[ARITHMETICS[0][0]]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
 from ..layer.plan import PRESET_NAMES, PrecisionPlan
-from .models import MODEL_NAMES
+from .models import MODEL_NAMES, StudyModel, model_pair
 
-__all__ = ["StudyOptions", "Progress", "MODEL_LAYERS", "resolve_plans", "available"]
+__all__ = ["StudyOptions", "Progress", "MODEL_LAYERS", "resolve_plans", "available", "each_model"]
 
 #: layers in each real model (the step counts of progress bars are known before loading)
 MODEL_LAYERS = {"minilm": 6, "smollm2": 30}
@@ -86,3 +86,12 @@ def resolve_plans(names: Sequence[str]) -> list[PrecisionPlan]:
     if not names:
         raise UserError("no plans to run")
     return [load_plan(n) for n in names]
+
+
+def each_model(opts: StudyOptions, tokens: int, progress: Progress) -> Iterator[StudyModel]:
+    """For every model of ``opts``: the real weights, then random weights of the same shapes
+    (:func:`refmodel.study.models.model_pair`); one progress step per model loaded."""
+    for key in opts.models:
+        pair = model_pair(key, tokens=tokens, n_layers=opts.layers_arg(key), seed=opts.seed)
+        progress()
+        yield from pair

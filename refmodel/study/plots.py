@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["new_figure", "COLORS", "log_safe", "integer_x"]
+__all__ = ["new_figure", "COLORS", "log_safe", "integer_x", "model_panels"]
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
           "#bcbd22"]
@@ -37,3 +37,10 @@ def integer_x(ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def model_panels(rows: list[dict[str, Any]], *, width: float = 5.0) -> tuple[Any, list[tuple[Any, str]]]:
+    """A figure with one panel per distinct ``row["model"]`` (sorted): ``(fig, [(ax, model)])``."""
+    models = sorted({r["model"] for r in rows})
+    fig, axes = new_figure(len(models), width=width)
+    return fig, list(zip(axes, models, strict=True))

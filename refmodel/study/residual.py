@@ -31,9 +31,9 @@ import numpy as np
 from ..layer.model import ModelWeights, PreparedModel, reference_forward
 from ..layer.plan import PrecisionPlan
 from .lipschitz import LayerFactors, layer_factors
-from .models import StudyModel, model_pair
-from .options import Progress, StudyOptions, available, resolve_plans
-from .plots import COLORS, integer_x, log_safe, new_figure
+from .models import StudyModel
+from .options import Progress, StudyOptions, available, each_model, resolve_plans
+from .plots import COLORS, integer_x, log_safe, model_panels, new_figure
 from .report import Claim, Figure, Report, Table, png_bytes
 
 __all__ = ["DEFAULT_PLANS", "SCALES", "steps", "run", "worst_case_bound", "branch_share", "scaling_claims"]
@@ -266,9 +266,8 @@ def _fig_errors(res: dict[str, Any]) -> Figure:
 
 
 def _fig_scaling(rows: list[dict[str, Any]]) -> Figure:
-    models = sorted({r["model"] for r in rows})
-    fig, axes = new_figure(len(models), width=5.0)
-    for ax, m in zip(axes, models, strict=True):
+    fig, panels = model_panels(rows)
+    for ax, m in panels:
         for i, plan in enumerate(sorted({r["plan"] for r in rows if r["model"] == m})):
             for variant, style in (("branches", "-o"), ("branches+input", "--s")):
                 rs = [r for r in rows if r["model"] == m and r["plan"] == plan and r["variant"] == variant]
@@ -306,13 +305,10 @@ def run(opts: StudyOptions, progress: Progress) -> Report:
                                               "scales": list(scales), "scaling_plans": [p.name for p in splans]})
     results: list[dict[str, Any]] = []
     scaling_rows: list[dict[str, Any]] = []
-    for key in opts.models:
-        pair = model_pair(key, tokens=tokens, n_layers=opts.layers_arg(key), seed=opts.seed)
-        progress()
-        for sm in pair:
-            results.append(_one_model(sm, plans, progress))
-            if sm.kind in _scaling_kinds(opts):
-                scaling_rows += _scaling(sm, splans, scales, progress)
+    for sm in each_model(opts, tokens, progress):
+        results.append(_one_model(sm, plans, progress))
+        if sm.kind in _scaling_kinds(opts):
+            scaling_rows += _scaling(sm, splans, scales, progress)
     head = []
     for res in results:
         for name, p in res["plans"].items():

@@ -33,8 +33,8 @@ from ..layer.plan import PrecisionPlan
 from ..numerics.fixed import FixedFormat
 from ..numerics.formats import is_fixed_spec
 from ..numerics.minifloat import FloatFormat
-from .models import StudyModel, model_pair
-from .options import Progress, StudyOptions, resolve_plans
+from .models import StudyModel
+from .options import Progress, StudyOptions, each_model, resolve_plans
 from .plots import COLORS, integer_x, log_safe, new_figure
 from .report import Claim, Figure, Report, Table, png_bytes
 
@@ -245,17 +245,14 @@ def run(opts: StudyOptions, progress: Progress) -> Report:
                  "the error of the norm output and of the stream against float64. Predictions come from the float64 "
                  "whole-model stream.", {**opts.as_dict(), "tokens": tokens, "plans": [p.name for p in plans]})
     results: list[dict[str, Any]] = []
-    for key in opts.models:
-        pair = model_pair(key, tokens=tokens, n_layers=opts.layers_arg(key), seed=opts.seed)
-        progress()
-        for sm in pair:
-            ref = reference_forward(sm.weights, sm.x)
-            res: dict[str, Any] = {"model": sm.label, "kind": sm.kind, "plans": {}}
-            for plan in plans:
-                on = _run(sm, _with_slanc(plan, True), ref, progress)
-                off = _run(sm, _with_slanc(plan, False), ref, progress, shifts=on["scales"])
-                res["plans"][plan.name] = {"fixed": _fixed(plan), "off": off, "on": on}
-            results.append(res)
+    for sm in each_model(opts, tokens, progress):
+        ref = reference_forward(sm.weights, sm.x)
+        res: dict[str, Any] = {"model": sm.label, "kind": sm.kind, "plans": {}}
+        for plan in plans:
+            on = _run(sm, _with_slanc(plan, True), ref, progress)
+            off = _run(sm, _with_slanc(plan, False), ref, progress, shifts=on["scales"])
+            res["plans"][plan.name] = {"fixed": _fixed(plan), "off": off, "on": on}
+        results.append(res)
     head = []
     for res in results:
         for base, pair in res["plans"].items():

@@ -41,10 +41,10 @@ import numpy as np
 from ..layer.model import reference_forward
 from ..layer.qtensor import store
 from ..numerics.minifloat import FloatFormat
-from .models import StudyModel, model_pair
+from .models import StudyModel
 from .ops import op_backend, op_plan
-from .options import Progress, StudyOptions
-from .plots import COLORS, log_safe, new_figure
+from .options import Progress, StudyOptions, each_model
+from .plots import COLORS, log_safe, model_panels
 from .report import Claim, Figure, Report, Table, png_bytes
 
 __all__ = ["LENGTHS", "ARITHMETICS", "SINK_MASS", "attention_rows", "softmax_op", "softmax_bounds", "overflow_limits",
@@ -232,10 +232,9 @@ def _claims(stats: dict[str, dict[str, float]], shift_rows: list[dict[str, Any]]
 
 
 def _fig(len_rows: list[dict[str, Any]]) -> Figure:
-    models = sorted({r["model"] for r in len_rows})
-    fig, axes = new_figure(len(models), width=4.6)
+    fig, panels = model_panels(len_rows, width=4.6)
     lab = ARITHMETICS[0][0]
-    for ax, m in zip(axes, models, strict=True):
+    for ax, m in panels:
         for i, kind in enumerate(("sink", "diffuse")):
             rs = sorted((r for r in len_rows if r["model"] == m and r["rows"] == kind and r["arithmetic"] == lab),
                         key=lambda r: r["n"])
@@ -264,15 +263,12 @@ def run(opts: StudyOptions, progress: Progress) -> Report:
     stats: dict[str, dict[str, float]] = {}
     shift_rows: list[dict[str, Any]] = []
     len_rows: list[dict[str, Any]] = []
-    for key in opts.models:
-        pair = model_pair(key, tokens=tokens, n_layers=opts.layers_arg(key), seed=opts.seed)
+    for sm in each_model(opts, tokens, progress):
+        rows = attention_rows(sm)
+        stats[sm.label] = _row_stats(rows)
+        shift_rows += _shift_table(sm, rows)
         progress()
-        for sm in pair:
-            rows = attention_rows(sm)
-            stats[sm.label] = _row_stats(rows)
-            shift_rows += _shift_table(sm, rows)
-            progress()
-            len_rows += _length_table(sm, stats[sm.label]["other_logit_std"], lengths, nrows, opts.seed, progress)
+        len_rows += _length_table(sm, stats[sm.label]["other_logit_std"], lengths, nrows, opts.seed, progress)
     s1 = rep.section("Error vs sequence length",
                      f"Synthetic rows ({nrows} per length) whose non-sink logits are N(0, sigma^2) with sigma the median "
                      f"spread of the model's own attention logits; sink rows give key 0 the weight {SINK_MASS}. "
