@@ -78,7 +78,7 @@ def test_error_splits_into_local_and_propagated():
 
 def test_static_slanc_uses_the_previous_layer():
     m, x = stack("tiny-llama")
-    plan = PrecisionPlan.from_name("fixed16").replace(slanc_first="none")
+    plan = PrecisionPlan.from_name("fixed16").replace(slanc=True, slanc_pow2=True, slanc_first="none")
     seen = []
     PreparedModel(m, plan).run(x, hook=lambda i, r, ref: seen.append(r.slanc))
     want = compute_slanc(m.config, m.layers[1], first="prev", prev=m.layers[0], pow2=True)
