@@ -33,6 +33,7 @@ class QTensor:
     mx: Any = None
     f64_t: np.ndarray | None = None  # weights only: a cached float64 BLAS operand (fixed codes.T / values.T)
     all_finite: bool | None = None  # weights only: cached "no NaN/inf" (None = not known)
+    prepared: dict | None = None  # weights only: operands the matmul kernels derived from it, by key
 
     def finite(self) -> bool:
         return self.all_finite if self.all_finite is not None else bool(np.all(np.isfinite(self.values)))

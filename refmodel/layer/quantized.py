@@ -60,6 +60,8 @@ from .plan import PrecisionPlan
 from .qtensor import QTensor, as_operand, store
 from .weights import LayerWeights
 
+FP32 = parse_format("fp32")
+
 __all__ = ["QuantOps", "OpRecord", "LayerRun", "QuantizedLayer", "run_quantized", "quantize_weight"]
 
 
@@ -168,6 +170,13 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         fast = _exact_blas_product(a, b, policy)
         if fast is not None:
             return store(fast, out, rounding, overflow, mx_axis=mx_axis)
+        seq = _sequential_product(a, b, fmt, policy, rounding, overflow)
+        if seq is not None:
+            return seq
+        mx_out = not isinstance(fmt, (FixedFormat, FloatFormat))
+        cert = _certified_exact_product(a, b, policy, FP32 if mx_out else fmt, rounding)
+        if cert is not None:
+            return store(cert.values, out, rounding, overflow, mx_axis=mx_axis) if mx_out else cert
         if not isinstance(fmt, (FixedFormat, FloatFormat)):  # MX block format
             r = acc.matmul(as_operand(a), as_operand(b), policy, "fp32", rounding, overflow)
             return store(r.to_float(), out, rounding, overflow, mx_axis=mx_axis)
@@ -207,7 +216,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             y, det = self._fixed_matmul(name, x, w, b)
         else:
             wt = QTensor(w.values.T, w.fmt, None if w.codes is None else w.codes.T, w.mx,
-                         f64_t=w.f64_t if not isinstance(w.fmt, FixedFormat) else None, all_finite=w.all_finite)
+                         f64_t=w.f64_t if not isinstance(w.fmt, FixedFormat) else None, all_finite=w.all_finite,
+                         prepared=w.prepared)
             # v feeds p @ v, whose reduction runs over the sequence: its MX blocks go along axis 0
             mx_axis = 0 if name == "v" else -1
             y = self._mm(x, wt, tp.format, tp.acc, tp.rounding, tp.overflow, mx_axis=mx_axis)
@@ -562,6 +572,98 @@ def _exact_blas_product(a: QTensor, b: QTensor, policy: str) -> np.ndarray | Non
     return a.values @ bv
 
 
+#: unit roundoff of float64
+_U64 = 2.0**-53
+
+
+def _bit_range(v: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (axis=1) or column (axis=0) of float64 ``v``: (H, L) with every nonzero |value| <
+    2^H and an integer multiple of 2^L (an all-zero line gives H - L hugely negative)."""
+    nz = v != 0
+    H, L = acc._float_bits(np.where(nz, v, 1.0))
+    return np.where(nz, H, -(1 << 20)).max(axis=axis), np.where(nz, L, 1 << 20).min(axis=axis)
+
+
+def _certified_exact_product(a: QTensor, b: QTensor, policy: str, fmt: FloatFormat, rounding: str) -> QTensor | None:
+    """``acc.matmul(as_operand(a), as_operand(b), "exact", fmt, rounding)`` -- the exact a @ b
+    rounded once into the float format ``fmt`` -- from one float64 BLAS product Y, for minifloat
+    or MX operands (MX values lie within 2^-136 .. 2^137, so products and sums stay far from
+    float64's underflow and overflow; minifloats are held to the same). Each element is settled
+    by the first of three arguments that applies:
+
+    1. exact: row m of ``a`` and column n of ``b`` have nonzero values below 2^Ha, 2^Hb and integer
+       multiples of 2^La, 2^Lb; when ceil(log2 K) + Ha + Hb - La - Lb <= 53 every partial sum, in
+       any order, is a float64, so Y[m, n] is the exact sum (the argument of :mod:`accumulate`,
+       per element instead of per format);
+    2. certified rounding: Y differs from the exact S by at most gamma_K * sum_k |a_k b_k|
+       (gamma_K = K u / (1 - K u), u = 2^-53; Higham, Accuracy and Stability of Numerical
+       Algorithms, eq. 3.5, any summation order, FMA or not), and sum_k |a_k b_k| <= ||a|| ||b||
+       (Cauchy-Schwarz). With e = 2 gamma_K ||a|| ||b|| (the factor 2 covers the float64 rounding
+       of the norms, of e and of Y -+ e), S lies in [Y - e, Y + e]; rounding is monotone, so where
+       Y - e and Y + e round to the same code, that code is round(S);
+    3. the rest: recomputed exactly by :func:`accumulate.matmul` on their rows and columns.
+    None when the case is not this one (policy, operand kinds, stochastic rounding)."""
+    if policy.strip() != "exact" or Rounding.parse(rounding) is Rounding.STOCHASTIC:
+        return None
+    for t in (a, b):
+        if not (isinstance(t.fmt, FloatFormat) or (t.mx is not None and t.fmt is not None)):
+            return None
+        if isinstance(t.fmt, FloatFormat) and (t.fmt.emax > 255 or t.fmt.emin - t.fmt.man < -300):
+            return None  # products and sums stay far from float64's underflow and overflow
+    K = a.shape[-1]
+    if K == 0 or K * _U64 >= 2.0**-20:
+        return None
+    rnd = Rounding.parse(rounding)
+    bv = b.f64_t if b.f64_t is not None else b.values
+    cache = b.prepared if b.prepared is not None else {}
+    y = a.values @ bv
+    codes = acc._encode(y, fmt, rnd).codes
+    Ha, La = _bit_range(a.values, 1)
+    if "bits" not in cache:
+        cache["bits"] = _bit_range(bv, 0)
+    Hb, Lb = cache["bits"]
+    inexact = (Ha[:, None] + Hb[None, :]) - (La[:, None] + Lb[None, :]) > 53 - _clog2(K)
+    if inexact.any():
+        if "colnorm" not in cache:
+            cache["colnorm"] = np.sqrt(np.einsum("ij,ij->j", bv, bv))
+        na = np.sqrt(np.einsum("ij,ij->i", a.values, a.values))
+        e = np.multiply.outer(na * (2.0 * K * _U64 / (1.0 - K * _U64)), cache["colnorm"])
+        bad = inexact & ((acc._encode(y + e, fmt, rnd).codes != codes) | (acc._encode(y - e, fmt, rnd).codes != codes))
+        if bad.any():
+            rows = np.flatnonzero(bad.any(axis=1))
+            cols = np.flatnonzero(bad.any(axis=0))
+            sub_a = QTensor(a.values[rows], a.fmt, None if a.codes is None else a.codes[rows], a.mx)
+            sub_b = QTensor(bv[:, cols], b.fmt, None if b.codes is None else b.codes.reshape(bv.shape)[:, cols], b.mx)
+            codes[np.ix_(rows, cols)] = acc.matmul(as_operand(sub_a), as_operand(sub_b), "exact", fmt, rnd).codes
+    from ..numerics.minifloat import FloatArray
+
+    arr = FloatArray(codes, fmt)
+    return QTensor(arr.to_float(), fmt, arr.codes)
+
+
+def _sequential_product(a: QTensor, b: QTensor, fmt: Any, policy: str, rounding: str,
+                        overflow: str) -> QTensor | None:
+    """``acc.matmul(as_operand(a), as_operand(b), policy, fmt, ...)`` for a sequential float
+    policy on two minifloat tensors of at most 24 significand bits, without rebuilding the
+    operands: the same values (``values`` decode ``codes`` exactly; a weight's transposed values
+    are cached in ``f64_t``) go to the same accumulation (:func:`accumulate._seq_float`, whose
+    kernel keeps its converted copy of a weight in the weight's ``prepared`` dict). None when
+    the case is not that one."""
+    pol = acc.parse_policy(policy)
+    fa, fb = a.fmt, b.fmt
+    if not (isinstance(pol, acc.Sequential) and isinstance(pol.fmt, FloatFormat) and isinstance(fmt, FloatFormat)
+            and isinstance(fa, FloatFormat) and isinstance(fb, FloatFormat) and fa.man <= 23 and fb.man <= 23):
+        return None
+    rnd = Rounding.parse(rounding)
+    if rnd is Rounding.STOCHASTIC:
+        return None  # matmul raises the error
+    desc = ((fa.man + 1, fa.emin - fa.man, fa.emax + 1), (fb.man + 1, fb.emin - fb.man, fb.emax + 1))
+    vb = b.f64_t if b.f64_t is not None else b.values
+    r: acc.Operand = acc._convert(acc._seq_float(a.values, vb, pol.fmt, rnd, desc, b.prepared), fmt, rnd,
+                                  Overflow.parse(overflow))
+    return QTensor(r.to_float(), r.fmt, r.codes)
+
+
 def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
     """One weight rounded into its plan format (offline, once). Linear weights are [out, in]: MX
     blocks run along the input (reduction) axis."""
@@ -572,6 +674,7 @@ def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
     elif isinstance(t.fmt, FloatFormat) and t.values.ndim == 2:
         t.f64_t = np.ascontiguousarray(t.values.T)  # decoded values, transposed once
     t.all_finite = bool(np.all(np.isfinite(t.values)))
+    t.prepared = {}
     return t
 
 

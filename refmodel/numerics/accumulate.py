@@ -67,6 +67,13 @@ How it is computed (all results are exact or rounded exactly once where the cont
   2**64). Saturating / erroring accumulators loop over K, vectorised over all M*N outputs, unless
   a bound shows that no partial sum can leave the range (then they equal the exact sum).
   Sequential policies loop over K, blocked policies over the blocks.
+* Sequential float accumulators run on compiled kernels (:mod:`._seqkernels`, numba) when the
+  accumulator rounds to nearest even and every operand and product is a member of float32 (or
+  float64): an fp32 accumulator with fp32-representable operands is a chain of fused multiply-adds
+  (one rounding each, by IEEE definition); other formats add with TwoSum, round to odd and round
+  once to the format's grid (proofs in that module). The numpy loop of :func:`_seq_float_loop`
+  states the contract plainly and is what the kernels are tested against; it runs when no kernel
+  applies, or when an overflow made a NaN.
 * These loops run on int64 while the aligned accumulator plus a product provably fits; wider cases
   run the same loop on Python ints (object arrays: exact, slower).
 
@@ -397,6 +404,25 @@ class _Op:
             return None
         return np.ldexp(self.codes.astype(np.float64), self.scale)
 
+    def fmt_span(self) -> int:
+        """An upper bound on :meth:`span` from the format alone (fixed: the code width; float: the
+        significand bits, man + 1), free of any pass over the data."""
+        return self.fmt.width if self.is_fixed else self.fmt.man + 1
+
+    def bits_desc(self) -> tuple[int, int, int]:
+        """(S, L, H): every value has at most S significant bits, is an integer multiple of 2^L and
+        below 2^H in magnitude. From the format when it is at most 24 bits wide (a minifloat's
+        significand, smallest quantum and 2^(emax + 1)), else from the data."""
+        f = self.fmt
+        if not self.is_fixed and f.man <= 23:
+            return f.man + 1, f.emin - f.man, f.emax + 1
+        if self.is_fixed:
+            c = self.codes
+            m = max(-int(c.min()), int(c.max()), 0) if c.size else 0
+            return m.bit_length(), self.scale, m.bit_length() + self.scale
+        mx, lo = self.data_bound()
+        return self.span(), lo, (math.frexp(mx)[1] if mx > 0 else lo)
+
     def span(self) -> int:
         """Significant bits of the widest element (values exact in float64 need <= 53)."""
         if self._span is None:
@@ -721,7 +747,7 @@ def _convert(acc: Operand, out: Format, rounding: Rounding, overflow: Overflow) 
 # ==== policies ===================================================================================
 def _products_f64(a: _Op, b: _Op, why: str) -> tuple[np.ndarray, np.ndarray]:
     va, vb = a.exact_values(), b.exact_values()
-    if va is None or vb is None or a.span() + b.span() > 53:
+    if va is None or vb is None or (a.fmt_span() + b.fmt_span() > 53 and a.span() + b.span() > 53):
         raise ValueError(
             f"{why}: products of {a.fmt} x {b.fmt} need {a.span() + b.span()} significant bits, "
             f"not exact in float64 (at most 53); use a fixed-point accumulator or narrower operands"
@@ -753,6 +779,42 @@ def _seq_fixed(a: _Op, b: _Op, fmt: FixedFormat, rounding: Rounding, overflow: O
             acc = acc + (p << np.int64(-d))
         acc = _fx.apply_overflow(acc, fmt, overflow, what=f"{what} at k={k}")
     return FixedArray(acc, fmt)
+
+
+def _seq_float_loop(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, rounding: Rounding) -> FloatArray:
+    """Sequential(fmt) on float64 values whose products are exact: acc_0 = round(p_0),
+    acc_k = round(acc_{k-1} + p_k). Each step adds in float64 with TwoSum, rounds the exact sum to
+    odd at 53 bits (:func:`_add_ro`) and encodes once, which is one correct rounding into ``fmt``
+    (<= 50 mantissa bits). The plain statement of the contract, vectorised over the M*N outputs
+    only: the compiled kernels of :mod:`._seqkernels` must match it bit for bit."""
+    M, K = va.shape
+    vals = np.zeros((M, vb.shape[1]))
+    codes = _encode(vals, fmt, rounding)
+    for k in range(K):
+        p = va[:, k, None] * vb[None, k, :]
+        s = p if k == 0 else _add_ro(vals, p)
+        codes = _encode(s, fmt, rounding)
+        vals = codes.to_float()
+    return codes
+
+
+def _seq_float(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, rounding: Rounding,
+               desc: tuple[tuple[int, int, int], tuple[int, int, int]], b_cache: dict | None = None) -> FloatArray:
+    """Sequential(fmt) on float64 values whose products are exact (``desc``: the operands'
+    :meth:`_Op.bits_desc`): a compiled kernel when one applies (:mod:`._seqkernels`, same bits),
+    else :func:`_seq_float_loop`. ``b_cache``: a dict kept with a constant ``vb`` (a weight) where
+    the kernel keeps its converted copy of it."""
+    if va.size and vb.size:
+        try:
+            from . import _seqkernels
+        except ImportError:  # numba missing: the numpy loop is exact, only slower
+            _seqkernels = None  # type: ignore[assignment]
+        how = None if _seqkernels is None else _seqkernels.plan(fmt, rounding.value, desc)
+        if how is not None:
+            vals = _seqkernels.sequential(va, vb, fmt, how, b_cache)
+            if vals is not None:
+                return _encode(vals, fmt, Rounding.RNE)  # members of fmt: exact
+    return _seq_float_loop(va, vb, fmt, rounding)
 
 
 def _check_rounding(rounding: Rounding) -> None:
@@ -815,14 +877,7 @@ def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Round
             acc = _seq_fixed(a, b, fmt, rounding, overflow, what)
         else:
             va, vb = _products_f64(a, b, what)
-            vals = np.zeros((M, N))
-            codes = _encode(vals, fmt, rounding)
-            for k in range(K):
-                p = va[:, k, None] * vb[None, k, :]
-                s = p if k == 0 else _add_ro(vals, p)
-                codes = _encode(s, fmt, rounding)
-                vals = codes.to_float()
-            acc = codes
+            acc = _seq_float(va, vb, fmt, rounding, (a.bits_desc(), b.bits_desc()))
         return _convert(acc, out_fmt or fmt, rounding, overflow)
 
     # Blocked

@@ -410,9 +410,36 @@ def decode(codes: np.ndarray | Iterable[int] | int, fmt: FloatFormat | str) -> n
             raise ValueError(
                 f"decode {fmt}: code {int(c[i])} at index {i} is outside [0, 2**{fmt.bits})"
             )
+    return _decode_codes(c, fmt)
+
+
+def _decode_codes(c: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """decode() of codes already known to be in range (internal callers that produced them).
+
+    fp32, fp16 and bf16 widen through numpy's float32 / float16 / ml_dtypes bfloat16: a widening
+    conversion is exact, keeps -0, inf and subnormals (numpy sets no flush-to-zero), and a NaN is
+    then written as the canonical quiet NaN with the code's sign, as :func:`_decode_arith` gives it
+    (a widened NaN would keep its payload bits). Other formats: the cached table (<= 16 bits) or
+    the field-by-field decode."""
+    native = _native_decode().get(fmt)
+    if native is not None:
+        with np.errstate(invalid="ignore"):  # signalling-NaN codes
+            v = np.asarray(c).astype(native[0], copy=False).view(native[1]).astype(np.float64)
+        nan = np.isnan(v)
+        if nan.any():
+            v[nan] = np.copysign(np.nan, v[nan])
+        return v
     if fmt.bits <= 16:
         return np.asarray(_decode_table(fmt)[c])
     return np.asarray(_decode_arith(c, fmt))
+
+
+@cache
+def _native_decode() -> dict[FloatFormat, tuple[type, type]]:
+    import ml_dtypes
+
+    return {PRESETS["fp32"]: (np.uint32, np.float32), PRESETS["fp16"]: (np.uint16, np.float16),
+            PRESETS["bf16"]: (np.uint16, ml_dtypes.bfloat16)}
 
 
 # ---- encode -----------------------------------------------------------------------------------
