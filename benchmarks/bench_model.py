@@ -9,6 +9,9 @@ accelerator stores them: :class:`refmodel.layer.model.PreparedModel`); each time
 forward alone (:meth:`PreparedModel.forward`; the float64 side: :func:`reference_forward`).
 Runs are interleaved, so load changes on a shared machine hit every row alike; the table gives the
 min (least-contended run) and the median, and their ratios to float64 measured in the same run.
+On a loaded machine, pin every thread pool to one thread (``OPENBLAS_NUM_THREADS=1
+OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1``): oversubscribed BLAS threads spin and make the float64 side
+several times slower than it is. The header prints the settings used.
 """
 
 from __future__ import annotations
@@ -59,8 +62,12 @@ def main() -> None:
             times[k].append(time.perf_counter() - t0)
     ref = "float64 reference"
     t_min, t_med = min(times[ref]), statistics.median(times[ref])
+    import os
+
+    threads = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in
+                        ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"))
     print(f"{m.name}: {m.n_layers} layers, {args.tokens} tokens, {args.repeats} interleaved repeats "
-          f"(ratios to the float64 whole-model run measured in the same process; target <= {TARGET:g}x)")
+          f"(ratios to the float64 whole-model run measured in the same process; target <= {TARGET:g}x); {threads}")
     print(f"{'run':<22} {'min s':>8} {'x f64':>8} {'median s':>9} {'x f64':>8} {'prepare s':>10} {'target':>7}")
     for k, ts in times.items():
         lo, med = min(ts), statistics.median(ts)
