@@ -85,7 +85,7 @@ def test_golden_generate_verify_and_damage(capsys, tmp_path):
 
 def test_accuracy_random_with_plot(capsys, tmp_path):
     png = tmp_path / "acc.png"
-    code, out, _ = run(capsys, "accuracy", "--model", "random", "--plan", "fp16", "--outliers", "1000",
+    code, out, _ = run(capsys, "accuracy", "--model", "random", "--plan", "fp16-acc16", "--outliers", "1000",
                        "--plot", str(png))
     assert code == 0
     assert "SLaNC off" in out and "SLaNC on" in out and "ln2" in out

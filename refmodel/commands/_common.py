@@ -58,11 +58,18 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
         for part in s.split(","):
             if "-" in part:
                 a, b = part.split("-", 1)
+                if int(a) > int(b):
+                    raise UserError(f"--layers {spec!r}: the range {part.strip()} runs backwards; write "
+                                    f"{int(b)}-{int(a)} (layers run in order as a chain)")
                 out += list(range(int(a), int(b) + 1))
             else:
                 out.append(int(part))
-    except ValueError:
+    except ValueError as e:
+        if isinstance(e, UserError):
+            raise
         raise UserError(f"bad --layers {spec!r}: use all, N, A-B or A,B,C") from None
+    if not out:
+        raise UserError(f"bad --layers {spec!r}: no layer given")
     bad = [i for i in out if not 0 <= i < n_layers]
     if bad:
         raise UserError(f"--layers {spec!r}: layer {bad[0]} is outside 0..{n_layers - 1}")

@@ -23,8 +23,22 @@ File form (JSON object or TOML document): top-level knobs, ``[units]``, ``[tenso
 ``[weights.<name>]`` tables. ``base = "<preset>"`` starts from a preset and overrides only what the
 file gives. Unknown keys raise ``ValueError`` naming the key path (e.g. ``tensors.q.acc``).
 
-Presets (:data:`PRESET_NAMES`): float64, fp32, fp16, bf16, fp8, mxfp8, fixed16, hw. The fixed16 and
-hw fractional-bit choices and unit parameters are placeholders to be refined against the RTL.
+Presets (:data:`PRESET_NAMES`, ``refmodel plan`` lists what each does): float64, fp32, fp16 (fp16
+storage, fp32 accumulation), fp16-acc16 (fp16 accumulation too), bf16, fp8, mxfp8, fixed16, hw.
+
+Weight scales (``[weights.<name>]`` keys ``scale``, ``scale_kind``, ``scale_rule``): integer or
+minifloat codes times a per-tensor or per-output-channel scale chosen offline from the weights,
+e.g. int8 weights with one fp32 scale per output channel::
+
+    base = "fixed16"
+    [weights.wq]
+    format = "s8.0"
+    scale = "channel"
+    scale_kind = "float"
+    scale_rule = "maxabs"
+
+The quantized layer computes with the codes and applies the scale in the matmul epilogue
+(:mod:`refmodel.layer.quantized`).
 """
 
 from __future__ import annotations
@@ -136,18 +150,67 @@ class TensorPrecision:
 
 @dataclass(frozen=True)
 class WeightPrecision:
-    """Format of one weight tensor (quantized once, offline)."""
+    """Format of one weight tensor (quantized once, offline), optionally with a scale: the codes
+    are in ``format`` (the element format) and the weight is ``codes * s`` with one ``s`` per
+    tensor or per output channel, chosen from the weights by ``scale_rule``
+    (:mod:`refmodel.layer.weightscale`)."""
 
-    format: str = field(default="float64", metadata=_help("storage format of the weight (same specs as tensors)"))
+    format: str = field(default="float64", metadata=_help("storage format of the weight (same specs as tensors); "
+                                                          "the element format when scaled"))
     rounding: str = field(default="rne", metadata=_help("rounding of the float64 weight into format"))
     overflow: str = field(default="saturate", metadata=_help("overflow into a fixed-point format: wrap | saturate | error"))
+    scale: str = field(default="none", metadata=_help(
+        "weight scale: none | tensor (one per weight) | channel (one per output row; matrices only)"))
+    scale_kind: str = field(default="float", metadata=_help(
+        "float (an fp32 factor; fixed plans apply it as a per-channel requant multiplier) | "
+        "pow2 (2^e: a shift, per tensor folded into the requant shift)"))
+    scale_rule: str = field(default="maxabs", metadata=_help(
+        "how s is chosen from the weights: maxabs (max |w| at the format's max; nothing saturates) | "
+        "fit (maxabs, but s >= 1: only weights that would saturate are scaled) | p<q> (the q-th "
+        "percentile of |w|, e.g. p99.9; larger weights saturate and are counted)"))
 
     def validated(self, where: str) -> WeightPrecision:
-        return WeightPrecision(
+        from .weightscale import SCALE_GRANULARITIES, SCALE_KINDS, validate_scale_rule
+
+        w = WeightPrecision(
             validate_format(self.format, f"{where}.format"),
             _check_enum(self.rounding, Rounding, f"{where}.rounding"),
             _check_enum(self.overflow, Overflow, f"{where}.overflow"),
+            self.scale, self.scale_kind, validate_scale_rule(self.scale_rule, f"{where}.scale_rule"),
         )
+        if w.scale not in SCALE_GRANULARITIES:
+            raise ValueError(f"{where}.scale: {w.scale!r} is not one of {', '.join(SCALE_GRANULARITIES)}")
+        if w.scale_kind not in SCALE_KINDS:
+            raise ValueError(f"{where}.scale_kind: {w.scale_kind!r} is not one of {', '.join(SCALE_KINDS)}")
+        if w.scale != "none":
+            from ..numerics.fixed import FixedFormat
+            from ..numerics.formats import parse_format
+            from ..numerics.minifloat import FloatFormat
+
+            f = None if w.format == "float64" else parse_format(w.format)
+            if not isinstance(f, (FixedFormat, FloatFormat)):
+                raise ValueError(f"{where}.scale: a scale needs a fixed-point or minifloat element format, not "
+                                 f"{w.format!r} (MX formats carry their own block scales)")
+        return w
+
+    @property
+    def scaled(self) -> bool:
+        return self.scale != "none"
+
+    def describe(self) -> str:
+        """``s8.0 x fp32 per channel (maxabs)``, or the format alone."""
+        if not self.scaled:
+            return self.format
+        kind = "2^e" if self.scale_kind == "pow2" else "fp32"
+        return f"{self.format} x {kind} per {self.scale} ({self.scale_rule})"
+
+    def as_dict(self) -> dict[str, str]:
+        """Plain dict; the scale keys only when a scale is set (older files stay byte-identical)."""
+        d = dataclasses.asdict(self)
+        if not self.scaled:
+            for k in ("scale", "scale_kind", "scale_rule"):
+                d.pop(k)
+        return d
 
 
 _UNIT_MODES = {"softmax": ("float", "exp2_lut"), "act": ("float", "table"), "rsqrt": ("float", "exact")}
@@ -234,6 +297,9 @@ class PrecisionPlan:
             if not isinstance(v, WeightPrecision):
                 raise ValueError(f"weights.{k}: expected a WeightPrecision, got {type(v).__name__}")
             w[k] = v.validated(f"weights.{k}")
+            if w[k].scaled and k not in _MATRICES:
+                raise ValueError(f"weights.{k}.scale: scales apply to the matrix weights ({', '.join(_MATRICES)}); "
+                                 f"biases and norm parameters are stored in their format")
         object.__setattr__(self, "tensors", {n: t[n] for n in ALL_TENSORS if n in t})
         object.__setattr__(self, "weights", {n: w[n] for n in ALL_WEIGHTS if n in w})
         for k in ("slanc", "slanc_pow2", "softmax_shifted"):
@@ -268,11 +334,61 @@ class PrecisionPlan:
 
     def check(self, config: LayerConfig) -> PrecisionPlan:
         """Completeness for ``config``: every tensor and weight of its arch has an entry, else
-        ``ValueError`` listing what is missing."""
+        ``ValueError`` listing what is missing; then the accumulator widths
+        (:mod:`refmodel.layer.accumulators`): a fixed accumulator that cannot hold the products it
+        sums (``error`` policy, or narrower than one product) is refused, naming the tensor, K and
+        the bits needed. Wrapping/saturating ones that may overflow are accepted;
+        :meth:`accumulator_checks` states their risk."""
         miss = self.missing(config)
         if miss:
             raise ValueError(f"plan {self.name!r} is incomplete for arch {config.arch!r}: missing {', '.join(miss)}")
+        bad = [c.message for c in self.accumulator_checks(config) if c.status == "refused"]
+        if bad:
+            raise ValueError(f"plan {self.name!r}: " + "; ".join(bad))
         return self
+
+    def notes(self) -> list[str]:
+        """Static warnings about the plan itself: integer weight formats (no fraction bits) without
+        a scale, where typical weights (|w| < 1) round to 0."""
+        from ..numerics.fixed import FixedFormat
+        from ..numerics.formats import parse_format
+
+        out = []
+        for n, w in self.weights.items():
+            f = None if w.format == "float64" else parse_format(w.format)
+            if isinstance(f, FixedFormat) and f.frac <= 0 and not w.scaled:
+                out.append(f"weights.{n}: {w.format} holds integers without a scale: weights below "
+                           f"{f.lsb / 2:g} round to 0 (add scale = \"tensor\" or \"channel\")")
+        return out
+
+    def is_fixed_point(self, config: LayerConfig) -> bool:
+        """True when every tensor of ``config``'s layer is fixed point (the integer-unit datapath)."""
+        from ..numerics.fixed import FixedFormat
+        from ..numerics.formats import parse_format
+
+        specs = [self.tensor(n).format for n in tensor_names(config)]
+        return all(s != "float64" and isinstance(parse_format(s), FixedFormat) for s in specs)
+
+    def accumulator_checks(self, config: LayerConfig) -> list[Any]:
+        """Every fixed accumulator of the plan for ``config``, with its status (``ok`` / ``risk``
+        / ``refused``) and a message (:class:`refmodel.layer.accumulators.AccumulatorCheck`)."""
+        from .accumulators import check_accumulators
+
+        return check_accumulators(self, config)
+
+    def summary(self) -> dict[str, str]:
+        """What the plan does in four phrases: tensor storage, weights, accumulation, units."""
+        def uniq(vals: list[str]) -> str:
+            seen = list(dict.fromkeys(vals))
+            return ", ".join(seen) if len(seen) <= 4 else ", ".join(seen[:4]) + ", ..."
+
+        red = [t.acc for n, t in self.tensors.items() if n in _REDUCE]
+        units = ("integer: softmax exp2 LUT, activation table, exact rsqrt" if self.units.softmax == "exp2_lut"
+                 else "float formulas; norm and softmax sums in the accumulation format (fp32 if exact)")
+        units += "; SLaNC " + (("shifts" if self.slanc_pow2 else "scales") if self.slanc else "off")
+        return {"storage": uniq([t.format for t in self.tensors.values()]),
+                "weights": uniq([w.describe() for n, w in self.weights.items() if n in _MATRICES]),
+                "accumulation": uniq(red), "units": units}
 
     def replace(self, **changes: Any) -> PrecisionPlan:
         return dataclasses.replace(self, **changes)
@@ -290,7 +406,7 @@ class PrecisionPlan:
             "softmax_shifted": self.softmax_shifted,
             "units": dataclasses.asdict(self.units),
             "tensors": {k: dataclasses.asdict(v) for k, v in self.tensors.items()},
-            "weights": {k: dataclasses.asdict(v) for k, v in self.weights.items()},
+            "weights": {k: v.as_dict() for k, v in self.weights.items()},
         }
 
     @classmethod
@@ -408,7 +524,7 @@ class PrecisionPlan:
             t.add_row("tensor", n, *(("-",) * 4 if e is None else (e.format, e.acc, e.rounding, e.overflow)))
         for n in wn:
             e = self.weights.get(n)
-            t.add_row("weight", n, *(("-",) * 4 if e is None else (e.format, "", e.rounding, e.overflow)))
+            t.add_row("weight", n, *(("-",) * 4 if e is None else (e.describe(), "", e.rounding, e.overflow)))
         return t
 
     def render(self, config: LayerConfig | None = None, width: int = 110) -> str:
@@ -549,8 +665,8 @@ _FIXED16_ACC: dict[str, str] = {}
 _HW = dict(_FIXED16)
 
 
-def _fixed(name: str, desc: str, fmts: dict[str, str], acc: Mapping[str, str], default_acc: str, wmat: str,
-           units: UnitSettings, **kw: Any) -> PrecisionPlan:
+def _fixed(name: str, desc: str, fmts: dict[str, str], acc: Mapping[str, str], default_acc: str,
+           wmat: WeightPrecision, units: UnitSettings, **kw: Any) -> PrecisionPlan:
     t = {}
     for n in ALL_TENSORS:
         f = fmts.get(n, fmts["x"] if n == "out" else None)
@@ -560,29 +676,39 @@ def _fixed(name: str, desc: str, fmts: dict[str, str], acc: Mapping[str, str], d
         t[n] = TensorPrecision(f, a)
     w = {}
     for n in ALL_WEIGHTS:
-        w[n] = WeightPrecision(wmat if n in _MATRICES else "s16.12" if n in _BIASES else "s16.13")
+        w[n] = wmat if n in _MATRICES else WeightPrecision("s16.12" if n in _BIASES else "s16.13")
     return PrecisionPlan(name=name, description=desc, tensors=t, weights=w, units=units, **kw)
 
 
 _INT_UNITS = UnitSettings(softmax="exp2_lut", act="table", act_table_in="s14.8", rsqrt="exact", norm_eps="u32.31",
                           softmax_lut_bits=8, softmax_lut_w=16, softmax_guard_bits=8)
+#: fixed16 / hw matrices: s8.7 codes times a per-tensor power of two chosen from the weights, only
+#: where they would saturate (``fit``): real models' weights (|w| up to ~8) do not clip, weights
+#: below 1 keep s8.7 exactly. A per-tensor 2^e is a change of the requant shift (s8.7 x 2^e = s8.(7-e)).
+_W8_POW2 = WeightPrecision("s8.7", scale="tensor", scale_kind="pow2", scale_rule="fit")
 
 _PRESETS: dict[str, Callable[[], PrecisionPlan]] = {
     "float64": lambda: _uniform("float64", "everything float64, exact: the reference itself", "float64", "exact"),
     "fp32": lambda: _uniform("fp32", "fp32 storage, sequential fp32 accumulation", "fp32", "sequential:fp32"),
-    "fp16": lambda: _uniform("fp16", "fp16 storage and sequential fp16 accumulation (no SLaNC)", "fp16",
-                             "sequential:fp16"),
+    "fp16": lambda: _uniform("fp16", "fp16 storage, fp32 accumulation (sequential) and fp32 norm/softmax "
+                             "internals, as GPUs and torch on CPU compute fp16 models (no SLaNC)", "fp16",
+                             "sequential:fp32"),
+    "fp16-acc16": lambda: _uniform("fp16-acc16", "fp16 storage and sequential fp16 accumulation: dot products, "
+                                   "norm sums of squares and the softmax sum all in fp16 (no SLaNC)", "fp16",
+                                   "sequential:fp16"),
     "bf16": lambda: _uniform("bf16", "bf16 storage, fp32 accumulation in blocks of 32", "bf16", "blocked:fp32:32"),
     "fp8": lambda: _gemm_lowp("fp8", "e4m3fn weights and GEMM-input activations, exact accumulation, fp32 out",
                               "e4m3fn"),
     "mxfp8": lambda: _gemm_lowp("mxfp8", "MX e4m3 (block 32, e8m0 scale) weights and GEMM-input activations, "
                                 "exact accumulation, fp32 out", "mxfp8_e4m3"),
-    "fixed16": lambda: _fixed("fixed16", "16-bit fixed activations, 8-bit fixed weights (s8.7), 48-bit saturating "
-                              "accumulators, integer units (exp2-LUT softmax, exact rsqrt, GELU table), SLaNC shifts",
-                              _FIXED16, _FIXED16_ACC, "acc:s48:sat", "s8.7", _INT_UNITS, slanc=True, slanc_pow2=True),
-    "hw": lambda: _fixed("hw", "exactly what rtl/layer_top.v implements: fixed16 formats, 40-bit wrapping MAC "
-                         "accumulators, exp2-LUT softmax, exact rsqrt norm unit, GELU table, SLaNC shifts",
-                         _HW, {}, "acc:s40:wrap", "s8.7", _INT_UNITS, slanc=True, slanc_pow2=True),
+    "fixed16": lambda: _fixed("fixed16", "16-bit fixed activations, s8.7 weights x a per-tensor 2^e (only where they "
+                              "would saturate), 48-bit saturating accumulators, integer units (exp2-LUT softmax, "
+                              "exact rsqrt, GELU table); no SLaNC (the integer norm sums exactly)",
+                              _FIXED16, _FIXED16_ACC, "acc:s48:sat", _W8_POW2, _INT_UNITS, slanc=False,
+                              slanc_pow2=False),
+    "hw": lambda: _fixed("hw", "exactly what rtl/layer_top.v implements: fixed16 formats and weight shifts, 40-bit "
+                         "wrapping MAC accumulators, exp2-LUT softmax, exact rsqrt norm unit, GELU table, SLaNC shifts",
+                         _HW, {}, "acc:s40:wrap", _W8_POW2, _INT_UNITS, slanc=True, slanc_pow2=True),
 }
 
 #: names accepted by :meth:`PrecisionPlan.from_name`

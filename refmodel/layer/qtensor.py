@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,13 @@ class QTensor:
     * minifloat: ``codes`` unsigned raw bit patterns, ``fmt`` :class:`FloatFormat`;
     * MX block: ``mx`` holds the :class:`MXArray` (scales + element codes), ``codes`` is None;
     * float64 (no quantisation): ``fmt`` and ``codes`` are None.
+
+    A scaled weight (:mod:`refmodel.layer.weightscale`) keeps its codes in the element format
+    ``fmt``; ``scale`` is its :class:`WeightScale`, ``elements`` the decoded element values and
+    ``values`` the decoded, scaled values ``elements * scale`` (what the float64 op sees as the
+    quantized weight). A per-tensor power of two on a fixed-point element format is absorbed into
+    ``fmt`` (``s8.7`` x 2^3 is stored as ``s8.4``, same codes; ``scale.element_format`` keeps
+    ``s8.7``). ``clip`` holds a weight's saturation/underflow counts.
     """
 
     values: np.ndarray
@@ -34,6 +41,21 @@ class QTensor:
     f64_t: np.ndarray | None = None  # weights only: a cached float64 BLAS operand (fixed codes.T / values.T)
     all_finite: bool | None = None  # weights only: cached "no NaN/inf" (None = not known)
     prepared: dict | None = None  # weights only: operands the matmul kernels derived from it, by key
+    scale: Any = None  # weights only: WeightScale (codes * scale = values) or None
+    elements: np.ndarray | None = None  # weights only, when scaled: decoded element values (unscaled)
+    clip: Any = None  # weights only: ClipCount of the quantization
+    _view: Any = field(default=None, repr=False, compare=False)  # the cached unscaled() tensor
+
+    def unscaled(self) -> QTensor:
+        """The element tensor of a scaled weight (values = decoded codes, no scale; built once,
+        with its own ``prepared`` cache); ``self`` when unscaled."""
+        if self.scale is None or self.scale.absorbed:
+            return self
+        if self._view is None:
+            ev = self.elements if self.elements is not None else self.values
+            self._view = QTensor(ev, self.fmt, self.codes, self.mx, f64_t=self.f64_t, all_finite=self.all_finite,
+                                 prepared={})
+        return self._view
 
     def finite(self) -> bool:
         return self.all_finite if self.all_finite is not None else bool(np.all(np.isfinite(self.values)))

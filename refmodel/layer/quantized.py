@@ -14,7 +14,9 @@ op         contract
 input      x rounded into F(x)
 weight     w rounded into its weight format (MX: blocks along the reduction axis)
 linear     y = acc(x W^T) under the tensor's accumulation policy, output rounded into F; then
-           (bias) y = round_F(y + b): a second rounding
+           (bias) y = round_F(y + b): a second rounding. Weight with a scale s_c (codes q):
+           a = acc(x q^T) rounded into the work format E (policy format, fp32 for exact),
+           y = round_F(a * s_c) (product exact in float64), then the bias
 norm       xs = round(x / s) (exact for a power of two s); mean = round(acc(sum xs) / d);
            c = round(xs - mean); V = acc(sum c^2) (products exact, FMA-style); var = round(V / d);
            ve = round(var + round(eps / s^2)); r = round(1/sqrt(ve)); n = round(c r);
@@ -31,7 +33,9 @@ rope       round(rope(x)) evaluated in float64
 
 Fixed-point plans (every tensor format ``s<W>.<F>``) use the integer models of the RTL units:
 ``linear``/``mix``/``mul`` :mod:`units.mac` (exact products, ACC_W accumulator with wrap or
-saturate, bias preloaded, requantising shift with the tensor's rounding, saturation to F);
+saturate, bias preloaded, requantising shift with the tensor's rounding, saturation to F; a
+per-tensor 2^e weight scale is part of that shift, a per-channel or fp32 scale goes through
+:mod:`units.requant` with one multiplier per output channel, see :meth:`QuantOps._fixed_matmul_requant`);
 ``scores`` the MAC plus :mod:`units.requant` (dyadic multiplier for 1/sqrt(hd)); ``norm``
 :mod:`units.norm` (SLaNC input shift, exact mean/variance, exact rsqrt unit); ``softmax``
 :mod:`units.softmax` (exp2 LUT, exact reciprocal); ``act`` :mod:`units.activation` (full table
@@ -53,6 +57,7 @@ from ..numerics.fixed import FixedArray, FixedFormat, apply_overflow
 from ..numerics.formats import parse_format
 from ..numerics.minifloat import FloatFormat
 from ..numerics.rounding import Overflow, Rounding, round_shift
+from .clipping import ClipCount, count_clipping
 from .config import LayerConfig
 from .forward import layer_forward, tensor_names
 from .ops import LayerOps, _repeat_kv, activation, rope_half
@@ -81,7 +86,10 @@ class OpRecord:
 
 @dataclass
 class LayerRun:
-    """Result of one quantized forward: tensors by name, the op log, per-tensor statistics."""
+    """Result of one quantized forward: tensors by name, the op log, per-tensor statistics, and
+    ``clipping``: saturation/underflow counts of every tensor and weight
+    (:class:`refmodel.layer.clipping.ClipCount`; :func:`refmodel.layer.clipping.format_clipping`
+    and ``clipping_warnings`` print them)."""
 
     plan: PrecisionPlan
     config: LayerConfig
@@ -90,9 +98,19 @@ class LayerRun:
     records: list[OpRecord]
     stats: dict[str, dict[str, int]]
     slanc: Any = None
+    clipping: dict[str, ClipCount] = field(default_factory=dict)
 
     def values(self) -> dict[str, np.ndarray]:
         return {n: t.values for n, t in self.tensors.items()}
+
+    def clipping_warnings(self) -> list[str]:
+        """One line per tensor or weight above the thresholds (0.1 % saturated, 50 % zero); weights
+        are named ``weight <name> (<format>)``."""
+        out = []
+        for n, c in self.clipping.items():
+            label = f"weight {n} ({self.plan.weight(n).describe()})" if n in self.weights else n
+            out += c.warnings(label)
+        return out
 
 
 def _is_fixed_plan(plan: PrecisionPlan, config: LayerConfig) -> bool:
@@ -129,6 +147,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
                              f"units.rsqrt = {want[2]!r} (have {have[0]!r}, {have[1]!r}, {have[2]!r})")
         self.records: list[OpRecord] = []
         self.stats: dict[str, dict[str, int]] = {}
+        self.clipping: dict[str, ClipCount] = {}
+        self._pre: dict[str, np.ndarray] = {}  # value before a tensor's final rounding, where an op keeps it
         self.seq_len = seq_len or config.seq_len
         self._unit_cache: dict[Any, Any] = {}
 
@@ -138,13 +158,18 @@ class QuantOps(LayerOps[QTensor, QTensor]):
 
     def _store(self, name: str, values: np.ndarray, *, mx_axis: int = -1) -> QTensor:
         tp = self._tp(name)
+        self._pre[name] = values
         return store(values, tp.format, tp.rounding, tp.overflow, mx_axis=mx_axis)
 
     def _log(self, name: str, kind: str, inputs: tuple[str, ...], k: int = 0, **details: Any) -> None:
         tp = self._tp(name)
         self.records.append(OpRecord(name, kind, inputs, tp.format, tp.acc, k, details))
 
-    def _finish(self, name: str, t: QTensor) -> QTensor:
+    def _finish(self, name: str, t: QTensor, *, exclude: np.ndarray | None = None) -> QTensor:
+        pre = self._pre.pop(name, None)
+        if pre is not None and np.shape(pre) != t.shape:
+            pre = None
+        self.clipping[name] = count_clipping(t, pre, exclude=exclude, rounding=self._tp(name).rounding)
         v = t.values
         st = {"nonfinite": int(np.count_nonzero(~np.isfinite(v)))}
         if isinstance(t.fmt, FixedFormat) and t.codes is not None:
@@ -202,6 +227,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if t is None:
             t = quantize_weight(self.plan, name, w)
         self.weights[name] = t
+        if t.clip is not None:
+            self.clipping[name] = t.clip
         return t
 
     def to_float(self, t: Any) -> np.ndarray:
@@ -215,13 +242,18 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if self.fixed:
             y, det = self._fixed_matmul(name, x, w, b)
         else:
-            wt = QTensor(w.values.T, w.fmt, None if w.codes is None else w.codes.T, w.mx,
-                         f64_t=w.f64_t if not isinstance(w.fmt, FixedFormat) else None, all_finite=w.all_finite,
-                         prepared=w.prepared)
+            we = w.unscaled()  # a scaled weight enters the product as its element values (codes)
+            wt = QTensor(we.values.T, we.fmt, None if we.codes is None else we.codes.T, we.mx,
+                         f64_t=we.f64_t if not isinstance(we.fmt, FixedFormat) else None, all_finite=we.all_finite,
+                         prepared=we.prepared)
             # v feeds p @ v, whose reduction runs over the sequence: its MX blocks go along axis 0
             mx_axis = 0 if name == "v" else -1
-            y = self._mm(x, wt, tp.format, tp.acc, tp.rounding, tp.overflow, mx_axis=mx_axis)
-            det = {"bias_rounding": b is not None}
+            if w.scale is None or w.scale.absorbed:
+                y = self._mm(x, wt, tp.format, tp.acc, tp.rounding, tp.overflow, mx_axis=mx_axis)
+                det = {} if w.scale is None else {"weight_scale": self._scale_info(w.scale, "weight format")}
+            else:
+                y, det = self._float_scale_epilogue(name, x, wt, w.scale, mx_axis)
+            det["bias_rounding"] = b is not None
             if b is not None:
                 y = self._store(name, y.values + b.values, mx_axis=mx_axis)
         if heads is not None:
@@ -229,8 +261,33 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             tr = lambda a: None if a is None else a.reshape(s, heads, n // heads).transpose(1, 0, 2).copy()  # noqa: E731
             # an MX tensor keeps its block codes in the pre-split [s, heads*hd] layout
             y = QTensor(tr(y.values), y.fmt, tr(y.codes), y.mx)
+            if name in self._pre and np.shape(self._pre[name]) == (s, n):
+                self._pre[name] = tr(np.asarray(self._pre[name]))
         self._log(name, "linear", ins, K, **det)
         return self._finish(name, y)
+
+    @staticmethod
+    def _scale_info(sc: Any, applied: str) -> dict[str, Any]:
+        """Scalar description of a weight scale for the op record (and a golden manifest)."""
+        info: dict[str, Any] = {k: v for k, v in sc.summary().items() if isinstance(v, (str, int, float))}
+        info["applied"] = applied
+        if sc.absorbed:
+            info["exponent"] = int(sc.exponents.reshape(-1)[0])
+        return info
+
+    def _float_scale_epilogue(self, name: str, x: QTensor, wt: QTensor, sc: Any, mx_axis: int):
+        """Float plans, scaled weight: ``a = acc(x q^T)`` rounded into the work format ``E``
+        (the accumulation policy's format; fp32 for ``exact``), then ``y = round_F(a * s_c)``:
+        one rounding, the product being exact in float64 (``s_c`` fp32 or 2^e, ``a`` <= 24 bits)."""
+        tp = self._tp(name)
+        E = self._work_format(name)
+        a = self._mm(x, wt, E, tp.acc, tp.rounding, tp.overflow)
+        with np.errstate(over="ignore", invalid="ignore"):
+            pre = a.values * sc.values.reshape(1, -1)
+        y = self._store(name, pre, mx_axis=mx_axis)
+        info = self._scale_info(sc, "epilogue")
+        info.update(epilogue=f"round_{tp.format}(round_{E}(acc) * s)", acc_format=E)
+        return y, {"weight_scale": info, "weight_scale_values": sc.values}
 
     def norm(self, name: str, x: QTensor, gamma: QTensor, beta: QTensor | None, *, kind: str, eps: float,
              scale: float = 1.0) -> QTensor:
@@ -266,7 +323,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             y = self._store(name, np.where(allowed, raw * scale, 0.0))
             det = {"scale": scale, "scale_exact": math.frexp(scale)[0] == 0.5}
         self._log(name, "scores", (self._name_of(q), self._name_of(k)), hd, mask=mask, **det)
-        return self._finish(name, y)
+        return self._finish(name, y, exclude=None if mask is None else ~allowed)
 
     def softmax(self, name: str, s: QTensor, *, mask: np.ndarray | None, shifted: bool = True) -> QTensor:
         allowed = np.ones(s.shape, dtype=bool) if mask is None else np.broadcast_to(mask, s.shape)
@@ -278,7 +335,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         else:
             y, det = self._float_softmax(name, s, allowed, shifted)
         self._log(name, "softmax", (self._name_of(s),), n, shifted=shifted, mask=mask, **det)
-        return self._finish(name, y)
+        return self._finish(name, y, exclude=None if mask is None else ~allowed)
 
     def mix(self, name: str, p: QTensor, v: QTensor) -> QTensor:
         H = p.shape[0]
@@ -371,11 +428,16 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             ve = st(var.values + eps_s.values)
             r = st(1.0 / np.sqrt(ve.values))
             n = st(c.values * r.values)
-            y = st(n.values * gamma.values)
+            pre = n.values * gamma.values
+            y = st(pre)
             if beta is not None:
-                y = st(y.values + beta.values)
-        out = self._store(name, y.values.reshape(lead + (d,))) if W != tp.format else \
-            QTensor(y.values.reshape(lead + (d,)), y.fmt, None if y.codes is None else y.codes.reshape(lead + (d,)))
+                pre = y.values + beta.values
+                y = st(pre)
+        if W != tp.format:
+            out = self._store(name, y.values.reshape(lead + (d,)))
+        else:
+            self._pre[name] = pre.reshape(lead + (d,))
+            out = QTensor(y.values.reshape(lead + (d,)), y.fmt, None if y.codes is None else y.codes.reshape(lead + (d,)))
         return out, {"eps_format": self.plan.units.norm_eps, "work_format": W,
                      "var_nonfinite": int(np.count_nonzero(~np.isfinite(V.values)))}
 
@@ -408,7 +470,11 @@ class QuantOps(LayerOps[QTensor, QTensor]):
                          tp.overflow) if np.all(np.isfinite(e2)) else QTensor(e2.sum(axis=-1, keepdims=True))
             Sv = S.values.reshape(sv.shape[:-1] + (1,))
             p = np.where(allowed, e.values / Sv, 0.0)
-            p = st(p) if F == tp.format else self._store(name, p)  # one rounding of e / S
+            if F == tp.format:  # one rounding of e / S
+                self._pre[name] = p
+                p = st(p)
+            else:
+                p = self._store(name, p)
         return p, {"work_format": F}
 
     # ---- fixed-plan internals ---------------------------------------------------------------
@@ -417,9 +483,28 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         rounding (tensor rounding mode) then saturation/wrap (tensor overflow)."""
         tp = self._tp(name)
         fmt = parse_format(tp.format)
+        self._pre[name] = np.ldexp(np.asarray(codes, dtype=np.float64), -frac)
         c = round_shift(codes, frac - fmt.frac, tp.rounding) if frac >= fmt.frac else codes << np.int64(fmt.frac - frac)
         c = apply_overflow(c, fmt, tp.overflow, what=f"tensor {name}")
         return QTensor(FixedArray(c, fmt).to_float(), fmt, c)
+
+    def _accumulator(self, name: str, a_fmt: FixedFormat, w_fmt: FixedFormat, K: int) -> tuple[int, int, int, Any]:
+        """(a_w, w_w, acc_w, overflow) of tensor ``name``'s MAC: the plan's fixed accumulator, or
+        for other policies an exact one (``a_w + w_w + clog2(K)`` bits, at most 62)."""
+        tp = self._tp(name)
+        pol = acc.parse_policy(tp.acc)
+        a_w = a_fmt.width + (0 if a_fmt.signed else 1)  # unsigned operands enter zero-extended
+        w_w = w_fmt.width + (0 if w_fmt.signed else 1)
+        need = a_w + w_w + _clog2(K)
+        if isinstance(pol, acc.FixedAccumulator):
+            if pol.frac is not None and pol.frac != a_fmt.frac + w_fmt.frac:
+                raise ValueError(f"tensor {name}: accumulator {tp.acc} must hold products at their own fraction "
+                                 f"{a_fmt.frac + w_fmt.frac} (omit the .frac: acc:s{pol.width}:...)")
+            if pol.width < a_w + w_w:
+                raise ValueError(f"tensor {name}: accumulator {tp.acc} ({pol.width} bits) cannot hold one "
+                                 f"{a_w}x{w_w}-bit product ({a_fmt} x {w_fmt}; K={K} needs {need} bits)")
+            return a_w, w_w, pol.width, pol.overflow
+        return a_w, w_w, min(max(need, a_w + w_w), 62), Overflow.WRAP
 
     def _mac_params(self, name: str, a_fmt: FixedFormat, w_fmt: FixedFormat, K: int, bias_fmt: FixedFormat | None,
                     extra_shift: int = 0, out_fmt: FixedFormat | None = None):
@@ -427,21 +512,12 @@ class QuantOps(LayerOps[QTensor, QTensor]):
 
         tp = self._tp(name)
         out = out_fmt or parse_format(tp.format)
-        pol = acc.parse_policy(tp.acc)
-        a_w = a_fmt.width + (0 if a_fmt.signed else 1)  # unsigned operands enter zero-extended
-        w_w = w_fmt.width + (0 if w_fmt.signed else 1)
-        need = a_w + w_w + _clog2(K)
-        if isinstance(pol, acc.FixedAccumulator):
-            acc_w, ovf = pol.width, pol.overflow
-            if pol.frac is not None and pol.frac != a_fmt.frac + w_fmt.frac:
-                raise ValueError(f"tensor {name}: accumulator {tp.acc} must hold products at their own fraction "
-                                 f"{a_fmt.frac + w_fmt.frac} (omit the .frac: acc:s{acc_w}:...)")
-        else:
-            acc_w, ovf = min(max(need, a_w + w_w), 62), Overflow.WRAP
+        a_w, w_w, acc_w, ovf = self._accumulator(name, a_fmt, w_fmt, K)
         pf = a_fmt.frac + w_fmt.frac
         shift = pf - out.frac + extra_shift
         if shift < 0:
-            raise ValueError(f"tensor {name}: output {out} has more fraction bits than the products ({pf})")
+            raise ValueError(f"tensor {name}: output {out} has more fraction bits than the products ({pf}: "
+                             f"{a_fmt} x {w_fmt})")
         kw: dict[str, Any] = {}
         if bias_fmt is not None:
             lsh = max(pf - bias_fmt.frac, 0)  # a finer bias is first rounded to the accumulator LSB
@@ -450,9 +526,18 @@ class QuantOps(LayerOps[QTensor, QTensor]):
                          rounding=tp.rounding, acc_overflow=ovf, **kw), out
 
     def _fixed_matmul(self, name, x: QTensor, w: QTensor, b: QTensor | None):
+        """Fixed plans: exact MAC into the accumulator, bias preloaded, one requantising shift.
+        A per-tensor power-of-two weight scale is already in the weight's format (``s8.7`` x 2^e
+        is ``s8.(7-e)``), so it is part of that shift; other scales go through
+        :meth:`_fixed_matmul_requant`."""
+        sc = w.scale
+        if sc is not None and not sc.absorbed:
+            return self._fixed_matmul_requant(name, x, w, b)
         K = x.shape[-1]
         p, out = self._mac_params(name, x.fmt, w.fmt, K, None if b is None else b.fmt)
         det: dict[str, Any] = {"mac": p}
+        if sc is not None:
+            det["weight_scale"] = self._scale_info(sc, "mac shift")
         bias = None
         if b is not None:
             pf = x.fmt.frac + w.fmt.frac
@@ -463,6 +548,55 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             lim = (1 << (p.b_w - 1)) - 1
             bias = np.clip(bias, -lim - 1, lim)
         codes = _mac_matmul(x.codes, w, p, bias)
+        return QTensor(FixedArray(codes, out).to_float(), out, codes), det
+
+    def _fixed_matmul_requant(self, name, x: QTensor, w: QTensor, b: QTensor | None):
+        """Fixed plans, per-channel (or float) weight scale: the hardware-style epilogue.
+
+        ``acc_c = b_acc_c + sum_k x_k q_ck`` exact in the plan's accumulator (``s{ACC_W}``, wrap or
+        saturate), with the bias rounded offline (rne) into accumulator units of its channel,
+        ``b_acc_c = round(b_c 2^pf / s_c)`` (``pf`` = x frac + element frac); then
+        ``y_c = sat(round(acc_c * M_c / 2^SHIFT))`` by :func:`units.requant.requant` with the
+        tensor's rounding, ``M_c / 2^SHIFT ~= s_c 2^(out_frac - pf)``
+        (:func:`units.requant.choose_channel_multipliers`: ``units.requant_m_w``-bit
+        multipliers, one shared SHIFT)."""
+        from ..numerics.units.mac import MacParams, matmul_acc_int
+        from ..numerics.units.requant import RequantParams, choose_channel_multipliers, requant
+
+        tp = self._tp(name)
+        out = parse_format(tp.format)
+        K, N = x.shape[-1], w.shape[0]
+        sc = w.scale
+        a_w, w_w, acc_w, ovf = self._accumulator(name, x.fmt, w.fmt, K)
+        pf = x.fmt.frac + w.fmt.frac
+        m_w = self.plan.units.requant_m_w
+        key = ("requant", name, id(sc), pf, out.frac, m_w)
+        if key not in self._unit_cache:
+            reals = np.broadcast_to(np.ldexp(sc.values, out.frac - pf), (N,))
+            try:
+                self._unit_cache[key] = choose_channel_multipliers(reals, m_w)
+            except ValueError as e:
+                raise ValueError(f"tensor {name}: {e}") from None
+        M, SH = self._unit_cache[key]
+        bias = None if b is None else _bias_in_acc_units(b, np.broadcast_to(sc.values, (N,)), pf)
+        b_w = 1 if bias is None else max(int(np.abs(bias).max()).bit_length() + 1, 2)
+        if b_w > acc_w:
+            raise ValueError(f"tensor {name}: the bias in accumulator units needs {b_w} bits, the accumulator "
+                             f"{tp.acc} has {acc_w}")
+        pacc = MacParams(a_w=a_w, w_w=w_w, acc_w=acc_w, out_w=acc_w, shift=0, rounding=tp.rounding,
+                         acc_overflow=ovf, b_w=b_w, bias_lsh=0)
+        accs = matmul_acc_int(x.codes, w.codes.T, pacc, bias)
+        in_w = min(acc_w, max(a_w + w_w + _clog2(K), b_w) + 1)  # every accumulator value fits
+        try:
+            rq = RequantParams(in_w=in_w, m_w=m_w, shift=SH, out_w=out.width, rounding=tp.rounding)
+        except ValueError as e:
+            raise ValueError(f"tensor {name}: {e}") from None
+        codes = requant(accs, M, rq)
+        info = self._scale_info(sc, "per-channel requant multiplier")
+        det: dict[str, Any] = {"mac": pacc, "requant": rq, "multipliers": M, "weight_scale": info,
+                               "weight_scale_values": sc.values}
+        if b is not None:
+            det["bias_requant"] = {"from": str(b.fmt), "frac": pf, "per_channel": True, "rounding": "rne"}
         return QTensor(FixedArray(codes, out).to_float(), out, codes), det
 
     def _fixed_scores(self, name, q: QTensor, kr: QTensor, scale: float, allowed: np.ndarray):
@@ -666,16 +800,58 @@ def _sequential_product(a: QTensor, b: QTensor, fmt: Any, policy: str, rounding:
 
 def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
     """One weight rounded into its plan format (offline, once). Linear weights are [out, in]: MX
-    blocks run along the input (reduction) axis."""
+    blocks run along the input (reduction) axis. A scaled weight entry
+    (:mod:`refmodel.layer.weightscale`) first chooses its scale from ``w`` and rounds ``w / s``.
+
+    The returned tensor carries ``clip`` (saturated / flushed-to-zero counts; ``clip.warnings(name)``
+    gives the lines to print when more than 0.1 % saturated or more than half is zero, e.g. ``s8.0``
+    without a scale). The CLI commands print them; library code does not raise Python warnings, so a
+    deliberately harsh plan still runs quietly under ``-W error``."""
     wp = plan.weight(name)
-    t = store(np.asarray(w, dtype=np.float64), wp.format, wp.rounding, wp.overflow, mx_axis=-1)
+    a = np.asarray(w, dtype=np.float64)
+    sc = None
+    if wp.scaled:
+        from .weightscale import quantize_scaled
+
+        try:
+            t, sc, pre = quantize_scaled(a, wp.format, wp.rounding, wp.overflow, wp.scale, wp.scale_kind, wp.scale_rule)
+        except ValueError as e:
+            raise ValueError(f"weight {name}: {e}") from None
+    else:
+        t, pre = store(a, wp.format, wp.rounding, wp.overflow, mx_axis=-1), a
+    clip = count_clipping(t, pre, rounding=wp.rounding)
     if t.codes is not None and isinstance(t.fmt, FixedFormat) and t.codes.ndim == 2:
         t.f64_t = np.ascontiguousarray(t.codes.T, dtype=np.float64)  # cached BLAS operand (exact)
     elif isinstance(t.fmt, FloatFormat) and t.values.ndim == 2:
-        t.f64_t = np.ascontiguousarray(t.values.T)  # decoded values, transposed once
+        t.f64_t = np.ascontiguousarray(t.values.T)  # decoded (element) values, transposed once
     t.all_finite = bool(np.all(np.isfinite(t.values)))
+    if sc is not None and sc.granularity == "tensor" and sc.kind == "pow2" and isinstance(t.fmt, FixedFormat):
+        e = int(sc.exponents.reshape(-1)[0])  # s<W>.<F> x 2^e is s<W>.<F-e>: same codes, exact values
+        eff = FixedFormat(t.fmt.width, t.fmt.frac - e, t.fmt.signed)
+        sc.absorbed = True
+        t = QTensor(np.ldexp(t.values, e), eff, t.codes, None, f64_t=t.f64_t, all_finite=t.all_finite, scale=sc)
+    elif sc is not None:
+        t = QTensor(t.values * sc.along_rows(t.values.ndim), t.fmt, t.codes, None, f64_t=t.f64_t,
+                    all_finite=t.all_finite, scale=sc, elements=t.values)
+    t.clip = clip
     t.prepared = {}
     return t
+
+
+def _bias_in_acc_units(b: QTensor, scales: np.ndarray, pf: int) -> np.ndarray:
+    """``round_rne(b_c * 2^pf / s_c)`` per channel, exactly (Python integers): ``b_c`` is a
+    fixed-point bias, ``s_c`` a dyadic scale (fp32 or 2^e)."""
+    from fractions import Fraction
+
+    if not isinstance(b.fmt, FixedFormat):
+        raise ValueError(f"a per-channel weight scale in a fixed plan needs a fixed-point bias, got {b.spec}")
+    out = np.empty(scales.shape, dtype=np.int64)
+    for c, (code, s) in enumerate(zip(b.codes.tolist(), scales.tolist(), strict=True)):
+        q = Fraction(code * (1 << max(pf - b.fmt.frac, 0)), 1 << max(b.fmt.frac - pf, 0)) / Fraction(s)
+        fl = q.numerator // q.denominator
+        r = q - fl
+        out[c] = fl + (1 if r > Fraction(1, 2) or (r == Fraction(1, 2) and fl % 2) else 0)
+    return out
 
 
 def _mac_matmul(a_codes: np.ndarray, w: QTensor, p: Any, bias: np.ndarray | None) -> np.ndarray:
@@ -733,7 +909,8 @@ class QuantizedLayer:
         ops = QuantOps(self.plan, self.config, seq_len=np.asarray(x).shape[0], qweights=self.qweights)
         layer_forward(ops, self.config, self.weights, x, pad_mask=pad_mask, slanc=slanc,
                       softmax_shifted=self.plan.softmax_shifted, positions=positions)
-        return LayerRun(self.plan, self.config, dict(ops.tensors), dict(ops.weights), ops.records, ops.stats, slanc)
+        return LayerRun(self.plan, self.config, dict(ops.tensors), dict(ops.weights), ops.records, ops.stats, slanc,
+                        dict(ops.clipping))
 
 
 def run_quantized(

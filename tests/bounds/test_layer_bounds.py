@@ -108,10 +108,10 @@ def test_no_guarantee_is_reported_by_name():
     assert not np.isfinite(b["x"].rigorous[1, 3]) and np.isfinite(b["x"].rigorous[0, 0])
     assert any("input x" in r and "s16.8" in r for r in b["x"].no_guarantee), b["x"].no_guarantee
     assert not b["ln1"].guaranteed and any("input tensor x" in r for r in b["ln1"].no_guarantee)
-    # fp16 without SLaNC: 1e3-sigma outliers overflow the norm's sum of squares
+    # fp16 accumulation without SLaNC: 1e3-sigma outliers overflow the norm's sum of squares
     x = random_inputs(cfg, seed=3)
     x[:, 5] = 3000.0
-    run = run_quantized(cfg, w, x, "fp16")
+    run = run_quantized(cfg, w, x, "fp16-acc16")
     b = layer_bounds(run, run_reference(cfg, w, x))
     assert not b["ln1"].guaranteed
     assert any("sum of squares" in r and "fp16" in r for r in b["ln1"].no_guarantee), b["ln1"].no_guarantee
@@ -124,7 +124,10 @@ def test_no_guarantee_is_reported_by_name():
 
     w2 = LayerWeights(wd)
     x = random_inputs(cfg, seed=3)
-    run = run_quantized(cfg, w2, x, "hw")
+    from refmodel.layer.plan import WeightPrecision
+
+    hw = PrecisionPlan.from_name("hw")  # hw would scale wq by 2^2; plain s8.7 clips the 3.0
+    run = run_quantized(cfg, w2, x, hw.replace(weights={**hw.weights, "wq": WeightPrecision("s8.7")}))
     ref = run_reference(cfg, w2, x)
     b = layer_bounds(run, ref, isolate=False)
     assert any("weight wq" in r and "clipped" in r for r in b["q"].no_guarantee), b["q"].no_guarantee

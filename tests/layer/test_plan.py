@@ -50,12 +50,17 @@ def test_presets_complete_and_round_trip(name, tmp_path):
 
 
 def test_preset_semantics():
-    assert set(PRESET_NAMES) == {"float64", "fp32", "fp16", "bf16", "fp8", "mxfp8", "fixed16", "hw"}
+    assert set(PRESET_NAMES) == {"float64", "fp32", "fp16", "fp16-acc16", "bf16", "fp8", "mxfp8", "fixed16", "hw"}
     f64 = PrecisionPlan.from_name("float64")
     assert {t.format for t in f64.tensors.values()} == {"float64"} and {t.acc for t in f64.tensors.values()} == {"exact"}
-    fp16 = PrecisionPlan.from_name("fp16")
-    assert {t.format for t in fp16.tensors.values()} == {"fp16"} and {w.format for w in fp16.weights.values()} == {"fp16"}
-    assert fp16.tensor("q").acc == "sequential:fp16" and fp16.tensor("res1").acc == "exact"  # add: no reduction
+    # fp16: fp16 storage, fp32 accumulation (what GPUs and torch on CPU do); fp16-acc16 accumulates in fp16
+    for name, acc_fmt in (("fp16", "fp32"), ("fp16-acc16", "fp16")):
+        p = PrecisionPlan.from_name(name)
+        assert {t.format for t in p.tensors.values()} == {"fp16"} and {w.format for w in p.weights.values()} == {"fp16"}
+        assert p.tensor("q").acc == f"sequential:{acc_fmt}" and p.tensor("ln1").acc == f"sequential:{acc_fmt}"
+        assert p.tensor("res1").acc == "exact"  # add: no reduction
+        assert p.summary()["accumulation"] == f"sequential:{acc_fmt}, exact" or \
+            p.summary()["accumulation"].startswith(f"sequential:{acc_fmt}")
     fp8 = PrecisionPlan.from_name("fp8")
     assert fp8.weight("wq").format == "e4m3fn" and fp8.weight("bq").format == "fp32"
     assert fp8.tensor("ln1").format == "e4m3fn" and fp8.tensor("probs").format == "e4m3fn"
@@ -64,9 +69,13 @@ def test_preset_semantics():
     assert PrecisionPlan.from_name("mxfp8").weight("w_up").format == "mxfp8_e4m3"
     for n in ("fixed16", "hw"):
         p = PrecisionPlan.from_name(n)
-        assert p.slanc and p.slanc_pow2 and p.units.softmax == "exp2_lut" and p.units.act == "table"
+        assert p.units.softmax == "exp2_lut" and p.units.act == "table"
         assert all(t.format[0] in "su" for t in p.tensors.values())  # fixed point everywhere
-        assert p.weight("wq").format.startswith("s8.")
+        # s8.7 matrices times a per-tensor power of two, only where the weights would saturate
+        assert p.weight("wq") == WeightPrecision("s8.7", scale="tensor", scale_kind="pow2", scale_rule="fit")
+        assert not p.weight("bq").scaled and not p.weight("ln1_g").scaled
+    assert PrecisionPlan.from_name("hw").slanc and PrecisionPlan.from_name("hw").slanc_pow2
+    assert not PrecisionPlan.from_name("fixed16").slanc  # the integer norm sums exactly: no SLaNC needed
     assert PrecisionPlan.from_name("fixed16").tensor("x").format.startswith("s16.")
 
 
@@ -123,7 +132,7 @@ def test_errors_name_the_bad_key(patch, where):
 
 def test_base_and_overrides_from_toml(tmp_path):
     f = tmp_path / "mine.toml"
-    f.write_text('base = "fp16"\nname = "fp16-fp32scores"\nslanc = true\n\n[tensors.scores]\nformat = "fp32"\n'
+    f.write_text('base = "fp16-acc16"\nname = "fp16-fp32scores"\nslanc = true\n\n[tensors.scores]\nformat = "fp32"\n'
                  'acc = "blocked:fp32:32"\n\n[tensors]\nprobs = "bf16"\n\n[units]\nsoftmax_lut_bits = 8\n')
     p = PrecisionPlan.load(f)
     assert p.name == "fp16-fp32scores" and p.slanc is True

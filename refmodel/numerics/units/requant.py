@@ -35,7 +35,8 @@ import numpy as np
 
 from refmodel.numerics.rounding import Rounding, round_shift
 
-__all__ = ["RequantParams", "ROUND_MODE_CODES", "requant", "requant_with_flags", "choose_multiplier"]
+__all__ = ["RequantParams", "ROUND_MODE_CODES", "requant", "requant_with_flags", "choose_multiplier",
+           "choose_channel_multipliers"]
 
 #: RTL ``ROUND_MODE`` parameter value for each supported rounding mode.
 ROUND_MODE_CODES: dict[Rounding, int] = {Rounding.FLOOR: 0, Rounding.HALF_UP: 1, Rounding.RNE: 2}
@@ -133,3 +134,30 @@ def choose_multiplier(scale: float, m_w: int, max_shift: int = 62) -> tuple[int,
 def _round_half_up_scaled(scale: float, shift: int) -> int:
     """floor(scale * 2**shift + 1/2), exactly (Fraction)."""
     return math.floor(Fraction(scale) * (1 << shift) + Fraction(1, 2))
+
+
+def choose_channel_multipliers(scales: np.ndarray, m_w: int, max_shift: int = 62) -> tuple[np.ndarray, int]:
+    """Per-channel multipliers sharing one ``SHIFT`` (one requantiser, a multiplier per output
+    channel fed on ``s_mult``): ``SHIFT`` is :func:`choose_multiplier`'s for the largest scale,
+    ``M_c = round_half_up(scale_c * 2**SHIFT)`` (exact), every ``M_c < 2**m_w``.
+
+    Error: ``|M_c / 2**SHIFT - scale_c| <= 2**-(SHIFT + 1)``, i.e. relative ``2**-m_w`` for the
+    largest scale and proportionally more for smaller ones; scales that are powers of two within
+    ``2**(m_w-1)`` of the largest are exact. ``ValueError`` if a scale rounds to ``M = 0``
+    (raise ``m_w``).
+
+    >>> choose_channel_multipliers(np.array([0.75, 0.5, 0.1]), 8)
+    (array([192, 128,  26]), 8)
+    """
+    s = np.asarray(scales, dtype=np.float64).ravel()
+    if s.size == 0 or not np.all(np.isfinite(s) & (s > 0)):
+        raise ValueError("choose_channel_multipliers: scales must be finite and > 0")
+    _, shift = choose_multiplier(float(s.max()), m_w, max_shift)
+    m = np.array([_round_half_up_scaled(float(v), shift) for v in s], dtype=np.int64)
+    if m.max() >= (1 << m_w):  # the largest scale itself carried: choose_multiplier already avoided it
+        raise AssertionError("choose_channel_multipliers: multiplier overflow")
+    if m.min() == 0:
+        i = int(np.argmin(m))
+        raise ValueError(f"choose_channel_multipliers: scale {s[i]!r} of channel {i} rounds to multiplier 0 at "
+                         f"SHIFT {shift} (largest scale {s.max()!r}); raise the multiplier width above {m_w}")
+    return m.reshape(np.shape(scales)), int(shift)
