@@ -23,9 +23,10 @@ def register(app: typer.Typer) -> None:
         out: str | None = typer.Option(None, "--out", help="report folder (default: study-NAME); must be new, "
                                        "empty, or an earlier refmodel report"),
         quick: bool = typer.Option(False, "--quick", help="a small run: first layers only, few tokens, two plans"),
-        full: bool = typer.Option(False, "--full", help="everything: every preset, 32 tokens, all sequence lengths"),
-        tokens: int | None = typer.Option(None, "--tokens", help="input tokens (default per study: 16; --quick 8, "
-                                          "--full 32)"),
+        full: bool = typer.Option(False, "--full", help="everything: every preset, more tokens, more residual "
+                                  "scales, scaling on random weights too"),
+        tokens: int | None = typer.Option(None, "--tokens", help="input tokens, 1..64 (default: each study's own, "
+                                          "see docs/studies.md; fewer with --quick, more with --full)"),
         seed: int = typer.Option(0, "--seed", help="seed of the random weights and synthetic inputs"),
         as_json: bool = typer.Option(False, "--json", help="print the claims and headline tables as JSON"),
     ) -> None:
