@@ -150,10 +150,13 @@ def predict_background_error(x: np.ndarray, g: np.ndarray, *, kind: str, eps: fl
                              background: np.ndarray) -> float:
     """Predicted median componentwise relative error of ``norm(x) * g`` on the ``background``
     entries for the norm op of :func:`norm_forward` (``x`` already divided by the SLaNC scale),
-    from the rounding model of the analysis: each step rounds once; sequential sums follow
+    from the rounding model of the analysis applied to the op's steps (refmodel.layer.quantized:
+    mean = round(sum / d), c = round(x - mean), V = sequential sum of c^2, var = round(V / d),
+    ve = round(var + eps), r = round(1/sqrt(ve)), n = round(c r), y = round(n g), then one more
+    rounding into the storage format when it differs from the work format): sequential sums follow
     :func:`_seq_sum_error` (swamped terms lost, others uniform within half an ulp); a row-shared
-    error of the mean (LayerNorm) and of ``r = 1/sqrt(V/d + eps)`` (half the relative error of V)
-    plus each entry's own roundings (centred value, ``c r``, ``* g``, the output format). Entry i's
+    error of the mean (LayerNorm) and of r (half the relative error of V, var and ve) plus each
+    entry's own roundings. Entry i's
     error is about ``sqrt(a_i^2 + (0.674 sigma_i)^2)`` (deterministic part a_i, random sigma_i);
     the prediction is its median over the background entries."""
     W = FloatFormat.parse(work)
@@ -177,10 +180,13 @@ def predict_background_error(x: np.ndarray, g: np.ndarray, *, kind: str, eps: fl
             a -= (m_sum[:, None] / d) / c
             var += (v_sum[:, None] / d**2 + _half_ulp(mu, W) ** 2 / 3.0) / (c * c) + rel_var(c, W)
     V = np.sum(c * c, axis=1, keepdims=True)
-    m_V, v_V = _seq_sum_error(c * c, W)
+    m_V, v_V = _seq_sum_error(c * c, W)  # its last add is the rounding of V itself
     a += -0.5 * m_V[:, None] / V
-    var += v_V[:, None] / (4.0 * V * V) + rel_var(V, W) / 4.0 + rel_var(r, W)
-    var += rel_var(n, W) + rel_var(n * g, W) + rel_var(y, S)
+    var_d = V / d
+    var += v_V[:, None] / (4.0 * V * V) + (rel_var(var_d, W) + rel_var(var_d + eps, W)) / 4.0 + rel_var(r, W)
+    var += rel_var(n, W) + rel_var(n * g, W)
+    if S != W:  # the output is rounded once more into the storage format
+        var += rel_var(y, S)
     pred = np.sqrt(a * a + (_MEDIAN_ABS_NORMAL**2) * var)
     ok = background & np.isfinite(pred) & (y != 0)
     return float(np.median(pred[ok]))
