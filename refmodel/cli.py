@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 #: command modules, registered in this order
-COMMANDS = ["formats", "demo", "accuracy", "bounds", "golden", "plan"]
+COMMANDS = ["formats", "demo", "accuracy", "bounds", "golden", "plan", "sweep"]
 
 
 def _print_version(value: bool) -> None:
