@@ -216,6 +216,17 @@ def _label(spec: str) -> str:
     return p.stem if p.suffix.lower() in (".json", ".toml") else spec
 
 
+def _labelled(specs: str | Sequence[str], what: str) -> dict[str, str]:
+    """label -> spec; two specs with one label (files with the same stem) are a usage error."""
+    out: dict[str, str] = {}
+    for spec in parse_list(specs, what):
+        label = _label(spec)
+        if label in out:
+            raise UserError(f"two {what} are labelled {label!r} (file stems must differ): {out[label]}, {spec}")
+        out[label] = spec
+    return out
+
+
 def build_grid(configs: str | Sequence[str], plans: str | Sequence[str], seeds: str | int | Sequence[int],
                kinds: str | Sequence[str], options: JobOptions | None = None) -> Grid:
     """Resolve every config and plan (presets or files; a bad one is a usage error naming it),
@@ -239,16 +250,6 @@ def build_grid(configs: str | Sequence[str], plans: str | Sequence[str], seeds: 
 
     if opts.sim not in SIMULATORS:
         raise UserError(f"unknown --sim {opts.sim!r}: use {' or '.join(SIMULATORS)}")
-    cfgs: dict[str, Any] = {}
-    for spec in parse_list(configs, "configs"):
-        label = _label(spec)
-        if label in cfgs:
-            raise UserError(f"two configs are labelled {label!r} (file stems must differ): {spec}")
-        cfgs[label] = load_config(spec)
-    pls: dict[str, Any] = {}
-    for spec in parse_list(plans, "plans"):
-        label = _label(spec)
-        if label in pls:
-            raise UserError(f"two plans are labelled {label!r} (file stems must differ): {spec}")
-        pls[label] = load_plan(spec)
+    cfgs = {label: load_config(spec) for label, spec in _labelled(configs, "configs").items()}
+    pls = {label: load_plan(spec) for label, spec in _labelled(plans, "plans").items()}
     return Grid(cfgs, pls, parse_seeds(seeds), ks, opts)

@@ -118,8 +118,7 @@ def plot_sweep(records: Sequence[dict[str, Any]], grid: Grid) -> bytes:
     nrows = -(-len(kinds) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(max(4.0, 1.6 * len(plans) + 1.6) * ncols,
                                                      (0.7 * len(configs) + 1.4) * nrows + 0.5), squeeze=False)
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#d9d9d9")
     for ax in axes.flat[len(kinds):]:
         ax.set_visible(False)
     for ax, kind in zip(axes.flat, kinds, strict=False):
