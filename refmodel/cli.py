@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 #: command modules, registered in this order
-COMMANDS = ["formats", "demo", "accuracy", "bounds", "golden", "plan", "study"]
+COMMANDS = ["formats", "demo", "accuracy", "bounds", "golden", "plan", "study", "sweep"]
 
 
 def _print_version(value: bool) -> None:
