@@ -4,7 +4,7 @@ The statistical tiers treat rounding errors as independent and mean-zero (Azuma-
 the actual partial sums). A prompt that repeats a token breaks that: its keys give identical
 logits, identical exps (identical exp rounding errors) and identical ``p v`` products, and a
 sequential accumulator adding the same value in the same binade makes the same rounding error
-every time (tolerance-audit.md: honest hardware exceeded such a tier by up to 7x). The softmax
+every time (measured: honest hardware exceeded such a tier by up to 7x). The softmax
 and ``P V`` stages therefore mark, per row, the keys whose term repeats another key's term
 (:func:`repeated_keys`) and sum their rounding errors linearly, as one fully correlated group.
 The rigorous tier never assumes independence and needs none of this.
