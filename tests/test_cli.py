@@ -53,6 +53,7 @@ def test_formats_show_float(capsys):
     (["accuracy", "--model", "gpt5"], "unknown --model 'gpt5'"),
     (["accuracy", "--model", "random", "--layers", "x"], "bad --layers 'x'"),
     (["accuracy", "--model", "random", "--plot", "a.jpg"], "--plot must name a .png"),
+    (["accuracy", "--model", "random", "--plot", "/nonexistent/dir/a.png"], "directory /nonexistent/dir does not exist"),
 ])
 def test_bad_input_is_one_line(capsys, args, match):
     code, out, err = run(capsys, *args)
@@ -200,3 +201,22 @@ def test_unwritable_output_path_is_one_line(capsys, tmp_path):
     assert code == 2 and "a_file" in err and "Traceback" not in out + err
     assert len(err.strip().splitlines()) == 1
     assert f.read_text() == "mine"
+
+
+def test_bounds_table_fits_80_columns_with_every_number_whole(capsys, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "bounds", "--plan", "fp16", "--trials", "2")
+    assert code == 0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert max(len(line) for line in out.splitlines()) <= 80, max(out.splitlines(), key=len)
+    assert "…" not in out
+    rows = [ln for ln in out.splitlines() if ln.startswith("│")]
+    assert len(rows) == 15 and all(len(r.split("│")) == 9 for r in rows), rows[:2]
+
+
+@pytest.mark.parametrize("cmd", ["demo", "golden", "accuracy", "bounds", "study"])
+def test_negative_seed_is_a_usage_error(capsys, cmd):
+    args = {"golden": ["golden", "--plan", "hw", "--out", "x"], "study": ["study", "norms"]}.get(cmd, [cmd])
+    code, out, err = run(capsys, *args, "--seed", "-1")
+    assert code == 2 and "--seed" in err + out and "Traceback" not in err + out

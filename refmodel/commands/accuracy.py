@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
         text: str = typer.Option(DEFAULT_TEXT, "--text", help="input text (real models)"),
         layers: str = typer.Option("0", "--layers", help="layers to run as a chain: all, N, A-B"),
         config: str = typer.Option("tiny", "--config", help="layer config for --model random"),
-        seed: int = typer.Option(0, "--seed", help="seed for --model random"),
+        seed: int = typer.Option(0, "--seed", min=0, help="seed for --model random"),
         outliers: float = typer.Option(0.0, "--outliers", help="inject outlier channels of this size into the "
                                        "layer input (0 = none), as real LLM residual streams carry"),
         slanc: str = typer.Option("both", "--slanc", help="run with SLaNC on, off, or both (two column groups)"),
@@ -109,6 +110,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"bad --slanc {slanc!r}: use on, off or both")
         if plot is not None and not plot.lower().endswith(".png"):
             raise UserError(f"--plot must name a .png file, got {plot!r}")
+        if plot is not None and not Path(plot).resolve().parent.is_dir():
+            raise UserError(f"--plot {plot}: directory {Path(plot).parent} does not exist")
         p = load_plan(plan)
         console = make_console()
         err = make_console(stderr=True)

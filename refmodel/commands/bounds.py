@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
                                           "60); with --local: the number of seeds, from --seed on (default 1)"),
         config: str = typer.Option("tiny", "--config", help="layer config preset (tiny, tiny-bert, tiny-llama, d256, "
                                    "gpt2-small, ...) or .json file"),
-        seed: int = typer.Option(0, "--seed", help="seed of the trials (with --local: the first seed of the random "
+        seed: int = typer.Option(0, "--seed", min=0, help="seed of the trials (with --local: the first seed of the random "
                                  "layer, weights from the seed and input from seed + 1, as golden sets)"),
         local: bool = typer.Option(False, "--local", help="show the per-stage local tolerances instead: each stage "
                                    "against the float64 op on its own quantised inputs (rigorous and warning tiers, "
@@ -170,16 +170,24 @@ def _print_table(console, rep, tier: str, config: str) -> None:
 
     t = Table(title=f"layer bounds of plan {rep.plan} vs float64 -- {config}, {rep.trials} trials "
                     f"({', '.join(f'{k} {n}' for k, n in rep.kinds.items())})",
-              caption=f"tightness = observed / {tier} bound over elements with a finite bound > 0; stat viol = "
-                      f"elements (trials) above the statistical bound, expected = sum of the stated failure probabilities")
-    for col in ("tensor", "op", "rig viol", "stat viol (trials)", "expected", f"{tier[:4]} max", f"{tier[:4]} median",
-                "iso max", "no-guar. elems (trials)"):
-        t.add_column(col, justify="left" if col in ("tensor", "op") else "right")
+              caption=f"max / med: tightness = observed / {tier} bound over elements with a finite bound > 0; "
+                      f"rig viol: elements above the rigorous bound; stat viol: elements (trials) above the "
+                      f"statistical bound; expected: sum of its stated failure probabilities; iso max (100+ columns, --json): isolated "
+                      f"stage bound; no-guar: elements (trials) without a finite bound")
+    # below 100 columns the op and iso columns are left out (they are in --json) so that every
+    # number keeps all its digits
+    wide = console.width >= 100
+    cols = ["tensor"] + (["op"] if wide else []) + ["rig\nviol", "stat\nviol", "expected", "max", "med"]
+    cols += (["iso\nmax"] if wide else []) + ["no-guar"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("tensor", "op") else "right", no_wrap=True)
     for ts in rep.rows():
         mx, md = (ts.rig_max, ts.rig_median) if tier == "rigorous" else (ts.stat_max, ts.stat_median)
         rv = f"[bold red]{ts.viol_rig}[/]" if ts.viol_rig else "0"
-        t.add_row(ts.name, ts.kind, rv, f"{ts.viol_stat} ({ts.trials_stat_viol})", f"{ts.expected_stat_fail:.2g}",
-                  _f(mx), _f(md), _f(ts.iso_max), f"{ts.no_guarantee} ({ts.trials_no_guarantee})")
+        row = [ts.name] + ([ts.kind] if wide else []) + [rv, f"{ts.viol_stat} ({ts.trials_stat_viol})",
+                                                         f"{ts.expected_stat_fail:.2g}", _f(mx), _f(md)]
+        row += ([_f(ts.iso_max)] if wide else []) + [f"{ts.no_guarantee} ({ts.trials_no_guarantee})"]
+        t.add_row(*row)
     console.print(t)
     reasons: dict[str, int] = {}
     for ts in rep.rows():

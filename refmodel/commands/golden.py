@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         config: str = typer.Option("tiny", "--config", help="layer config preset (tiny, tiny-bert, tiny-llama, "
                                    "gpt2-small, minilm, smollm2) or a .json config file"),
         plan: str = typer.Option("hw", "--plan", help="precision plan preset or .json/.toml plan file"),
-        seed: int = typer.Option(0, "--seed", help="seed of the random weights (seed) and input (seed + 1) when "
+        seed: int = typer.Option(0, "--seed", min=0, help="seed of the random weights (seed) and input (seed + 1) when "
                                  "--weights / --input / --model are not given"),
         weights: Path | None = typer.Option(None, "--weights", help="the layer's weights: .safetensors or .npz with "
                                             "refmodel's tensor names (docs/golden.md), linear weights shaped (out, in)"),

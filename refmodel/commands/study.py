@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
                                   "scales, scaling on random weights too"),
         tokens: int | None = typer.Option(None, "--tokens", help="input tokens, 1..64 (default: each study's own, "
                                           "see docs/studies.md; fewer with --quick, more with --full)"),
-        seed: int = typer.Option(0, "--seed", help="seed of the random weights and synthetic inputs"),
+        seed: int = typer.Option(0, "--seed", min=0, help="seed of the random weights and synthetic inputs"),
         as_json: bool = typer.Option(False, "--json", help="print the claims and headline tables as JSON"),
     ) -> None:
         """Run a study on the real models (and random weights of the same shapes) and write
