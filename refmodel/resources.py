@@ -12,13 +12,20 @@ functions below return whichever of the two exists:
 Both are directories of plain files, so callers hand the paths to ``iverilog`` or
 :func:`refmodel.golden.manifest.read_manifest` directly. When neither exists (a broken install)
 the packaged location is returned and the caller reports the missing file by name.
+
+``REFMODEL_RTL_DIR``, when set, names the Verilog directory instead (a modified copy of ``rtl/``:
+the mutation run of ``benchmarks/mutate_rtl.py`` points every bench at a mutant this way).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-__all__ = ["rtl_dir", "golden_sets_dir"]
+__all__ = ["rtl_dir", "golden_sets_dir", "RTL_DIR_ENV"]
+
+#: environment variable naming another Verilog directory (a copy of rtl/)
+RTL_DIR_ENV = "REFMODEL_RTL_DIR"
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -33,7 +40,11 @@ def _locate(packaged: str, checkout: str, pattern: str) -> Path:
 
 
 def rtl_dir() -> Path:
-    """Directory holding the Verilog sources (``layer_top.v`` and the units it composes)."""
+    """Directory holding the Verilog sources (``layer_top.v`` and the units it composes):
+    ``$REFMODEL_RTL_DIR`` when set, else the packaged or checkout copy."""
+    env = os.environ.get(RTL_DIR_ENV)
+    if env:
+        return Path(env).resolve()
     return _locate("_rtl", "rtl", "layer_top.v")
 
 

@@ -29,7 +29,8 @@ from refmodel.resources import rtl_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RTL = rtl_dir()
-SIM_ROOT = ROOT / "sim_build"
+#: build directories: ``$RM_SIM_BUILD`` when set (the mutation run gives each mutant its own)
+SIM_ROOT = Path(os.environ.get("RM_SIM_BUILD") or ROOT / "sim_build")
 TIMESCALE = ("1ns", "1ps")
 
 
@@ -65,17 +66,19 @@ def run_unit(
     seed: int | None = None,
     simulator_name: str | None = None,
     golden: str | Path | None = None,
-    waves: str = "on_failure",
+    waves: str | None = None,
 ) -> BenchResult:
     """Build ``sources`` (relative to rtl/ or absolute) and run ``test_module``; fails the pytest
-    test with the cocotb failure messages when any cocotb test fails."""
+    test with the cocotb failure messages when any cocotb test fails. ``waves`` defaults to
+    ``$RM_WAVES``, else ``on_failure`` (the mutation run sets ``never``: no re-run for a dump)."""
     sim = simulator_name or simulator()
     srcs = [Path(s) if Path(s).is_absolute() else RTL / s for s in sources]
     try:
         return run_bench(test_module, sources=srcs, toplevel=top, simulator=sim, parameters=parameters or {},
                          golden=golden, seed=seed, testcase=testcase, plusargs=plusargs or [],
                          extra_env=extra_env, includes=[RTL], timescale=TIMESCALE,
-                         build_dir=build_dir or build_dir_for(top, parameters, sim), waves=waves)
+                         build_dir=build_dir or build_dir_for(top, parameters, sim),
+                         waves=waves or os.environ.get("RM_WAVES", "on_failure"))
     except UserError as e:
         if "not found" in str(e) and ("Verilator" in str(e) or "Icarus" in str(e)):
             _missing(e)

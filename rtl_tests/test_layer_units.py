@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from harness import RTL, run_unit
+from harness import RTL, build_dir_for, run_unit
 
 
 @pytest.mark.parametrize("w", [6, 16])
@@ -26,6 +26,26 @@ def test_layer_acc(lanes, a_w, w_w, acc_w):
              extra_env={"RM_LANES": str(lanes), "RM_A_W": str(a_w), "RM_W_W": str(w_w), "RM_BEAT_W": str(beat_w),
                         "RM_ACC_W": str(acc_w)},
              testcase="acc_modes")
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_layer_memcheck_short_file(sim, tmp_path):
+    """layer_top's ROM load check (layer_memcheck) in the 4-state and the 2-state simulator: a file
+    one word short stops the simulation at time 0 naming the file (under Verilator the missing word
+    would otherwise load as 0); the complete file passes."""
+    w, n = 8, 24
+    words = [(7 * i + 3) % 256 for i in range(n)]
+    full, short = tmp_path / "w_full.hex", tmp_path / "w_short.hex"
+    full.write_text("".join(f"{v:02x}\n" for v in words))
+    short.write_text("".join(f"{v:02x}\n" for v in words[:-1]))
+    run_unit("layer_memcheck", sources=["layer_memcheck.v"], test_module="layer_units_tests", simulator_name=sim,
+             parameters={"W": w, "N": n, "MEMFILE": full}, extra_env={"RM_W": str(w), "RM_N": str(n)},
+             testcase="memcheck_loads", waves="never")
+    with pytest.raises(pytest.fail.Exception) as ei:
+        run_unit("layer_memcheck", sources=["layer_memcheck.v"], test_module="layer_units_tests", simulator_name=sim,
+                 parameters={"W": w, "N": n, "MEMFILE": short}, extra_env={"RM_W": str(w), "RM_N": str(n)},
+                 testcase="memcheck_loads", waves="never", build_dir=build_dir_for("layer_memcheck_short", {}, sim))
+    assert f"did not load {n} words" in str(ei.value) and "w_short.hex" in str(ei.value), str(ei.value)[:2000]
 
 
 @pytest.mark.parametrize("src,params", [
