@@ -431,7 +431,8 @@ module layer_top #(
                         ST_PROJ: a_act_reg <= attn_mem[a_idx[SD_AW-1:0]];
                         ST_UP:   a_act_reg <= ln2_mem[a_idx[SD_AW-1:0]];
                         ST_DOWN: a_act_reg <= act_mem[a_idx[SF_AW-1:0]];
-                        default: ;                                  // not a MAC stage (is_mac gates)
+                        ST_LOAD, ST_LN1, ST_SM, ST_RES1, ST_LN2, ST_ACT, ST_OUT, ST_DRAIN, ST_SKIP: ; // is_mac gates
+                        default: ;                                  // unused codes
                     endcase
                     case (stage_reg)
                         ST_Q:    w_wgt_reg <= wq_mem[w_idx[DD_AW-1:0]];
@@ -442,7 +443,8 @@ module layer_top #(
                         ST_PROJ: w_wgt_reg <= wo_mem[w_idx[DD_AW-1:0]];
                         ST_UP:   w_wgt_reg <= w_up_mem[w_idx[FD_AW-1:0]];
                         ST_DOWN: w_wgt_reg <= w_down_mem[w_idx[FD_AW-1:0]];
-                        default: ;                                  // not a MAC stage (is_mac gates)
+                        ST_LOAD, ST_LN1, ST_SM, ST_RES1, ST_LN2, ST_ACT, ST_OUT, ST_DRAIN, ST_SKIP: ; // is_mac gates
+                        default: ;                                  // unused codes
                     endcase
                 end
             end
@@ -469,7 +471,8 @@ module layer_top #(
                 ST_Q, ST_K, ST_V, ST_SC, ST_MIX, ST_PROJ, ST_UP, ST_DOWN:
                                 f_last_reg <= seq_last;                       // dot product end
                 ST_RES1, ST_ACT, ST_OUT: f_last_reg <= 1'b0;                  // not used
-                default:        f_last_reg <= 1'b0;                           // LOAD, SKIP: no nest
+                ST_LOAD, ST_SKIP: f_last_reg <= 1'b0;                         // no nest
+                default:        f_last_reg <= 1'b0;                           // unused codes
             endcase
             case (stage_reg)
                 ST_LN1:  f_data_reg <= x_mem[idx[SD_AW-1:0]];
@@ -492,7 +495,8 @@ module layer_top #(
                 ST_UP:   f_bias_reg <= b_up_mem[c3[F_AW-1:0]];
                 ST_DOWN: f_bias_reg <= b_down_mem[c3[D_AW-1:0]];
                 ST_SC, ST_MIX: f_bias_reg <= {BIAS_W{1'b0}};                 // no bias
-                default: ;                                                    // LOAD, SKIP: no nest
+                ST_LOAD, ST_SKIP: ;                                           // no nest
+                default: ;                                                    // unused codes
             endcase
         end
         if (seq_ready) begin
@@ -519,7 +523,9 @@ module layer_top #(
             ST_UP:   op_bias = b_x << UP_BIAS_LSH;
             ST_DOWN: op_bias = b_x << DOWN_BIAS_LSH;
             ST_SC, ST_MIX: op_bias = {ACC_MAX{1'b0}};                          // no bias
-            default: op_bias = {ACC_MAX{1'b0}};                                // not a MAC stage
+            ST_LOAD, ST_LN1, ST_SM, ST_RES1, ST_LN2, ST_ACT, ST_OUT, ST_DRAIN, ST_SKIP:
+                     op_bias = {ACC_MAX{1'b0}};                                // not a MAC stage
+            default: op_bias = {ACC_MAX{1'b0}};                                // unused codes
         endcase
     end
 
@@ -584,7 +590,9 @@ module layer_top #(
             ST_PROJ: begin acc_hi = HI_PROJ64[ACC_MAX-1:0]; acc_sat = (PROJ_ACC_SAT != 0); end
             ST_UP:   begin acc_hi = HI_UP64[ACC_MAX-1:0];   acc_sat = (UP_ACC_SAT != 0);   end
             ST_DOWN: begin acc_hi = HI_DOWN64[ACC_MAX-1:0]; acc_sat = (DOWN_ACC_SAT != 0); end
-            default: begin acc_hi = HI_Q64[ACC_MAX-1:0];    acc_sat = 1'b0;                end  // not a MAC stage
+            ST_LOAD, ST_LN1, ST_SM, ST_RES1, ST_LN2, ST_ACT, ST_OUT, ST_DRAIN, ST_SKIP:
+                     begin acc_hi = HI_Q64[ACC_MAX-1:0];    acc_sat = 1'b0;                end  // not a MAC stage
+            default: begin acc_hi = HI_Q64[ACC_MAX-1:0];    acc_sat = 1'b0;                end  // unused codes
         endcase
     end
 
@@ -626,7 +634,9 @@ module layer_top #(
             ST_PROJ: rq_mult = M_PROJ64[RQ_M_W-1:0];
             ST_UP:   rq_mult = M_UP64[RQ_M_W-1:0];
             ST_DOWN: rq_mult = M_DOWN64[RQ_M_W-1:0];
-            default: rq_mult = {RQ_M_W{1'b0}};                                   // not a MAC stage
+            ST_LOAD, ST_LN1, ST_SM, ST_RES1, ST_LN2, ST_ACT, ST_OUT, ST_DRAIN, ST_SKIP:
+                     rq_mult = {RQ_M_W{1'b0}};                                   // not a MAC stage
+            default: rq_mult = {RQ_M_W{1'b0}};                                   // unused codes
         endcase
     end
 
@@ -772,7 +782,8 @@ module layer_top #(
                 ST_ACT:  act_mem[wr_sf]     <= wr_data;
                 ST_DOWN: down_mem[wr_sd]    <= wr_data;
                 ST_OUT:  out_mem[wr_sd]     <= wr_data;
-                default: ;                                      // DRAIN, SKIP: wr_en is low
+                ST_DRAIN, ST_SKIP: ;                            // wr_en is low
+                default: ;                                      // unused codes
             endcase
         end
     end

@@ -381,3 +381,29 @@ def test_parameter_lists_agree():
     assert len(names) == len(set(names)) > 90
     assert {n for n, k in parameter_decls() if k == "[63:0]"} == {"LN1_EPS", "LN1_SQD", "LN2_EPS", "LN2_SQD"}
     assert set(layer_params(TINY_SET, 1)) <= set(names)
+
+
+def test_accumulator_widths_and_policies_are_per_stage(tmp_path):
+    """q accumulates in 24 bits (wrap), k in 40 (wrap), v in 24 (saturate), and the user's weights
+    (ln1 gamma = beta = 3.9, constant positive wk and wv) make every k and v dot product larger
+    than 2^23: k computed at q's width would wrap, v computed under k's policy would wrap instead
+    of saturating. Every stage bit-exact through the RTL (one lane: v saturates per product)."""
+    from refmodel.layer.weights import random_inputs, random_weights
+
+    hw = PrecisionPlan.from_name("hw")
+    t = dict(hw.tensors)
+    t["q"], t["v"] = replace(t["q"], acc="acc:s24:wrap"), replace(t["v"], acc="acc:s24:sat")
+    plan = hw.replace(name="narrow-q-v-acc", tensors=t)
+    d = MICRO.d_model
+    w = random_weights(MICRO, seed=7).replace(ln1_g=np.full(d, 3.9), ln1_b=np.full(d, 3.9),
+                                              wk=np.full((d, d), 0.9), wv=np.full((d, d), 0.9))
+    set_dir = generate_set(MICRO, plan, tmp_path / "set", seed=7, weights=w, inputs=random_inputs(MICRO, seed=8))
+    p = layer_params(set_dir, 1)
+    assert (p["Q_ACC_W"], p["Q_ACC_SAT"], p["K_ACC_W"], p["K_ACC_SAT"], p["V_ACC_W"], p["V_ACC_SAT"]) == \
+        (24, 0, 40, 0, 24, 1), p
+    man = read_manifest(set_dir)
+    k, v = (load_tensor(set_dir, n, man)["codes"] for n in ("k", "v"))
+    # k = round(acc / 2^K_SHIFT): |k| above 2^(23 - K_SHIFT) means |acc| beyond q's 24-bit range
+    assert np.all(np.abs(k) > (1 << (23 - p["K_SHIFT"]))), "k's accumulators stay inside 24 bits"
+    assert (v == (1 << (23 - p["V_SHIFT"]))).mean() >= 0.5, "v does not saturate its 24-bit accumulator"
+    assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
