@@ -17,11 +17,14 @@ Outcome per mutant:
 * ``KILLED`` -- a test failed (the first failing test is named) or the run exceeded ``--timeout``
   (a hung simulation is caught by any CI timeout);
 * ``SURVIVED`` -- every test passed: a hole in the benches, unless the mutant is listed with
-  ``equivalent = "<argument>"`` (it cannot change any output; the argument says why);
+  ``equivalent = "<argument>"`` (it cannot change any output; the argument says why) or with
+  ``survives = "<argument>"`` (it can, but no bench of practical size reaches the case; the
+  argument says why -- it still counts as not killed);
 * ``ERROR`` -- pytest could not run the tests (usage error, nothing collected).
 
-Score: killed / (mutants - listed equivalents); exit status 0 when that is >= ``--goal`` (0.98)
-and no mutant listed as equivalent was killed (its argument would be wrong), else 1.
+Score: killed / (mutants - listed equivalents); exit status 0 when that is >= ``--goal`` (0.98),
+every survivor is argued (``equivalent`` or ``survives``) and no mutant listed as equivalent was
+killed (its argument would be wrong), else 1.
 A JSON report (``--json``) keeps every mutant's outcome, killer, time and output tail.
 """
 
@@ -36,11 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 RTL = ROOT / "rtl"
@@ -63,6 +67,7 @@ class Mutant:
     what: str
     tests: tuple[str, ...]
     equivalent: str | None = None
+    survives: str | None = None
 
 
 @dataclass
@@ -77,6 +82,7 @@ class Outcome:
     equivalent: bool
     tests_run: int = 0
     tail: list[str] = field(default_factory=list)
+    argued: bool = False
 
 
 def load_mutants(path: Path = MUTANTS) -> list[Mutant]:
@@ -95,7 +101,10 @@ def load_mutants(path: Path = MUTANTS) -> list[Mutant]:
         tests = m.get("tests") or files.get(m["file"])
         if not tests:
             raise MutantError(f"mutant {m['id']}: no tests (neither its own nor [files].{m['file']!r})")
-        out.append(Mutant(m["id"], m["file"], m["find"], m["replace"], m["what"], tuple(tests), m.get("equivalent")))
+        if "equivalent" in m and "survives" in m:
+            raise MutantError(f"mutant {m['id']}: either equivalent or survives, not both")
+        out.append(Mutant(m["id"], m["file"], m["find"], m["replace"], m["what"], tuple(dict.fromkeys(tests)),
+                          m.get("equivalent"), m.get("survives")))
     return out
 
 
@@ -174,7 +183,8 @@ def run_mutant(m: Mutant, timeout: float, keep: bool = False) -> Outcome:
     if code == 1:
         return Outcome(m.id, m.file, "killed", killer or "?", secs, m.equivalent is not None, ran, tail)
     if code == 0:
-        return Outcome(m.id, m.file, "survived", None, secs, m.equivalent is not None, ran, tail)
+        return Outcome(m.id, m.file, "survived", None, secs, m.equivalent is not None, ran, tail,
+                       argued=m.survives is not None)
     return Outcome(m.id, m.file, "error", f"pytest exit {code}", secs, m.equivalent is not None, ran, tail)
 
 
@@ -203,6 +213,7 @@ def summarise(outcomes: list[Outcome], wall: float) -> dict[str, Any]:
     return {
         "mutants": n, "equivalent": len(eq), "scored": scored, "killed": len(killed),
         "survived": [o.id for o in survived], "errors": [o.id for o in errors],
+        "unargued": [o.id for o in survived if not o.argued],
         "equivalent_but_killed": [o.id for o in eq_killed],
         "score": (len(killed) / scored) if scored else 1.0, "wall_seconds": wall,
     }
@@ -261,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             m = futs[f]
             o = f.result()
             outcomes.append(o)
-            tag = o.status.upper() + (" (listed equivalent)" if o.equivalent else "")
+            tag = o.status.upper() + (" (listed equivalent)" if o.equivalent else " (argued)" if o.argued else "")
             by = f" by {o.killer}" if o.status == "killed" else (f": {o.killer}" if o.killer else "")
             print(f"[{len(outcomes):3d}/{len(mutants)}] {tag:<30s} {m.id:<28s} {m.file:<16s}{by} ({o.seconds:.0f} s)",
                   flush=True)
@@ -274,14 +285,15 @@ def main(argv: list[str] | None = None) -> int:
           f"({s['mutants']} mutants, {s['equivalent']} listed equivalent), wall {s['wall_seconds']:.0f} s")
     byid = {m.id: m for m in mutants}
     for oid in s["survived"]:
-        print(f"  SURVIVED {oid}: {byid[oid].what}")
+        why = f" -- argued: {byid[oid].survives}" if byid[oid].survives else " -- NOT ARGUED"
+        print(f"  SURVIVED {oid}: {byid[oid].what}{why}")
     for oid in s["equivalent_but_killed"]:
         print(f"  LISTED EQUIVALENT BUT KILLED {oid}: its argument is wrong")
     for oid in s["errors"]:
         print(f"  ERROR {oid}")
     if a.json:
         a.json.write_text(json.dumps({"summary": s, "mutants": [asdict(o) for o in outcomes]}, indent=1))
-    good = s["score"] >= a.goal and not s["equivalent_but_killed"] and not s["errors"]
+    good = s["score"] >= a.goal and not s["unargued"] and not s["equivalent_but_killed"] and not s["errors"]
     return 0 if good else 1
 
 

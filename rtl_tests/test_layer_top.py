@@ -407,3 +407,31 @@ def test_accumulator_widths_and_policies_are_per_stage(tmp_path):
     assert np.all(np.abs(k) > (1 << (23 - p["K_SHIFT"]))), "k's accumulators stay inside 24 bits"
     assert (v == (1 << (23 - p["V_SHIFT"]))).mean() >= 0.5, "v does not saturate its 24-bit accumulator"
     assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
+
+
+#: head_dim 16: q.k sums 16 products, so near-full-scale q and k take the scores past 2^33
+WIDE_HEAD = LayerConfig(arch="gpt2", d_model=32, n_heads=2, d_ff=32, seq_len=4)
+
+
+def test_large_scores_saturate(tmp_path):
+    """Constant positive wq, wk and ln1 gamma = beta = 3.9 make q and k near full scale, so the
+    q.k accumulators reach about 6 * 2^31: the 32-bit saturating scores accumulator saturates (a
+    wrapping one would not) for most query/key pairs. Bit-exact through the RTL."""
+    from refmodel.layer.weights import random_inputs, random_weights
+
+    hw = PrecisionPlan.from_name("hw")
+    t = dict(hw.tensors)
+    t["scores"] = replace(t["scores"], acc="acc:s32:sat")
+    plan = hw.replace(name="large-scores", tensors=t)
+    d = WIDE_HEAD.d_model
+    w = random_weights(WIDE_HEAD, seed=7).replace(ln1_g=np.full(d, 3.9), ln1_b=np.full(d, 3.9),
+                                                  wq=np.full((d, d), 0.9), wk=np.full((d, d), 0.9))
+    set_dir = generate_set(WIDE_HEAD, plan, tmp_path / "set", seed=7, weights=w,
+                           inputs=random_inputs(WIDE_HEAD, seed=8))
+    p = layer_params(set_dir, 1)
+    assert p["SC_ACC_W"] == 32 and p["SC_ACC_SAT"] == 1, p
+    man = read_manifest(set_dir)
+    q, k = (load_tensor(set_dir, n, man)["codes"].astype(np.int64) for n in ("q", "k"))
+    dots = np.einsum("hid,hjd->hij", q, k)[:, np.tril(np.ones((4, 4), bool))]
+    assert (np.abs(dots) >= 1 << 31).mean() >= 0.5, "the scores accumulators do not saturate"
+    assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
