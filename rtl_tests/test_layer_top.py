@@ -193,6 +193,16 @@ def test_framing_and_resets(tmp_path):
              testcase=["layer_framing", "layer_one_cycle_resets"])
 
 
+def test_back_to_back_frames(tmp_path):
+    """layer_top as the toplevel: a second frame offered while the first runs waits for s_ready
+    (high only in LOAD and SKIP) and is computed in full; both outputs golden."""
+    set_dir = generate_set(MICRO, "hw", 3, tmp_path / "micro")
+    params = layer_params(set_dir, 2)
+    run_unit("layer_top", sources=SOURCES, test_module="layer_top_tests", parameters=params,
+             extra_env={"RM_LAYER_GOLDEN": str(set_dir), "RM_LAYER_TIMEOUT": str(cycle_budget(params))},
+             testcase="layer_back_to_back")
+
+
 # ==== the package's runner (refmodel.rtl_layer.simulate_layer), no cocotb ==========================
 def need(sim: str) -> None:
     """Skip when ``sim`` cannot run on a user's machine; fail under CI (CI=true)."""
