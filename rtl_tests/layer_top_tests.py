@@ -428,3 +428,26 @@ async def layer_back_to_back(dut):
     n = exp.size
     assert mon.lasts == ([0] * (n - 1) + [1]) * 2, f"m_last at words {[i for i, v in enumerate(mon.lasts) if v]}"
     assert int(dut.err.value) == 0, "err set by two well-framed frames"
+
+
+@cocotb.test()
+async def layer_resync_at_full_rate(dut):
+    """A long frame (no s_last), one word with s_last, then a complete frame, all at one word per
+    clock: SKIP lasts one cycle and LOAD the minimum, and the complete frame still gives the golden
+    output (nothing left over from the dropped frame reaches the layer); err set."""
+    gdir = Path(os.environ["RM_LAYER_GOLDEN"])
+    timeout = int(os.environ.get("RM_LAYER_TIMEOUT", "3000000"))
+    x, fmt, exp = _layer_io(gdir)
+    await power_on(dut, 1)
+    src = StreamSource(dut, "s")
+    mon = OutputMonitor(dut, x.size, stall=False)
+    mon.reset_capture()
+    src.send(_frame(x, fmt.width, None) + [{"data": 0, "last": 1}] + _frame(x, fmt.width, x.size - 1))
+    for _ in range(timeout):
+        await RisingEdge(dut.clk)
+        if len(mon.words) >= exp.size:
+            break
+    await ClockCycles(dut.clk, 4)
+    mon.check(exp, fmt.width, "complete frame right after a long one")
+    check_buffers(dut, "complete frame right after a long one")
+    assert int(dut.err.value) == 1, "the long frame did not set err"

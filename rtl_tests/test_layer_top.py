@@ -195,12 +195,13 @@ def test_framing_and_resets(tmp_path):
 
 def test_back_to_back_frames(tmp_path):
     """layer_top as the toplevel: a second frame offered while the first runs waits for s_ready
-    (high only in LOAD and SKIP) and is computed in full; both outputs golden."""
+    (high only in LOAD and SKIP) and is computed in full; both outputs golden. A long frame, the
+    resynchronising s_last and a complete frame at one word per clock: the complete frame golden."""
     set_dir = generate_set(MICRO, "hw", 3, tmp_path / "micro")
     params = layer_params(set_dir, 2)
     run_unit("layer_top", sources=SOURCES, test_module="layer_top_tests", parameters=params,
              extra_env={"RM_LAYER_GOLDEN": str(set_dir), "RM_LAYER_TIMEOUT": str(cycle_budget(params))},
-             testcase="layer_back_to_back")
+             testcase=["layer_back_to_back", "layer_resync_at_full_rate"])
 
 
 # ==== the package's runner (refmodel.rtl_layer.simulate_layer), no cocotb ==========================
