@@ -447,3 +447,30 @@ def test_large_scores_saturate(tmp_path):
     dots = np.einsum("hid,hjd->hij", q, k)[:, np.tril(np.ones((4, 4), bool))]
     assert ((dots >= 1 << 31) & (dots < 1 << 32)).mean() >= 0.5, "the scores accumulators do not saturate"
     assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
+
+
+def test_requantiser_input_clamp(tmp_path):
+    """q and k in s16.4 (so the shared requantiser's shift is the scores' 17 and its input is
+    clamped to ACT_W + 17 + 1 = 34 of the 40 accumulator bits), constant wq = wk = 16 and ln1
+    gamma = beta = 3.9: q and k codes near full scale, q.k accumulators beyond 2^33 that the clamp
+    must bound at the right end (the scores saturate positive). Bit-exact through the RTL."""
+    from refmodel.layer.weights import random_inputs, random_weights
+
+    hw = PrecisionPlan.from_name("hw")
+    t = dict(hw.tensors)
+    t["q"], t["k"] = replace(t["q"], format="s16.4"), replace(t["k"], format="s16.4")
+    plan = hw.replace(name="coarse-qk", tensors=t)
+    d = WIDE_HEAD.d_model
+    w = random_weights(WIDE_HEAD, seed=7).replace(ln1_g=np.full(d, 3.9), ln1_b=np.full(d, 3.9),
+                                                  wq=np.full((d, d), 16.0), wk=np.full((d, d), 16.0))
+    set_dir = generate_set(WIDE_HEAD, plan, tmp_path / "set", seed=7, weights=w,
+                           inputs=random_inputs(WIDE_HEAD, seed=8))
+    p = layer_params(set_dir, 1)
+    shifts = [p[f"{s}_SHIFT"] for s in ("Q", "K", "V", "SC", "MIX", "PROJ", "UP", "DOWN")]
+    rq_in_w = p["ACT_W"] + max(shifts) + 1
+    assert rq_in_w < p["SC_ACC_W"], (rq_in_w, p["SC_ACC_W"])
+    man = read_manifest(set_dir)
+    q, k = (load_tensor(set_dir, n, man)["codes"].astype(np.int64) for n in ("q", "k"))
+    dots = np.einsum("hid,hjd->hij", q, k)[:, np.tril(np.ones((4, 4), bool))]
+    assert (dots >= 1 << (rq_in_w - 1)).mean() >= 0.5, "the requantiser's input clamp never acts"
+    assert_bit_exact(set_dir, simulate_layer(set_dir, tmp_path / "run", lanes=1, sim="icarus"))
