@@ -48,7 +48,7 @@ from .cocotb.golden import GoldenSet
 from .cocotb.scoreboard import CheckResult, Element, Scoreboard, ScoreboardError
 from .numerics.fixed import FixedFormat
 
-__all__ = ["StageCheck", "LayerCheck", "check_layer", "forward_stages"]
+__all__ = ["StageCheck", "LayerCheck", "check_layer", "forward_stages", "ratio_text"]
 
 
 @dataclass
@@ -97,10 +97,10 @@ class StageCheck:
         """``stage <name>: <n> of <m> elements outside the <tier> tolerance (max err/bound r); first
         at [index]: expected .., got .., reference .., |err| e > bound b (err/bound r1)``."""
         head = (f"stage {self.stage}: {self.failed} of {self.elements} elements outside the {self.tier} tolerance "
-                f"(max err/bound {_ratio(self.ratio)}, max |err| {self.max_err:.6g}, max bound {self.max_bound:.6g})")
+                f"(max err/bound {ratio_text(self.ratio)}, max |err| {self.max_err:.6g}, max bound {self.max_bound:.6g})")
         if self.first_fail is not None:
             e = self.first_fail
-            head += f"; first at {e.text(self._fmt())} (err/bound {_ratio(_elem_ratio(e))})"
+            head += f"; first at {e.text(self._fmt())} (err/bound {ratio_text(_elem_ratio(e))})"
         if self.note:
             head += f" ({self.note})"
         return head
@@ -169,7 +169,7 @@ class LayerCheck:
         later = [s for s in self.stages[self.stages.index(first) + 1:] if not s.passed]
         if later:
             msg += ("; also outside their local tolerance downstream (inputs differ from the golden ones): "
-                    + ", ".join(f"{s.stage} ({s.failed}, max err/bound {_ratio(s.ratio)})" for s in later))
+                    + ", ".join(f"{s.stage} ({s.failed}, max err/bound {ratio_text(s.ratio)})" for s in later))
         return msg
 
     def assert_passed(self, *, exact: bool = False) -> None:
@@ -181,14 +181,14 @@ class LayerCheck:
         if exact and d is not None:
             others = [s.stage for s in self.stages if not s.bit_exact and s is not d]
             raise ScoreboardError(f"{self.set_name}: {d.difference_text()} (within the {d.tier} tolerance: err/bound "
-                                  f"{_ratio(d.ratio)})" + (f"; later stages that differ: {', '.join(others)}"
+                                  f"{ratio_text(d.ratio)})" + (f"; later stages that differ: {', '.join(others)}"
                                                            if others else ""))
 
     def summary(self) -> str:
         """One line: stages checked, bit-exact, within tolerance, warnings, max err/bound."""
         n = len(self.stages)
         worst = max(self.stages, key=lambda s: s.ratio if not math.isnan(s.ratio) else -1.0, default=None)
-        w = f", max err/bound {_ratio(worst.ratio)} ({worst.stage})" if worst is not None else ""
+        w = f", max err/bound {ratio_text(worst.ratio)} ({worst.stage})" if worst is not None else ""
         return (f"{self.set_name}: {n} stages; {sum(s.bit_exact for s in self.stages)}/{n} bit-exact, "
                 f"{sum(s.passed for s in self.stages)}/{n} within the local tolerance{w}, "
                 f"{self.warnings} warnings (statistical tier)")
@@ -199,11 +199,11 @@ class LayerCheck:
                  f"{'warn':>6}{'fail':>7}  tier"]
         for s in self.stages:
             lines.append(f"{s.stage:<7}{'yes' if s.bit_exact else 'NO':>6}{s.n_differ:>8}{s.max_err:>11.4g}"
-                         f"{s.max_bound:>11.4g}{_ratio(s.ratio):>9}{s.warnings:>6}{s.failed:>7}  {s.tier or '-'}")
+                         f"{s.max_bound:>11.4g}{ratio_text(s.ratio):>9}{s.warnings:>6}{s.failed:>7}  {s.tier or '-'}")
         return "\n".join(lines)
 
 
-def _ratio(r: float) -> str:
+def ratio_text(r: float) -> str:
     """err/bound to 4 significant digits, more where needed so that the text compares with 1 as
     the ratio does (0.99996 is not shown as 1, nor 1.00004)."""
     if not math.isfinite(r):

@@ -207,3 +207,23 @@ def test_inputs_and_errors(gs):
         check_layer(gs, {"bogus": d["x"]})
     with pytest.raises(ValueError, match="stage q: 10 codes given"):
         check_layer(gs, {"q": np.zeros(10, dtype=np.int64)})
+
+
+def test_demo_verdict_and_local_column(gs):
+    """The demo's per-stage judgement carries the local err/bound and warnings: a stage outside
+    its local bound is a FAIL even where the end-to-end bound (much wider) would pass it."""
+    from refmodel.demo import _judge
+    from refmodel.golden.manifest import load_tensor
+
+    d = dumps(gs)
+    d["q"], _ = drop_carry(d["q"], gs, "q")
+    res = check_layer(gs, d)
+    t = load_tensor(SET, "q")
+    got = d["q"] * gs.fmt("q").lsb
+    r = _judge("q", got, t, None, res["q"])
+    assert r.verdict == "FAIL (local bound)" and r.local_failed == res["q"].failed > 0
+    assert r.local_text == f"{res['q'].ratio:.4g} (0)" and r.local_ratio > 100
+    assert _judge("q", got, t, False, res["q"]).verdict == "FAIL (RTL != model)"
+    ok = check_layer(gs, dumps(gs))
+    r = _judge("q", gs.values("q"), t, True, ok["q"])
+    assert r.verdict == "PASS" and r.local_text == f"{ok['q'].ratio:.4g} (0)"
