@@ -48,10 +48,11 @@ def drop_carry(codes: np.ndarray, gs: GoldenSet, stage: str, bit: int = 6, fract
     """``fraction`` of the entries (at least one) lose the carry into ``bit``: the code is 2^bit LSB
     low, wrapped in the format's width. Returns the faulty codes and the flat indices hit."""
     fmt = gs.fmt(stage)
+    width, signed = int(gs.entry(stage)["word_width"]), bool(getattr(fmt, "frac", None) is not None and fmt.signed)
     rng = np.random.default_rng(seed)
     hit = np.sort(rng.choice(codes.size, max(1, round(codes.size * fraction)), replace=False))
     out = codes.copy().ravel()
-    out[hit] = wrap(out[hit] - (1 << bit), fmt.width, fmt.signed)
+    out[hit] = wrap(out[hit] - (1 << bit), width, signed)
     return out.reshape(codes.shape), hit
 
 
@@ -227,3 +228,19 @@ def test_demo_verdict_and_local_column(gs):
     ok = check_layer(gs, dumps(gs))
     r = _judge("q", gs.values("q"), t, True, ok["q"])
     assert r.verdict == "PASS" and r.local_text == f"{ok['q'].ratio:.4g} (0)"
+
+
+def test_minifloat_set_dropped_carry_fails_at_that_stage():
+    """The same check on the committed fp8 set (e4m3fn stages, fp32 residual): the model's codes
+    pass every stage; a carry into bit 6 of the attn words (an exponent bit) dropped in 1% of the
+    entries fails at attn only."""
+    fp8 = GoldenSet(SET.parent / "tiny_gpt2_fp8")
+    d = dumps(fp8)
+    ok = check_layer(fp8, d)
+    assert ok.passed and ok.bit_exact and all(s.tier == "local" and s.ratio <= 1.0 for s in ok.stages)
+    d["attn"], hit = drop_carry(d["attn"], fp8, "attn")
+    res = check_layer(fp8, d)
+    only_stage_fails(res, "attn")
+    first = tuple(int(i) for i in np.unravel_index(hit[0], d["attn"].shape))
+    assert res["attn"].first_fail is not None and res["attn"].first_fail.index == first
+    assert res.failure_text().startswith(f"tiny_gpt2_fp8: stage attn: {hit.size} of ")
