@@ -157,8 +157,9 @@ class LayerCheck:
         return next((s for s in self.stages if not s.bit_exact), None)
 
     def failure_text(self) -> str:
-        """The first failing stage with its first bad element and err/bound ratio, then the failing
-        stages downstream of it (empty when every stage passes)."""
+        """The first failing stage with its first bad element and err/bound ratio, then the later
+        failing stages: those whose inputs were golden (failing on their own) and those downstream
+        of a stage that differs (empty when every stage passes)."""
         first = self.first_failure
         if first is None:
             return ""
@@ -167,9 +168,17 @@ class LayerCheck:
             up = [s.stage for s in self.stages if s.stage in first.inputs and not s.bit_exact]
             msg += f" -- its inputs {', '.join(up)} differ from the golden codes (within their tolerance)"
         later = [s for s in self.stages[self.stages.index(first) + 1:] if not s.passed]
-        if later:
-            msg += ("; also outside their local tolerance downstream (inputs differ from the golden ones): "
-                    + ", ".join(f"{s.stage} ({s.failed}, max err/bound {ratio_text(s.ratio)})" for s in later))
+
+        def listed(ss: list[StageCheck]) -> str:
+            return ", ".join(f"{s.stage} ({s.failed}, max err/bound {ratio_text(s.ratio)})" for s in ss)
+
+        own = [s for s in later if s.inputs_exact]
+        inherited = [s for s in later if not s.inputs_exact]
+        if own:
+            msg += f"; also outside their local tolerance with golden inputs: {listed(own)}"
+        if inherited:
+            msg += f"; also outside their local tolerance downstream (inputs differ from the golden ones): " \
+                   f"{listed(inherited)}"
         return msg
 
     def assert_passed(self, *, exact: bool = False) -> None:
@@ -225,11 +234,8 @@ def _elem_ratio(e: Element) -> float:
 def _show(code: int | None, value: float | None, fmt: Any) -> str:
     if code is None:
         return "-"
-    if isinstance(fmt, FixedFormat):
-        w = fmt.width
-        c = f"0x{code & ((1 << w) - 1):0{(w + 3) // 4}x}"
-    else:
-        c = str(code)
+    w = fmt.width if isinstance(fmt, FixedFormat) else getattr(fmt, "bits", None)  # minifloat: its word
+    c = f"0x{code & ((1 << w) - 1):0{(w + 3) // 4}x}" if isinstance(w, int) else str(code)
     return c if value is None else f"{c} ({value:+.9g})"
 
 
@@ -261,7 +267,8 @@ def _as_codes(got: Any, gs: GoldenSet, name: str) -> np.ndarray:
     return g
 
 
-def _row(gs: GoldenSet, name: str, codes: np.ndarray, results: list[CheckResult], exact_of: dict[str, bool]) -> StageCheck:
+def _row(gs: GoldenSet, name: str, results: list[CheckResult], exact_of: dict[str, bool]) -> StageCheck:
+    """The :class:`StageCheck` of one stage from its scoreboard results (exact, then tolerance)."""
     ex = next(r for r in results if r.mode == "exact")
     tol = next((r for r in results if r.mode == "tolerance"), None)
     inputs = tuple(gs.inputs(name))
@@ -303,6 +310,6 @@ def check_layer(golden_set_dir: str | Path | GoldenSet, sim_result: Any, *, log:
         if progress is not None:
             progress(name)
         got = _as_codes(codes[name], gs, name)
-        rows.append(_row(gs, name, got, sb.check_stage(gs, name, got), exact_of))
+        rows.append(_row(gs, name, sb.check_stage(gs, name, got), exact_of))
         exact_of[name] = rows[-1].bit_exact
     return LayerCheck(gs.name, rows, sb)

@@ -244,3 +244,20 @@ def test_minifloat_set_dropped_carry_fails_at_that_stage():
     first = tuple(int(i) for i in np.unravel_index(hit[0], d["attn"].shape))
     assert res["attn"].first_fail is not None and res["attn"].first_fail.index == first
     assert res.failure_text().startswith(f"tiny_gpt2_fp8: stage attn: {hit.size} of ")
+
+
+def test_later_failures_are_told_apart(gs):
+    """Two faults: q (carry) and attn (shift). The failure names q first; attn's inputs (probs, v)
+    are golden, so it is listed as failing on its own, while scores (reading the faulty q, codes
+    here moved too) is listed as downstream."""
+    d = dumps(gs)
+    d["q"], _ = drop_carry(d["q"], gs, "q")
+    d["scores"], _ = drop_carry(d["scores"], gs, "scores", seed=1)
+    d["attn"] = shift_off_by_one(d["attn"], gs, "attn", 1)
+    res = check_layer(gs, d)
+    msg = res.failure_text()
+    assert msg.startswith("tiny_gpt2_hw: stage q: "), msg
+    assert re.search(r"; also outside their local tolerance with golden inputs: attn \(\d+, ", msg), msg
+    assert re.search(r"; also outside their local tolerance downstream \(inputs differ from the golden ones\): "
+                     r"scores \(\d+, ", msg), msg
+    assert not res["scores"].inputs_exact and res["attn"].inputs_exact
