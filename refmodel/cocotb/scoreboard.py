@@ -184,12 +184,14 @@ class Scoreboard:
 
     ``name`` labels the report lines; ``report`` is the JSON-lines file (default: ``RM_REPORT``
     from the environment, or none); ``log`` a logger (e.g. ``dut._log``) for the summary lines;
-    ``fail_fast`` False records failures without raising (``assert_all()`` raises later)."""
+    ``fail_fast`` False records failures without raising (``assert_all()`` raises later);
+    ``echo`` False keeps the summary lines off stdout (they still go to ``log`` and ``notes``)."""
 
     def __init__(self, name: str = "scoreboard", *, log: Any = None, report: str | Path | None = None,
-                 fail_fast: bool = True):
+                 fail_fast: bool = True, echo: bool = True):
         self.name = name
         self.log = log
+        self.echo = echo
         env = os.environ.get(REPORT_ENV)
         self.report_path = Path(report) if report is not None else (Path(env) if env else None)
         self.fail_fast = fail_fast
@@ -323,7 +325,8 @@ class Scoreboard:
         self.notes.append(line)
         if self.log is not None:
             self.log.info(line)
-        print(line, flush=True)
+        if self.echo:
+            print(line, flush=True)
 
     def _record(self, r: CheckResult) -> CheckResult:
         self.results.append(r)
