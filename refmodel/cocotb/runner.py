@@ -127,7 +127,7 @@ def _check_line(c: dict[str, Any]) -> str:
     s = head + (f"within {c['tier']}" if not c["failed"] else f"{c['failed']} outside {c['tier']}")
     s += f" (max |err| {_num(c['max_err'])}, max err/bound {_num(c['max_ratio'])}"
     differ = c.get("differ")
-    s += ")" if differ is None else ("; bit-exact)" if not differ else f"; {differ} codes differ from golden)")
+    s += f"; {differ} codes differ from golden)" if differ else ")"
     if c["warnings"]:
         s += f", {c['warnings']} warnings"
     return s

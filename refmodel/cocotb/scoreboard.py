@@ -98,7 +98,8 @@ class CheckResult:
     first_warning: Element | None = None
     fmt: str | None = None
     note: str | None = None
-    #: tolerance mode with ``expected`` codes: checked elements whose code differs from them
+    #: tolerance mode with ``expected`` codes: checked elements whose code differs from them (a DUT
+    #: that is not bit-exact with the golden set but within its tolerance); None without ``expected``
     differ: int | None = None
 
     @property
@@ -114,8 +115,7 @@ class CheckResult:
             body = (f"within {self.tier} tolerance" if self.passed else f"{self.failed} outside the {self.tier} tolerance")
             body += f" (max |err| {self.max_err:.3g}, max err/bound {self.max_ratio:.3g}"
             body += f", {self.unbounded} without a finite bound" if self.unbounded else ""
-            body += ")" if self.differ is None else ("; bit-exact with the expected codes)" if not self.differ
-                                                     else f"; {self.differ} codes differ from the expected ones)")
+            body += f"; {self.differ} codes differ from the expected ones)" if self.differ else ")"
             if self.warnings:
                 body += f"; WARNING {self.warnings} above the warning tier"
         if self.note:
