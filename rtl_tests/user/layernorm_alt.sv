@@ -14,8 +14,8 @@
 // where EPSV = round(EPS * D^2 * 4^IN_F). 1/sqrt(V) = 1/sqrt(M) * 2^-k with M = V / 4^k in [1, 4)
 // (V shifted two bits a cycle; M kept as Q2.30), 1/sqrt(M) from a 48-entry seed table on the top
 // six bits of M (16-bit seeds) and two Newton-Raphson steps y <- y * (3 - M*y^2) / 2 in Q2.30
-// (each product truncated); then y[i] = (z[i] * r * g[i] + b[i] << (30 + k)) / 2^(32 + k) rounded
-// half up (one rounding) and saturated.
+// (each product truncated); then y[i] = (z[i] * r * g[i] + b[i] << (30 + k)) / 2^(30 + P_F - OUT_F + k)
+// rounded half up (one rounding) and saturated.
 //
 // BUG = 1 truncates the output instead of rounding it (round toward minus infinity).
 `timescale 1ns / 1ps
@@ -72,10 +72,8 @@ module layernorm_alt #(
     logic step;                                            // Newton-Raphson step 0 / 1
     logic [15:0] seed;
     logic [5:0] top;
-    logic signed [IN_W-1:0] xx;
 
     assign in_ready = (state == LOAD);
-    assign xx = in_x;
 
     // ---- seed table: round(2^16 / sqrt((i + 0.5) / 16)), i = 16 .. 63 (m in [1, 4)) --------------
     assign top = m[F+1:F-4];
@@ -109,10 +107,13 @@ module layernorm_alt #(
                     xs[idx] <= in_x;
                     gs[idx] <= in_g;
                     bs[idx] <= in_b;
-                    s1 <= s1 + (IN_W + LD + 1)'(xx);
-                    s2 <= s2 + (2 * IN_W + LD)'((2 * IN_W + LD)'(xx) * (2 * IN_W + LD)'(xx));
+                    s1 <= s1 + (IN_W + LD + 1)'(in_x);
+                    s2 <= s2 + (2 * IN_W + LD)'((2 * IN_W + LD)'(in_x) * (2 * IN_W + LD)'(in_x));
                     idx <= idx + 1'b1;
-                    if (idx == LD'(D - 1)) state <= VAR;
+                    if (idx == LD'(D - 1)) begin
+                        idx <= '0;
+                        state <= VAR;
+                    end
                 end
                 VAR: begin
                     v <= V_W'(D) * V_W'(s2) - V_W'(s1) * V_W'(s1) + V_W'(EPSV);
@@ -143,11 +144,11 @@ module layernorm_alt #(
                     r <= (F + 2)'(((2 * F + 6)'(r) * (((2 * F + 6)'(3) << F) - (2 * F + 6)'(t))) >> (F + 1));
                     step <= 1'b1;
                     state <= step ? EMIT : NR_SQ;
-                    idx <= '0;
                 end
                 EMIT: if (out_ready) begin
                     idx <= idx + 1'b1;
                     if (idx == LD'(D - 1)) begin
+                        idx <= '0;
                         state <= LOAD;
                         s1 <= '0;
                         s2 <= '0;
@@ -172,7 +173,7 @@ module layernorm_alt #(
     assign q = total >>> sh;
     assign out_y = (q > MAX) ? MAX[OUT_W-1:0] : (q < MIN) ? MIN[OUT_W-1:0] : q[OUT_W-1:0];
     assign out_valid = (state == EMIT);
-    assign out_last = (idx == LD'(D - 1));
+    assign out_last = (state == EMIT) && (idx == LD'(D - 1));
 endmodule
 
 `default_nettype wire

@@ -19,6 +19,7 @@
 `timescale 1ns / 1ps
 `default_nettype none
 
+// verilator lint_off DECLFILENAME
 module systolic_pe #(
     parameter int A_W = 16,
     parameter int W_W = 8,
@@ -59,6 +60,7 @@ module systolic_pe #(
         if (rst) acc <= '0;
     end
 endmodule
+// verilator lint_on DECLFILENAME
 
 module systolic_matmul #(
     parameter int R = 4,
@@ -207,7 +209,7 @@ module systolic_matmul #(
         end
     endgenerate
     assign out_valid = (state == EMIT);
-    assign out_last = (row == ROW_W'(R - 1));
+    assign out_last = (state == EMIT) && (row == ROW_W'(R - 1));
 endmodule
 
 `default_nettype wire
