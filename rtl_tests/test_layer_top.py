@@ -21,9 +21,13 @@ Tests:
 * ``test_gpt2_d128_s64_hw`` (slow, --run-slow): d_model 128, 4 heads, d_ff 512, seq 64;
 * ``test_framing_and_resets``: layer_top itself driven from Python: short/long frames, one-cycle
   resets in four stages, output gating every cycle, every stage buffer compared;
+* ``test_back_to_back_frames``: layer_top itself: a second frame offered while the first runs
+  (s_ready only in LOAD/SKIP, no word lost), and resynchronisation at one word per clock;
 * through the package runner (``refmodel.rtl_layer.simulate_layer``, no cocotb): Icarus and
   Verilator agree; distinct q/k/v shifts under another plan name; saturating residual adds; a score
-  row at the exp underflow threshold; per-tensor accumulators and the fixed16 preset;
+  row at the exp underflow threshold; per-tensor accumulators and the fixed16 preset; k and v
+  dot products past q's 24-bit accumulator (widths and policies cannot be crossed); scores past a
+  32-bit saturating accumulator; q.k past the requantiser's 34-bit input clamp;
   ``test_gpt2_small_verilator_64_lanes`` (slow): the GPT-2-small shape end to end.
 """
 
