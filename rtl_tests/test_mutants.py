@@ -110,3 +110,14 @@ def test_mutation_score(tmp_path):
     report = tmp_path / "mutants.json"
     code = mutate_rtl.main(["--jobs", "2", "--json", str(report)])
     assert code == 0, report.read_text()[:4000]
+
+
+def test_rtl_dir_follows_the_environment(monkeypatch, tmp_path):
+    """REFMODEL_RTL_DIR points every bench at another copy of rtl/ (how each mutant is run)."""
+    from refmodel.resources import RTL_DIR_ENV, rtl_dir
+
+    monkeypatch.delenv(RTL_DIR_ENV, raising=False)
+    assert (rtl_dir() / "layer_top.v").is_file()
+    copy = mutate_rtl.make_copy(None, tmp_path)
+    monkeypatch.setenv(RTL_DIR_ENV, str(copy))
+    assert rtl_dir() == copy.resolve() and (rtl_dir() / "layer_top.v").read_text() == (RTL / "layer_top.v").read_text()
