@@ -214,7 +214,6 @@ def mul_bound(a_hat: Any, b_hat: Any, *, E_a: Any = None, E_b: Any = None, out: 
     Ebr, Ebs = as_tiers(E_b, b.shape)
     pr = np.abs(a) * Ebr + np.abs(b) * Ear + Ear * Ebr
     ps = np.abs(a) * Ebs + np.abs(b) * Eas + Eas * Ebs
-    zero = np.zeros_like(z)
     return _finish(pr, ps, z, out, what, {})
 
 

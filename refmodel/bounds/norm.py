@@ -228,8 +228,7 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
 
     e_c_r, Cc_r, A2, acc2_r, e_S2_r = variance_chain(e_mu_r, acc2_fn("rig"), False)
     reasons += acc2_cache["rig"][2]
-    e_c_s, _, _, acc2_s, e_S2_s = variance_chain(e_mu_s, acc2_fn("stat"), True)
-    acc2_s = acc2_cache["stat"][1]
+    e_c_s, _, _, _, e_S2_s = variance_chain(e_mu_s, acc2_fn("stat"), True)
     m2, rs = st.var_acc.range_reasons(f"{what} sum of squares", acc2_cache.get("range", A2), acc2_r,
                                       final=np.sum(c * c, -1, keepdims=True),
                                       max_partial=ps2.max_abs + (A2 - np.sum(c * c, -1, keepdims=True)))

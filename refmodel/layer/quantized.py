@@ -117,7 +117,7 @@ def _is_fixed_plan(plan: PrecisionPlan, config: LayerConfig) -> bool:
     specs = [plan.tensor(n).format for n in tensor_names(config)]
     fixed = [isinstance(parse_format(s), FixedFormat) if s != "float64" else False for s in specs]
     if any(fixed) and not all(fixed):
-        bad = [n for n, f in zip(tensor_names(config), fixed) if not f]
+        bad = [n for n, f in zip(tensor_names(config), fixed, strict=True) if not f]
         raise ValueError(f"plan {plan.name!r} mixes fixed-point and float tensors ({', '.join(bad)} are not fixed); "
                          f"a plan is either all fixed point (integer units) or float")
     return all(fixed)

@@ -336,7 +336,7 @@ def load_smollm2(layers: Sequence[int] | None = None, *, seq_len: int = 128, pat
     tokens = [str(t) for t in _field(reader, "tokenizer.ggml.tokens")]
     merges = [str(m) for m in _field(reader, "tokenizer.ggml.merges")]
     ttypes = np.asarray(_field(reader, "tokenizer.ggml.token_type"))
-    tokenizer = _bpe_tokenizer(tokens, merges, [t for t, ty in zip(tokens, ttypes) if int(ty) == 3])
+    tokenizer = _bpe_tokenizer(tokens, merges, [t for t, ty in zip(tokens, ttypes, strict=True) if int(ty) == 3])
     emb_t = by_name["token_embd.weight"]
     vocab = int(emb_t.data.shape[0])
 

@@ -98,7 +98,6 @@ import math
 import re
 import threading
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -120,8 +119,8 @@ __all__ = [
     "matmul",
 ]
 
-Format = Union[FixedFormat, FloatFormat]
-Operand = Union[FixedArray, FloatArray]
+Format = FixedFormat | FloatFormat
+Operand = FixedArray | FloatArray
 
 #: bounds computed with float64 sums are compared against 2^53 with this safety margin (the
 #: relative error of a float64 sum of K <= 2^30 non-negative terms is far below 2^-20)
@@ -260,7 +259,7 @@ class FixedAccumulator:
         return f"acc:{body}:{_OVF_SUFFIX[self.overflow]}"
 
 
-Policy = Union[Exact, Sequential, Blocked, FixedAccumulator]
+Policy = Exact | Sequential | Blocked | FixedAccumulator
 
 _POLICY_HELP = "exact | sequential:<fmt> | blocked:<fmt>:<k> | acc:<s|u><width>[.<frac>]:<wrap|sat|error>"
 
@@ -527,15 +526,15 @@ def _limb_plan(ba: int, bb: int, K: int) -> tuple[int, int, int, int]:
     return best
 
 
-def _limbs(N: np.ndarray, n: int, l: int) -> list[tuple[np.ndarray, int]]:
+def _limbs(N: np.ndarray, n: int, width: int) -> list[tuple[np.ndarray, int]]:
     """N = sum of limb * 2^shift: low limbs in [0, 2^l), the top limb carries the sign."""
     out = []
     for i in range(n):
-        s = i * l
+        s = i * width
         if i == n - 1:
             limb = N >> np.int64(s)
         else:
-            limb = (N >> np.int64(s)) & np.int64((1 << l) - 1)
+            limb = (N >> np.int64(s)) & np.int64((1 << width) - 1)
         out.append((limb.astype(np.float64), s))
     return out
 

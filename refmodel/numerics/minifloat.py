@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,8 @@ class FloatFormat:
 
     exp: int
     man: int
-    bias: int | None = None
+    # None (the default) is resolved to the standard bias in __post_init__: after construction it is an int
+    bias: int = None  # type: ignore[assignment]
     subnormals: bool = True
     specials: str = "ieee"
     overflow: str = "inf"
@@ -161,7 +163,7 @@ class FloatFormat:
         return self.specials != "none"
 
     @property
-    def code_dtype(self) -> type:
+    def code_dtype(self) -> type[np.unsignedinteger[Any]]:
         return np.uint8 if self.bits <= 8 else np.uint16 if self.bits <= 16 else np.uint32 if self.bits <= 32 else np.uint64
 
     @property
@@ -235,8 +237,9 @@ class FloatFormat:
         if not m:
             names = ", ".join(PRESETS)
             raise ValueError(f"unknown float format {spec!r}; presets: {names}; or e<E>m<M>[:tags]")
-        kw: dict = {"exp": int(m.group(1)), "man": int(m.group(2))}
+        kw: dict[str, Any] = {"exp": int(m.group(1)), "man": int(m.group(2))}
         for t in rest:
+            val: str | bool | int
             if t in _SPECIALS:
                 key, val = "specials", t
             elif t == "ftz":
@@ -316,7 +319,7 @@ class FloatArray:
         more = ", ..." if self.codes.size > 16 else ""
         return f"FloatArray(codes=[{', '.join(body)}{more}], fmt={self.fmt})"
 
-    def __getitem__(self, idx) -> FloatArray:
+    def __getitem__(self, idx: Any) -> FloatArray:
         return FloatArray(self.codes[idx], self.fmt)
 
 
@@ -350,7 +353,7 @@ def _check_range(fmt: FloatFormat) -> None:
         )
 
 
-def _nan_code(fmt: FloatFormat, sign: np.ndarray | None = None):
+def _nan_code(fmt: FloatFormat, sign: np.ndarray | None = None) -> np.uint64 | np.ndarray | None:
     """The NaN code encode produces (sign kept where the format has a signed NaN, as ml_dtypes),
     or None when the format has no NaN code."""
     top = (1 << fmt.exp) - 1
@@ -601,7 +604,7 @@ def _round_to_odd_f32(x: np.ndarray) -> np.ndarray:
     return yb
 
 
-def _as_float_input(x, fmt: FloatFormat, mode: Rounding | None = None, sr_bits: int = STOCHASTIC_BITS) -> np.ndarray:
+def _as_float_input(x: Any, fmt: FloatFormat, mode: Rounding | None = None, sr_bits: int = STOCHASTIC_BITS) -> np.ndarray:
     """The values to encode as a float64/float32/float16 array whose rounding under ``mode`` gives
     the correctly rounded result of the *exact* input (see :mod:`refmodel.numerics.inputs` for what
     is accepted). Inputs float64 cannot hold (ints beyond 2^53, Fractions, Decimals...) become
