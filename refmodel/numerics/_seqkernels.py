@@ -49,6 +49,7 @@ user-wide cache directory when that is not writable). Importing this module impo
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
@@ -69,37 +70,37 @@ _THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffi
 
 
 @intrinsic
-def _fma(typingctx, a, b, c):
+def _fma(typingctx: Any, a: Any, b: Any, c: Any) -> tuple[Any, Callable[..., Any]] | None:
     """a * b + c rounded once (llvm.fma), float32 or float64."""
     if a not in (types.float32, types.float64) or not a == b == c:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.fma(*args)
 
     return a(a, b, c), codegen
 
 
 @intrinsic
-def _bits(typingctx, x):
+def _bits(typingctx: Any, x: Any) -> tuple[Any, Callable[..., Any]] | None:
     """The IEEE bit pattern of a float32 / float64 as int32 / int64."""
     ity = {types.float32: types.int32, types.float64: types.int64}.get(x)
     if ity is None:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.bitcast(args[0], ir.IntType(ity.bitwidth))
 
     return ity(x), codegen
 
 
 @intrinsic
-def _from_bits(typingctx, i, like):
+def _from_bits(typingctx: Any, i: Any, like: Any) -> tuple[Any, Callable[..., Any]] | None:
     """The float of ``like``'s type (float32 / float64) with bit pattern ``i`` (low bits used)."""
     if like not in (types.float32, types.float64) or not isinstance(i, types.Integer):
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         fty = ir.FloatType() if like == types.float32 else ir.DoubleType()
         iv = args[0]
         if like.bitwidth < i.bitwidth:
@@ -112,14 +113,14 @@ def _from_bits(typingctx, i, like):
 
 
 @intrinsic
-def _round_half(typingctx, x):
+def _round_half(typingctx: Any, x: Any) -> tuple[Any, Callable[..., Any]] | None:
     """float32 -> the nearest fp16 (IEEE conversion, ties to even, overflow to inf) -> float32
     (F16C's vcvtps2ph / vcvtph2ps). Typed for float64 too, as the identity: that instance is dead
     code in the float64 kernels (HALF runs in float32 only)."""
     if x not in (types.float32, types.float64):
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         if x == types.float64:
             return args[0]
         return builder.fpext(builder.fptrunc(args[0], ir.HalfType()), ir.FloatType())
@@ -131,7 +132,7 @@ FMA32, HALF, ROUND = 0, 1, 2
 
 
 @njit(inline="always")
-def _step(kind, a, b, acc, prm):
+def _step(kind: int, a: Any, b: Any, acc: Any, prm: tuple[Any, ...]) -> Any:
     """One accumulation step acc <- round_F(acc + a * b) of kernel ``kind`` (module docstring).
     ``prm`` (all in T or T's integer type): inf, fmax, big (what an overflow gives: inf, fmax or
     NaN), 1, P, bias, exponent-field mask of T; F's man, smallest quantum exponent, emax + 1."""
@@ -165,7 +166,8 @@ _NC = 256
 
 
 @njit(nogil=True, cache=True)
-def _seq_rows(kind, A, B, out, i0, i1, prm):
+def _seq_rows(kind: int, A: np.ndarray, B: np.ndarray, out: np.ndarray, i0: int, i1: int,
+              prm: tuple[Any, ...]) -> None:
     """Kernel ``kind`` on output rows i0..i1-1: out (M, N) holds acc_{-1} and receives acc_{K-1};
     A (M, K), B (K, N) in T. Columns go in panels of _NC, rows four at a time (each B value loaded
     once for four rows); the loop over a panel's columns is the one LLVM vectorises."""
@@ -274,7 +276,7 @@ def sequential(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, how: tuple[int,
     return out.astype(np.float64)
 
 
-def _split_rows(run, M: int, work: int) -> None:
+def _split_rows(run: Callable[[int, int], None], M: int, work: int) -> None:
     """run(i0, i1) over row ranges, on up to _THREADS threads when the work is large enough."""
     nthreads = min(_THREADS, M) if work >= _PARALLEL_MIN else 1
     if nthreads <= 1:
