@@ -152,7 +152,7 @@ def attention_lipschitz(X: Any, W_Q: Any, W_K: Any, W_V: Any, W_O: Any, n_heads:
                 kmax = np.full(i1 - i0, float(kn.max()))
             dl1 = (aQ * kmax + qn[rows] * aK) / math.sqrt(dh)
             factor[i0:i1] = np.maximum(factor[i0:i1], wo * (wv_inf + 2 * dl1 * sp))
-            if bound is not None:
+            if bound is not None and delta is not None:
                 M = (delta * aQ * kmax + qn[rows] * delta * aK + delta * delta * aQ * aK) / math.sqrt(dh)
                 bound[i0:i1] = np.maximum(bound[i0:i1], wo * (wv_inf * delta + np.expm1(2 * M) * sp))
             vobar = s @ vo
@@ -160,12 +160,12 @@ def attention_lipschitz(X: Any, W_Q: Any, W_K: Any, W_V: Any, W_O: Any, n_heads:
             kq = np.max(np.where(mask, kq1[None, :], 0.0), axis=1) if mask is not None else np.full(i1 - i0, kq1.max())
             dlt = (kq + qk1[rows]) / math.sqrt(dh)
             tight[i0:i1] += ov_h + 2 * dlt * spo
-            if bound_t is not None:
+            if bound_t is not None and delta is not None:
                 Mt = (delta * (kq + qk1[rows]) + delta * delta * aQ * aK) / math.sqrt(dh)
                 bound_t[i0:i1] += ov_h * delta + np.expm1(2 * Mt) * spo
             spread_max[i0:i1] = np.maximum(spread_max[i0:i1], sp)
             sink[i0:i1] += np.max(s, axis=1) / n_heads
-    if bound is not None:
+    if bound is not None and bound_t is not None:
         bound = np.minimum(bound, bound_t)
     return {"queries": qi, "factor": factor, "factor_tight": np.minimum(tight, factor), "bound": bound,
             "worst_case": om_ov * (1 + 4 * om_kq * R * R),

@@ -171,7 +171,7 @@ def accumulate(terms_fn: Callable[[int], np.ndarray], K: int, acc: Accum, init: 
     hi = np.zeros(shape)
     lo = np.zeros(shape)
 
-    def dd_add(h, lo_, t):
+    def dd_add(h: np.ndarray, lo_: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s, e = two_sum(h, t)
         return s, lo_ + e
 

@@ -128,7 +128,7 @@ def matmul_bound(
     # products
     prod_r = products.rel * P + K * products.abs
     terms_abs = P + prod_r
-    if init:
+    if init and bvec is not None:
         terms_abs = terms_abs + np.abs(bvec)
     lam = lambda_azuma(alpha)
     if products.exact:

@@ -207,7 +207,7 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
         rS_r = (sum_e_r + acc_r) / W
         rS_s = (sum_e_s + acc_s) / W
 
-    def D_of(rS, rho_):
+    def D_of(rS: np.ndarray, rho_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             bad = ~(rS < 1)
             r_ = np.where(bad, 0.0, rS)
@@ -225,8 +225,9 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
         with np.errstate(invalid="ignore", divide="ignore"):
             rtop = (1 + st.recip.rel) / (W * (1 - np.where(bad, 0, rS_r))) + st.recip.abs
         mk = range_mask(0 * rtop, rtop, st.recip)
-        if np.any(mk):
-            reasons.append(range_reason(f"{what} reciprocal", mk, 0 * rtop, rtop, st.recip))
+        r = range_reason(f"{what} reciprocal", mk, 0 * rtop, rtop, st.recip)
+        if r is not None:  # some entry of mk is set
+            reasons.append(r)
             nog = nog | mk
     fin = np.isfinite(D_r)
     out_r, out_s, onog, rs, ns = output_rounding(s, np.where(fin, D_r, 0.0), np.where(fin, D_s, 0.0), st.out,

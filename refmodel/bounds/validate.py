@@ -114,7 +114,7 @@ def _gen(kind: str, shape: tuple[int, ...], rng: np.random.Generator, axis: int 
     if kind == "outlier":
         n = shape[axis]
         idx = rng.choice(n, size=max(1, n // 128), replace=False)
-        sl = [slice(None)] * len(shape)
+        sl: list[slice | np.ndarray] = [slice(None)] * len(shape)
         sl[axis] = idx
         x[tuple(sl)] *= 10.0 ** rng.uniform(2, 3, size=x[tuple(sl)].shape)
     elif kind == "positive":
@@ -139,7 +139,7 @@ class Case:
     kind: str
     trials: int
     fn: Callable[..., CaseResult]
-    kw: dict = field(default_factory=dict, hash=False, compare=False)
+    kw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     #: the configuration is expected to have no rigorous guarantee (vacuous gamma, overflow)
     expect_nog: bool = False
     #: the statistical tier is expected to be tight (False for biased rounding: stat == rig there)
@@ -513,7 +513,8 @@ def _mix(case: Case, T: int, rng: np.random.Generator, *, fmt: str, S: int, dh: 
     return _result(case.op, case.config, case.kind, T, y, ref, B, t0)
 
 
-def _c(op_name, config, kind, trials, runner, expect_nog=False, stat_tight=True, **kw) -> Case:
+def _c(op_name: str, config: str, kind: str, trials: int, runner: Callable[..., CaseResult], expect_nog: bool = False,
+       stat_tight: bool = True, **kw: Any) -> Case:
     return Case(op_name, config, kind, trials, runner, kw, expect_nog, stat_tight)
 
 
@@ -665,11 +666,11 @@ def op_summary_markdown(results: list[CaseResult]) -> str:
         rr_r = np.concatenate([r.ratio_rig for r in rand]) if rand else np.array([np.nan])
         st_r = np.concatenate([r.ratio_stat for r in rand]) if rand else np.array([np.nan])
 
-        def mx(a):
+        def mx(a: np.ndarray) -> str:
             a = a[np.isfinite(a)]
             return _f(float(a.max())) if a.size else "n/a"
 
-        def md(a):
+        def md(a: np.ndarray) -> str:
             a = a[np.isfinite(a)]
             return _f(float(np.median(a))) if a.size else "n/a"
 

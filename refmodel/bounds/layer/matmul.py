@@ -205,7 +205,7 @@ def _scaled_epilogue(walk: Any, rec: Any, x: np.ndarray, Ex: np.ndarray, b: Any,
         mac, rq = rec.details["mac"], rec.details["requant"]
         M = np.broadcast_to(np.asarray(rec.details["multipliers"], dtype=np.float64), (N,))
         pf = walk.qt(xn).fmt.frac + wq.fmt.frac
-        out_fmt = parse_format(tp.format)
+        out_fmt = FixedFormat.parse(tp.format)  # a fixed-point plan
         bias = None
         Eb_tot: Any = Eb
         if b is not None:
@@ -287,7 +287,7 @@ def walk_scores(walk: Any, rec: Any) -> None:
         rq = rec.details["requant"]
         M = int(rec.details["multiplier"])
         pf = walk.qt(qn).fmt.frac + walk.qt(kn).fmt.frac
-        out_fmt = parse_format(tp.format)
+        out_fmt = FixedFormat.parse(tp.format)  # a fixed-point plan
         B = matmul_bound(q, kT, E_a=rig_only(Eq), E_b=rig_only(EkT), accum=Accum.fixed(FixedFormat(mac.acc_w, pf, True),
                          mac.acc_overflow.value), out=EXACT, what=f"{name} q.k")
         ch = ValueChain.from_bound(B)

@@ -191,7 +191,9 @@ def float_norm_input(x: np.ndarray, scale: float, W: str, tp: Any, mW: Any, what
     return xs, cast
 
 
-def _walk_float_norm(walk, rec, x, Ex, g, Eg, b, Eb, center, eps, scale, Sx, gn, bn):
+def _walk_float_norm(walk: Any, rec: Any, x: np.ndarray, Ex: np.ndarray, g: np.ndarray, Eg: np.ndarray,
+                     b: np.ndarray | None, Eb: np.ndarray | None, center: bool, eps: float, scale: float,
+                     Sx: StatError, gn: str, bn: str | None) -> tuple[ValueChain, StatError]:
     tp = walk.tp(rec.name)
     rnd = tp.rounding
     steps, mW = float_norm_steps(rec, tp, center)
@@ -264,7 +266,9 @@ def fixed_norm_local(walk: Any, rec: Any) -> tuple[np.ndarray, np.ndarray, np.nd
     return unit, eps_term, z_u, z, prm
 
 
-def _walk_fixed_norm(walk, rec, x, Ex, g, Eg, b, Eb, center, eps, Sx, gn, bn):
+def _walk_fixed_norm(walk: Any, rec: Any, x: np.ndarray, Ex: np.ndarray, g: np.ndarray, Eg: np.ndarray,
+                     b: np.ndarray | None, Eb: np.ndarray | None, center: bool, eps: float,
+                     Sx: StatError, gn: str, bn: str | None) -> tuple[ValueChain, StatError]:
     unit, eps_term, z_u, z, prm = fixed_norm_local(walk, rec)
     clamp = np.abs(np.clip(z_u, prm.out_fmt.min, prm.out_fmt.max) - z_u)
     # propagated: the exact-arithmetic norm's sensitivity to E_x, E_g, E_b (norm_bound, exact steps)
