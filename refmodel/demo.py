@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .golden.generate import generate_set
-from .golden.manifest import load_tensor, read_manifest
+from .golden.manifest import LoadedTensor, load_tensor, read_manifest
 from .layer.config import LayerConfig
 from .layer.plan import PrecisionPlan
 from .numerics.fixed import FixedFormat, decode
@@ -76,7 +76,7 @@ def _decode_entry(codes: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
     raise ValueError(f"cannot decode format {entry['format']}")
 
 
-def _judge(stage: str, got: np.ndarray, t: dict[str, Any], bit_exact: bool | None) -> StageResult:
+def _judge(stage: str, got: np.ndarray, t: LoadedTensor, bit_exact: bool | None) -> StageResult:
     ref = t["reference"]
     tol = t.get("tolerance")
     err = np.abs(got - ref)
