@@ -294,7 +294,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             info["exponent"] = int(sc.exponents.reshape(-1)[0])
         return info
 
-    def _float_scale_epilogue(self, name: str, x: QTensor, wt: QTensor, sc: WeightScale, mx_axis: int) -> tuple[QTensor, dict[str, Any]]:
+    def _float_scale_epilogue(self, name: str, x: QTensor, wt: QTensor, sc: WeightScale,
+                              mx_axis: int) -> tuple[QTensor, dict[str, Any]]:
         """Float plans, scaled weight: ``a = acc(x q^T)`` rounded into the work format ``E``
         (the accumulation policy's format; fp32 for ``exact``), then ``y = round_F(a * s_c)``:
         one rounding, the product being exact in float64 (``s_c`` fp32 or 2^e, ``a`` <= 24 bits)."""
@@ -475,7 +476,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             return store(v, str(wide))
         return QTensor(v)
 
-    def _float_softmax(self, name: str, s: QTensor, allowed: np.ndarray, shifted: bool) -> tuple[QTensor, dict[str, Any]]:
+    def _float_softmax(self, name: str, s: QTensor, allowed: np.ndarray,
+                       shifted: bool) -> tuple[QTensor, dict[str, Any]]:
         tp = self._tp(name)
         F, pol, rnd = self._work_format(name), tp.acc, tp.rounding
         st = lambda v: store(v, F, rnd, tp.overflow)  # noqa: E731  internal steps in the work format
@@ -574,7 +576,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         codes = _mac_matmul(x.raw_codes, w, p, bias)
         return QTensor(FixedArray(codes, out).to_float(), out, codes), det
 
-    def _fixed_matmul_requant(self, name: str, x: QTensor, w: QTensor, b: QTensor | None) -> tuple[QTensor, dict[str, Any]]:
+    def _fixed_matmul_requant(self, name: str, x: QTensor, w: QTensor,
+                              b: QTensor | None) -> tuple[QTensor, dict[str, Any]]:
         """Fixed plans, per-channel (or float) weight scale: the hardware-style epilogue.
 
         ``acc_c = b_acc_c + sum_k x_k q_ck`` exact in the plan's accumulator (``s{ACC_W}``, wrap or
@@ -624,7 +627,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             det["bias_requant"] = {"from": str(b.fixed_fmt), "frac": pf, "per_channel": True, "rounding": "rne"}
         return QTensor(FixedArray(codes, out).to_float(), out, codes), det
 
-    def _fixed_scores(self, name: str, q: QTensor, kr: QTensor, scale: float, allowed: np.ndarray) -> tuple[QTensor, dict[str, Any]]:
+    def _fixed_scores(self, name: str, q: QTensor, kr: QTensor, scale: float,
+                      allowed: np.ndarray) -> tuple[QTensor, dict[str, Any]]:
         from ..numerics.units.mac import MacParams, matmul_acc_int
         from ..numerics.units.requant import RequantParams, choose_multiplier, requant
 
@@ -668,7 +672,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
                                                   **({"k": u.softmax_recip_k} if u.softmax_recip_k else {}))
         return self._unit_cache[key]
 
-    def _fixed_softmax(self, name: str, s: QTensor, allowed: np.ndarray, shifted: bool) -> tuple[QTensor, dict[str, Any]]:
+    def _fixed_softmax(self, name: str, s: QTensor, allowed: np.ndarray,
+                       shifted: bool) -> tuple[QTensor, dict[str, Any]]:
         from ..numerics.units.softmax import softmax as sm
 
         if not shifted:

@@ -284,7 +284,8 @@ def parse_policy(spec: Policy | str) -> Policy:
         if kind == "acc" and rest:
             body, _, ov = rest.rpartition(":")
             m = re.fullmatch(r"\s*([su]?)(\d+)(?:\.(-?\d+))?\s*", body, re.IGNORECASE)
-            ovs = {"wrap": Overflow.WRAP, "sat": Overflow.SATURATE, "saturate": Overflow.SATURATE, "error": Overflow.ERROR}
+            ovs = {"wrap": Overflow.WRAP, "sat": Overflow.SATURATE, "saturate": Overflow.SATURATE,
+                   "error": Overflow.ERROR}
             if m is None or ov.strip().lower() not in ovs:
                 raise ValueError("expected acc:<s|u><width>[.<frac>]:<wrap|sat|error>")
             return FixedAccumulator(
@@ -528,7 +529,7 @@ def _limb_plan(ba: int, bb: int, K: int) -> tuple[int, int, int, int]:
 
 
 def _limbs(N: np.ndarray, n: int, width: int) -> list[tuple[np.ndarray, int]]:
-    """N = sum of limb * 2^shift: low limbs in [0, 2^l), the top limb carries the sign."""
+    """N = sum of limb * 2^shift: low limbs in [0, 2^width), the top limb carries the sign."""
     out = []
     for i in range(n):
         s = i * width

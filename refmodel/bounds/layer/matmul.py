@@ -182,7 +182,8 @@ def walk_linear(walk: LayerWalk, rec: OpRecord) -> None:
     walk.finish(rec, ch, st, extra_reasons=reasons, ref_magnitude=ref_mag)
 
 
-def _scaled_epilogue(walk: LayerWalk, rec: OpRecord, x: np.ndarray, Ex: np.ndarray, b: Any, Eb: Any) -> tuple[ValueChain, Any]:
+def _scaled_epilogue(walk: LayerWalk, rec: OpRecord, x: np.ndarray, Ex: np.ndarray, b: Any,
+                     Eb: Any) -> tuple[ValueChain, Any]:
     """A linear layer whose weight is element codes ``q`` times a per-channel (or float) scale
     ``s`` applied after the accumulation (``QuantOps._float_scale_epilogue`` /
     ``_fixed_matmul_requant``; docs/plans.md). ``x (q s)^T = (x q^T) s`` exactly, so the chain is

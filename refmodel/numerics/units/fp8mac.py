@@ -272,7 +272,8 @@ def _low_nonzero(mh: np.ndarray, ml: np.ndarray, u: np.ndarray) -> np.ndarray:
     return lo_nz | ((u > 32) & hi_nz)
 
 
-def acc_to_fp32(hi: npt.ArrayLike, lo: npt.ArrayLike, acc_frac: int, nan: npt.ArrayLike | None = None, pinf: npt.ArrayLike | None = None, ninf: npt.ArrayLike | None = None) -> np.ndarray:
+def acc_to_fp32(hi: npt.ArrayLike, lo: npt.ArrayLike, acc_frac: int, nan: npt.ArrayLike | None = None,
+                pinf: npt.ArrayLike | None = None, ninf: npt.ArrayLike | None = None) -> np.ndarray:
     """fp32 codes (uint32) of the fixed-point values ``(hi*2**32 + lo) * 2**-acc_frac`` with ONE
     round-to-nearest-even; this is the model of ``rtl/fp8_acc_to_fp32.v``.
 

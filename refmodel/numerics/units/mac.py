@@ -178,7 +178,8 @@ def requantize_int(acc: npt.ArrayLike, p: MacParams) -> np.ndarray:
     return np.clip(r, -(1 << (p.out_w - 1)), (1 << (p.out_w - 1)) - 1).astype(np.int64)
 
 
-def dot_acc_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams, bias: npt.ArrayLike | None = None) -> np.ndarray:
+def dot_acc_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams,
+                bias: npt.ArrayLike | None = None) -> np.ndarray:
     """Accumulator of ``mac_dot`` for dot products over the last axis (see module contract).
 
     ``a_codes``/``w_codes``: int ``s{A_W}``/``s{W_W}`` codes broadcastable to ``(..., K)``, K >= 1;
@@ -211,7 +212,8 @@ def dot_acc_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams, bi
     return acc
 
 
-def dot_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams, bias: npt.ArrayLike | None = None) -> np.ndarray:
+def dot_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams,
+            bias: npt.ArrayLike | None = None) -> np.ndarray:
     """``mac_dot`` output codes: :func:`requantize_int` of :func:`dot_acc_int` (see module docstring).
 
     >>> p = MacParams(a_w=8, w_w=8, acc_w=20, out_w=8, shift=4, rounding="rne")
@@ -235,7 +237,8 @@ def _matmul_mod_acc(a: np.ndarray, w: np.ndarray, p: MacParams) -> np.ndarray:
     return np.asarray(r.codes, dtype=np.int64).reshape(a.shape[:-1] + (n,))
 
 
-def matmul_acc_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams, bias: npt.ArrayLike | None = None) -> np.ndarray:
+def matmul_acc_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams,
+                   bias: npt.ArrayLike | None = None) -> np.ndarray:
     """Accumulators of ``a @ w`` under the ``mac_dot`` contract: ``out[..., m, n]`` equals
     ``dot_acc_int(a[..., m, :], w[:, n], p, bias[n])`` bit for bit.
 
@@ -281,7 +284,8 @@ def matmul_acc_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams,
     return o2.reshape(out.shape)
 
 
-def matmul_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams, bias: npt.ArrayLike | None = None) -> np.ndarray:
+def matmul_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams,
+               bias: npt.ArrayLike | None = None) -> np.ndarray:
     """``mac_dot`` outputs for ``a @ w``: :func:`requantize_int` of :func:`matmul_acc_int`.
 
     Shapes ``(..., M, K) @ (K, N) -> (..., M, N)``; bit-identical to :func:`dot_int` row by row.

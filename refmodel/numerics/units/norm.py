@@ -456,14 +456,16 @@ def norm_int(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt
     return np.clip(out, p.out_fmt.min_code, p.out_fmt.max_code)
 
 
-def layernorm_int(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt.ArrayLike, params: NormParams) -> np.ndarray:
+def layernorm_int(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt.ArrayLike | None,
+                  params: NormParams) -> np.ndarray:
     """LayerNorm with the SLaNC shift (``params.rms`` must be False). See :func:`norm_int`."""
     if params.rms:
         raise ValueError("layernorm_int: params.rms is True; use rmsnorm_int")
     return norm_int(x_codes, gamma_codes, beta_codes, params)
 
 
-def rmsnorm_int(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt.ArrayLike, params: NormParams) -> np.ndarray:
+def rmsnorm_int(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt.ArrayLike | None,
+                params: NormParams) -> np.ndarray:
     """RMSNorm with the SLaNC shift (``params.rms`` must be True; ``beta_codes`` may be None).
     See :func:`norm_int`."""
     if not params.rms:
