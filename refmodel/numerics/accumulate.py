@@ -97,6 +97,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
@@ -835,8 +836,7 @@ def _exact_fixed_fmt(a: _Op, b: _Op, K: int) -> FixedFormat:
 
 
 def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Rounding, overflow: Overflow) -> Operand:
-    M, K = a.shape
-    N = b.shape[1]
+    K = a.shape[1]
     if isinstance(policy, Exact):
         if out_fmt is None:
             if not (a.is_fixed and b.is_fixed):
@@ -880,8 +880,59 @@ def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Round
             acc = _seq_float(va, vb, fmt, rounding, (a.bits_desc(), b.bits_desc()))
         return _convert(acc, out_fmt or fmt, rounding, overflow)
 
-    # Blocked
-    kb = policy.k
+    if isinstance(fmt, FloatFormat):
+        acc = _blocked_float(a, b, fmt, policy.k, rounding, overflow, what)
+    else:
+        acc = _blocked_loop(a, b, fmt, policy.k, rounding, overflow, what)
+    return _convert(acc, out_fmt or fmt, rounding, overflow)
+
+
+def _blocked_float(a: _Op, b: _Op, fmt: FloatFormat, kb: int, rounding: Rounding, overflow: Overflow,
+                   what: str) -> FloatArray:
+    """Blocked(fmt, kb) into a float accumulator: the compiled kernel when one applies
+    (:func:`_blocked_kernel`, same bits), else :func:`_blocked_loop`."""
+    res = None
+    if a.shape[0] and a.shape[1] and b.shape[1] and rounding is Rounding.RNE:
+        va, vb = a.exact_values(), b.exact_values()
+        if va is not None and vb is not None:
+            res = _blocked_kernel(va, vb, fmt, kb, (a.bits_desc(), b.bits_desc()),
+                                  lambda rows: _blocked_loop(a.slice(rows=rows), b, fmt, kb, rounding, overflow, what))
+    if res is None:
+        res = _blocked_loop(a, b, fmt, kb, rounding, overflow, what)
+    return res  # type: ignore[return-value]
+
+
+def _blocked_kernel(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, kb: int,
+                    desc: tuple[tuple[int, int, int], tuple[int, int, int]],
+                    rows_loop: Callable[[np.ndarray], Operand], b_cache: dict | None = None) -> FloatArray | None:
+    """Blocked(fmt, kb) with round to nearest even on float64 values ``va`` (M, K) @ ``vb``
+    (K, N) whose products are exact (``desc``: the operands' :meth:`_Op.bits_desc`), by the
+    compiled kernel of :func:`._seqkernels.blocked`; the rows it cannot settle (a block sum beyond
+    two float64 TwoSum levels, a NaN) come from ``rows_loop(rows)``, which must run
+    :func:`_blocked_loop` on those rows of ``va``. None when no kernel applies (numba missing, or
+    :func:`._seqkernels.blocked_plan` declines). ``b_cache``: a dict kept with a constant ``vb``
+    (a weight) where the kernel keeps its prepared copy of it."""
+    try:
+        from . import _seqkernels
+    except ImportError:  # numba missing: the numpy loop is exact, only slower
+        return None
+    how = _seqkernels.blocked_plan(fmt, Rounding.RNE.value, desc, kb)
+    if how is None:
+        return None
+    vals, bad = _seqkernels.blocked(va, vb, fmt, kb, how, b_cache)
+    res = _encode(vals, fmt, Rounding.RNE)  # members of fmt: exact
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        res.codes[rows] = rows_loop(rows).codes
+    return res
+
+
+def _blocked_loop(a: _Op, b: _Op, fmt: Format, kb: int, rounding: Rounding, overflow: Overflow, what: str) -> Operand:
+    """Blocked(fmt, kb): exact block sums (:func:`_exact_sum`), each rounded into ``fmt``, added
+    into the ``fmt`` accumulator with one rounding (float: :func:`_add_ro` then encode) -- the
+    plain statement of the contract, looping over the blocks."""
+    M, K = a.shape
+    N = b.shape[1]
     acc = None
     vals = None
     for j0 in range(0, K, kb):
@@ -897,7 +948,7 @@ def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Round
             vals = acc.to_float()
     if acc is None:  # K == 0
         acc = FixedArray(np.zeros((M, N), np.int64), fmt) if isinstance(fmt, FixedFormat) else _encode(np.zeros((M, N)), fmt, rounding)
-    return _convert(acc, out_fmt or fmt, rounding, overflow)
+    return acc
 
 
 def _acc_loop(Na, Nb, d: int, fmt: FixedFormat, ovf: Overflow, rounding: Rounding, what: str,

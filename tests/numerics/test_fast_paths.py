@@ -215,8 +215,10 @@ def _run(cfg: str, plan: str) -> dict:
 def test_layer_fast_paths_match_slow_paths(cfg, plan, monkeypatch):
     fast = _run(cfg, plan)
     monkeypatch.setattr(qz, "_sequential_product", lambda *a, **k: None)
+    monkeypatch.setattr(qz, "_blocked_product", lambda *a, **k: None)
     monkeypatch.setattr(qz, "_certified_exact_product", lambda *a, **k: None)
     monkeypatch.setattr(sk, "plan", lambda *a, **k: None)
+    monkeypatch.setattr(sk, "blocked_plan", lambda *a, **k: None)
     slow = _run(cfg, plan)
     for n, (v, c) in slow.items():
         assert np.array_equal(fast[n][0].view(np.uint64), v.view(np.uint64)), n
