@@ -40,6 +40,12 @@ against it. Two kernels, each a loop over k per output row, vectorised over the 
       inf); a NaN (inf - inf, or formats whose overflow is NaN) is reported and the caller reruns
       the numpy loop, which owns the NaN-code rules.
 
+``blocked`` -- Blocked(F, k) (:func:`blocked`): per block, the exact block sum in float64 (a
+    plain sum where a per-segment bound proves it exact, else two TwoSum chains), rounded once
+    into F (RO53 of the TwoSum pair, then F's rounding: a float32 cast for fp32, step 3 above
+    otherwise), then acc <- round_F(acc + r) by one of the kernels above with the product r * 1.
+    Rows whose block sums escape the two chains, and NaN rows, are left to the numpy loop.
+
 The kernels release the GIL; :func:`sequential` splits the output rows over a few threads. They
 are compiled by numba on first use and cached on disk (numba's cache next to this file, or its
 user-wide cache directory when that is not writable). Importing this module imports numba (~0.5 s):

@@ -74,6 +74,12 @@ How it is computed (all results are exact or rounded exactly once where the cont
   once to the format's grid (proofs in that module). The numpy loop of :func:`_seq_float_loop`
   states the contract plainly and is what the kernels are tested against; it runs when no kernel
   applies, or when an overflow made a NaN.
+* Blocked float accumulators (round to nearest even, products exact in float64) run on a compiled
+  kernel too (:func:`._seqkernels.blocked`): each block sum is exact -- a plain float64 sum where
+  a per-segment bound proves every partial sum is a float64, else two TwoSum chains whose second
+  one must be exact -- and is rounded once into the format, then added with one rounding. Rows
+  it cannot settle (a block's dynamic range beyond the two chains, a NaN) are recomputed by
+  :func:`_blocked_loop`, the plain statement of the contract the kernel is tested against.
 * These loops run on int64 while the aligned accumulator plus a product provably fits; wider cases
   run the same loop on Python ints (object arrays: exact, slower).
 
@@ -880,18 +886,19 @@ def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Round
             acc = _seq_float(va, vb, fmt, rounding, (a.bits_desc(), b.bits_desc()))
         return _convert(acc, out_fmt or fmt, rounding, overflow)
 
+    blk: Operand
     if isinstance(fmt, FloatFormat):
-        acc = _blocked_float(a, b, fmt, policy.k, rounding, overflow, what)
+        blk = _blocked_float(a, b, fmt, policy.k, rounding, overflow, what)
     else:
-        acc = _blocked_loop(a, b, fmt, policy.k, rounding, overflow, what)
-    return _convert(acc, out_fmt or fmt, rounding, overflow)
+        blk = _blocked_loop(a, b, fmt, policy.k, rounding, overflow, what)
+    return _convert(blk, out_fmt or fmt, rounding, overflow)
 
 
 def _blocked_float(a: _Op, b: _Op, fmt: FloatFormat, kb: int, rounding: Rounding, overflow: Overflow,
                    what: str) -> FloatArray:
     """Blocked(fmt, kb) into a float accumulator: the compiled kernel when one applies
     (:func:`_blocked_kernel`, same bits), else :func:`_blocked_loop`."""
-    res = None
+    res: Operand | None = None
     if a.shape[0] and a.shape[1] and b.shape[1] and rounding is Rounding.RNE:
         va, vb = a.exact_values(), b.exact_values()
         if va is not None and vb is not None:
@@ -933,14 +940,14 @@ def _blocked_loop(a: _Op, b: _Op, fmt: Format, kb: int, rounding: Rounding, over
     plain statement of the contract, looping over the blocks."""
     M, K = a.shape
     N = b.shape[1]
-    acc = None
-    vals = None
+    acc: Operand | None = None
+    vals = np.zeros(0)
     for j0 in range(0, K, kb):
         sl = slice(j0, min(j0 + kb, K))
         r = _sum_to(_exact_sum(a.slice(cols=sl), b.slice(rows=sl)), fmt, rounding, overflow, f"{what} block at k={j0}")
         if acc is None:
             acc = r
-            vals = None if isinstance(fmt, FixedFormat) else r.to_float()
+            vals = vals if isinstance(fmt, FixedFormat) else r.to_float()
         elif isinstance(fmt, FixedFormat):
             acc = FixedArray(_fx.apply_overflow(acc.codes + r.codes, fmt, overflow, what=f"{what} at k={j0}"), fmt)
         else:
