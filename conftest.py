@@ -15,3 +15,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _piped_terminal_size(monkeypatch):
+    """Tests see the CLI as a user piping its output sees it: pytest-xdist's workers inherit
+    COLUMNS=80/LINES=24 from execnet, which would fold the tables; a test that wants a width sets it."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)

@@ -1,8 +1,10 @@
 """The whole chain on one layer: build it, compute SLaNC scales, write a golden set, bound every
 stage's error, simulate the RTL layer (Icarus or Verilator), and judge every stage.
 
-A stage passes when the RTL codes equal the golden (integer model) codes bit for bit and every
-element of its decoded value lies within the bound-derived tolerance of the float64 reference.
+A stage passes when the RTL codes equal the golden (integer model) codes bit for bit, every
+element lies within the stage's local tolerance (against the float64 op on the stage's own golden
+inputs; :func:`refmodel.rtl_layer_check.check_layer`, which also counts the elements above the
+statistical tier as warnings) and within the end-to-end tolerance of the float64 layer.
 The RTL step runs whenever the plan's content is one the RTL implements
 (:func:`refmodel.rtl_layer.rtl_support`), whatever the plan is called; when it cannot run,
 :func:`rtl_blocker` says why and :func:`run_demo` raises instead of leaving the RTL column empty.
@@ -10,13 +12,14 @@ The RTL step runs whenever the plan's content is one the RTL implements
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +28,9 @@ from .golden.manifest import load_tensor, read_manifest
 from .layer.config import LayerConfig
 from .layer.plan import PrecisionPlan
 from .numerics.fixed import FixedFormat, decode
+
+if TYPE_CHECKING:
+    from .rtl_layer_check import StageCheck
 
 __all__ = ["StageResult", "DemoResult", "run_demo", "rtl_blocker", "plot_stages"]
 
@@ -45,6 +51,18 @@ class StageResult:
     bound: float  # max tolerance (inf: no guarantee)
     ratio: float  # max over elements of err / tolerance
     verdict: str
+    local_ratio: float = float("nan")  # max err / local bound (against the float64 op on the stage's own inputs)
+    local_failed: int = 0  # elements outside the local bound
+    warnings: int = 0  # elements within the local bound but above the statistical tier
+
+    @property
+    def local_text(self) -> str:
+        """``<max err/local bound> (<warnings>)``, e.g. ``0.9995 (0)``; ``-`` without a local tier."""
+        if math.isnan(self.local_ratio):
+            return "-"
+        from .rtl_layer_check import ratio_text
+
+        return f"{ratio_text(self.local_ratio)} ({self.warnings})"
 
 
 @dataclass
@@ -76,7 +94,17 @@ def _decode_entry(codes: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
     raise ValueError(f"cannot decode format {entry['format']}")
 
 
-def _judge(stage: str, got: np.ndarray, t: dict[str, Any], bit_exact: bool | None) -> StageResult:
+def _judge(stage: str, got: np.ndarray, t: dict[str, Any], bit_exact: bool | None,
+           local: StageCheck | None = None) -> StageResult:
+    res = _judge_e2e(stage, got, t, bit_exact)
+    if local is not None and local.tier == "local":
+        res.local_ratio, res.local_failed, res.warnings = local.ratio, local.failed, local.warnings
+        if bit_exact is not False and local.failed:
+            res.verdict = "FAIL (local bound)"
+    return res
+
+
+def _judge_e2e(stage: str, got: np.ndarray, t: dict[str, Any], bit_exact: bool | None) -> StageResult:
     ref = t["reference"]
     tol = t.get("tolerance")
     err = np.abs(got - ref)
@@ -176,6 +204,11 @@ def run_demo(
     else:
         note = "RTL simulation not requested"
     log(note)
+    from .rtl_layer_check import check_layer
+
+    # stage by stage against the local tier: the RTL's codes, or without a run the model's own
+    judged = rtl_codes if rtl_codes is not None else {n: load_tensor(gdir, n, m)["codes"] for n in stages}
+    local = check_layer(gdir, {n: judged[n] for n in stages if n in judged})
     results = []
     for name in stages:
         t = load_tensor(gdir, name, m)
@@ -189,7 +222,7 @@ def run_demo(
             got = _decode_entry(got_codes, t["entry"])
         else:
             got = _decode_entry(codes, t["entry"])
-        results.append(_judge(name, got, t, be))
+        results.append(_judge(name, got, t, be, next((c for c in local.stages if c.stage == name), None)))
     return DemoResult(results, gdir, m.get("slanc"), rtl_codes is not None, note, secs, cycles,
                       sim if rtl else None)
 

@@ -398,8 +398,10 @@ def check_set(set_dir: str | Path, sim: LayerSim) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m refmodel.rtl_layer SET_DIR [--sim icarus|verilator] [--lanes N]``: run the RTL
-    layer on a golden set and compare every stage; exit 0 bit-exact, 1 a stage differs, 2 the set
-    or the environment cannot run it."""
+    layer on a golden set and check every stage (bit-exact, and within its local tolerance with the
+    statistical tier's warnings: :func:`refmodel.rtl_layer_check.check_layer`); exit 0 every stage
+    bit-exact and within its tolerance, 1 a stage differs or fails, 2 the set or the environment
+    cannot run it."""
     import argparse
     import sys
 
@@ -422,7 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     print("cycles per stage: " + ", ".join(f"{k} {v}" for k, v in s.stage_cycles.items()))
     for r in bad:
         print(r)
-    return 1 if bad else 0
+    from .rtl_layer_check import check_layer
+
+    local = check_layer(args.set_dir, s)
+    print(local.table())
+    print(local.summary())
+    if not local.passed:
+        print(local.failure_text())
+    return 1 if bad or not local.passed else 0
 
 
 if __name__ == "__main__":

@@ -2,16 +2,19 @@
 (run by ``test_layer_top.py``).
 
 The wrapper streams the golden input x into the layer, collects the output stream and, when the
-layer is done, dumps every stage buffer with ``$writememh``. This module then compares every stage
-(x ln1 q k v scores probs attn proj res1 ln2 up act down out, forward order) bit-exactly with the
-golden set's codes -- the integer model ``refmodel.layer.quantized.run_quantized(.., "hw")`` -- and
-reports, per mismatching stage, the first mismatch (index in the golden tensor's shape, expected
-and got as hex code and decoded value) and the mismatch count. It also checks the output stream
-against the golden out codes, the ``err`` flag, that nothing follows the last output word, and the
-decoded out against the float64 reference: within the per-element tolerance where the set has a
-finite one (infinite = the bounds give no guarantee, reported with their reason); without
-tolerances the measured max error is reported (no tolerance is invented). The other stages'
-tolerances are checked and reported, not asserted.
+layer is done, dumps every stage buffer with ``$writememh``. This module then checks every stage
+(x ln1 q k v scores probs attn proj res1 ln2 up act down out, forward order) with
+:func:`refmodel.rtl_layer_check.check_layer`: within the stage's *local* tolerance (the float64 op
+on the stage's own golden inputs, bounded by the local rounding bound of the manifest), with the
+elements above the statistical tier reported as warnings (never failures), and bit-exactly
+against the golden codes -- the integer model ``refmodel.layer.quantized.run_quantized(.., "hw")``,
+which layer_top implements bit for bit. A failure names the first failing stage in forward order,
+its first bad element (index in the golden tensor's shape, expected and got as hex code and
+decoded value, reference, error, bound) and its err/bound ratio. It also checks the output stream
+against the golden out codes, the ``err`` flag, that nothing follows the last output word, and
+the decoded out against the float64 layer within the end-to-end tolerance where the set has a
+finite one (infinite = the bounds give no guarantee). The stage table (bit-exact, max err, local
+bound, err/bound, warnings) goes to the log and to the run summary.
 
 Python only wakes at the start, at ``done`` and on a timeout: no per-cycle callbacks.
 
@@ -34,35 +37,21 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
-from tb_common import CLK_NS, Stopwatch, reset, start_clock
 
+from refmodel.cocotb import GoldenSet
+from refmodel.cocotb.stream import CLK_NS, Stopwatch, StreamSource, random_pause, reset, start_clock
 from refmodel.golden.manifest import load_tensor, read_manifest
 from refmodel.layer.config import LayerConfig
 from refmodel.layer.forward import tensor_names
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.rtl_layer import STAGES, compare_stage, from_rtl_layout, read_dump, read_stage_cycles
-
-try:  # the installed verification library's stream endpoints
-    from refmodel.cocotb.stream import StreamSource, random_pause
-except ImportError:  # before it exists: the benches' own helpers
-    from tb_common import StreamSource, random_pause  # type: ignore[no-redef]
+from refmodel.rtl_layer_check import check_layer
 
 
 def signed(u: int, width: int) -> int:
     """Two's-complement reading of the unsigned ``width``-bit integer ``u``."""
     u &= (1 << width) - 1
     return u - (1 << width) if u >> (width - 1) else u
-
-
-def golden_codes(g: dict, fmt: FixedFormat) -> np.ndarray:
-    """The golden codes read with the signedness of the tensor's format. (Manifests written by
-    refmodel.golden.generate mark every fixed-point tensor ``"signed": true``, u16.15 probs
-    included, so ``load_tensor`` sign-extends a probability of 1.0 (0x8000) to -32768; the bits
-    are right, the decoding is not.)"""
-    codes = g["codes"]
-    if not fmt.signed:
-        codes = codes & np.int64((1 << fmt.width) - 1)
-    return codes
 
 
 async def power_on(dut, rst_cycles: int) -> None:
@@ -122,73 +111,52 @@ async def layer_end_to_end(dut):
     assert int(dut.stage.value) == 0, f"layer in stage {STAGES[int(dut.stage.value)]} after its last output"
     assert int(dut.dut.m_valid.value) == 0, "m_valid high after the last output word (extra output)"
 
-    reports = []
-    checked = 0
+    # every stage, forward order: within its local tolerance (the float64 op on the stage's own
+    # golden inputs), warnings from the statistical tier, and bit-exact (layer_top is the model)
+    gs = GoldenSet(gdir)
     dumps: dict[str, np.ndarray] = {}
     for name in tensor_names(cfg):
-        g = load_tensor(gdir, name, man)
-        e = g["entry"]
-        fmt = FixedFormat.parse(e["format"])
-        exp = golden_codes(g, fmt)
-        flat = read_dump(ddir / f"{name}.hex", fmt.width, fmt.signed, exp.size)
-        got = from_rtl_layout(name, flat, exp.shape)
-        dumps[name] = got
-        checked += exp.size
-        r = compare_stage(name, got, exp, fmt)
-        if r:
-            reports.append(r)
-        if name == "out":
-            stream = read_dump(ddir / "out_stream.hex", fmt.width, fmt.signed, exp.size).reshape(exp.shape)
-            r = compare_stage("out (m_* stream)", stream, exp, fmt)
-            if r:
-                reports.append(r)
-    if reports:
-        raise AssertionError(f"{len(reports)} stage(s) mismatch (forward order; first is the first wrong stage):\n"
-                             + "\n".join(reports))
+        fmt, exp = gs.fmt(name), gs.codes(name)
+        dumps[name] = from_rtl_layout(name, read_dump(ddir / f"{name}.hex", fmt.width, fmt.signed, exp.size),
+                                      exp.shape)
+    check = check_layer(gs, dumps, log=dut._log)
+    dut._log.info("layer stage by stage (local tolerance, warnings from the statistical tier):\n%s\n%s",
+                  check.table(), check.summary())
+    check.assert_passed(exact=True)
+    fmt, exp = gs.fmt("out"), gs.codes("out")
+    stream = read_dump(ddir / "out_stream.hex", fmt.width, fmt.signed, exp.size).reshape(exp.shape)
+    r = compare_stage("out (m_* stream)", stream, exp, fmt)
+    assert r is None, r
 
-    # every stage against the float64 reference, within the set's tolerance where it has one
-    # (infinite where the bounds give no guarantee); asserted for out, reported for the others
-    tol_report: dict[str, str] = {}
-    for name in tensor_names(cfg):
-        g = load_tensor(gdir, name, man)
-        if "tolerance" not in g or "reference" not in g:
-            continue
-        tol = g["tolerance"]
-        assert not np.isnan(tol).any(), f"{name}: the golden tolerance file holds NaN"
-        err = np.abs(dumps[name] * FixedFormat.parse(g["entry"]["format"]).lsb - g["reference"])
-        fin = np.isfinite(tol)
-        over = np.argwhere(fin & (err > tol))
-        tol_report[name] = (f"{int(fin.sum())}/{tol.size} bounded, {len(over)} over"
-                            + (f", max |err|/tol {float((err[fin] / np.maximum(tol[fin], 1e-300)).max()):.3g}"
-                               if fin.any() else "")
-                            + (f"; {g['entry']['no_guarantee']}" if "no_guarantee" in g["entry"] else ""))
-        if name == "out" and over.size:
+    # out against the float64 layer, within the end-to-end tolerance where the set has a finite one
+    # (infinite = the bounds give no guarantee)
+    e2e = gs.tolerance("out", "end_to_end")
+    err, out_tol = np.full(exp.shape, np.nan), "none in the set"
+    if e2e is not None:
+        err = np.abs(dumps["out"] * fmt.lsb - e2e.reference)  # the DUT's out buffer (bit-exact, checked above)
+        fin = np.isfinite(e2e.abs)
+        over = np.argwhere(fin & ~(err <= e2e.abs))
+        if over.size:
             t = tuple(int(i) for i in over[0])
-            raise AssertionError(f"out{list(t)}: |rtl - float64| = {err[t]:.6g} > tolerance {tol[t]:.6g} "
-                                 f"({len(over)} elements over)")
-    g = load_tensor(gdir, "out", man)
-    fmt = FixedFormat.parse(g["entry"]["format"])
-    err = np.abs(dumps["out"] * fmt.lsb - g["reference"])  # the DUT's out buffer (bit-exact, checked above)
-    out_tol = g.get("tolerance")
-    bounded = 0 if out_tol is None else int(np.isfinite(out_tol).sum())
+            raise AssertionError(f"out{list(t)}: |rtl - float64| = {err[t]:.6g} > end-to-end tolerance "
+                                 f"{e2e.abs[t]:.6g} ({len(over)} elements over)")
+        out_tol = (f"{int(fin.sum())}/{fin.size} elements bounded, all within" if fin.any()
+                   else e2e.meta.get("no_guarantee", "no guarantee (infinite tolerance)"))
     summary = {
         "cycles": cycles,
         "stage_cycles": read_stage_cycles(ddir / "stages.txt"),
-        "codes_checked": int(checked),
-        "out_max_abs_err": float(err.max()),
-        "out_max_abs_err_lsb": float(err.max() / fmt.lsb),
-        "out_mean_abs_err": float(err.mean()),
-        "out_tolerance": ("none in the set" if out_tol is None else
-                          f"{bounded}/{out_tol.size} elements bounded, all within" if bounded else
-                          g["entry"].get("no_guarantee", "no guarantee (infinite tolerance)")),
-        "tolerances": tol_report,
+        "codes_checked": sum(s.elements for s in check.stages),
+        "out_max_abs_err": float(np.max(err)),
+        "out_max_abs_err_lsb": float(np.max(err) / fmt.lsb),
+        "out_tolerance": out_tol,
+        "stages": {s.stage: {"bit_exact": s.bit_exact, "tier": s.tier, "max_err": s.max_err, "max_bound": s.max_bound,
+                             "ratio": s.ratio, "warnings": s.warnings, "failed": s.failed} for s in check.stages},
+        "check_table": check.table(),
+        "check_summary": check.summary(),
         "sim_seconds": sw.seconds,
     }
-    dut._log.info("layer: %d stages bit-exact (%d codes), %d cycles, out max |err| vs float64 = %.3g (%.2f LSB); "
-                  "out tolerance: %s", len(tensor_names(cfg)), checked, cycles, summary["out_max_abs_err"],
-                  summary["out_max_abs_err_lsb"], summary["out_tolerance"])
-    for name, r in tol_report.items():
-        dut._log.info("tolerance %s: %s", name, r)
+    dut._log.info("out max |err| vs float64 = %.3g (%.2f LSB); end-to-end tolerance: %s; %d cycles",
+                  summary["out_max_abs_err"], summary["out_max_abs_err_lsb"], out_tol, cycles)
     dut._log.info("cycles per stage: %s", summary["stage_cycles"])
     rep = os.environ.get("RM_LAYER_REPORT")
     if rep:
@@ -249,22 +217,21 @@ class OutputMonitor:
 
 
 def check_buffers(dut, what: str) -> None:
-    """Every stage buffer of the DUT (read through the simulator) equals the golden codes: a fault
-    can hide from the output (query 0 attends to key 0 alone, so q[0] never reaches out)."""
-    gdir = Path(os.environ["RM_LAYER_GOLDEN"])
-    man = read_manifest(gdir)
-    reports = []
-    for name in tensor_names(LayerConfig.from_dict(man["config"])):
-        g = load_tensor(gdir, name, man)
-        fmt = FixedFormat.parse(g["entry"]["format"])
-        exp = golden_codes(g, fmt)
+    """Every stage buffer of the DUT (read through the simulator) is within its local tolerance and
+    equals the golden codes: a fault can hide from the output (query 0 attends to key 0 alone, so
+    q[0] never reaches out)."""
+    gs = GoldenSet(Path(os.environ["RM_LAYER_GOLDEN"]))
+    bufs = {}
+    for name in tensor_names(LayerConfig.from_dict(gs.config)):
+        exp = gs.codes(name)
         mem = getattr(dut, f"{name}_mem")
-        flat = np.array([signed(int(mem[i].value), fmt.width) if fmt.signed else int(mem[i].value)
-                         for i in range(exp.size)], dtype=np.int64)
-        r = compare_stage(name, from_rtl_layout(name, flat, exp.shape), exp, fmt)
-        if r:
-            reports.append(r)
-    assert not reports, f"{what}: stage buffers differ (forward order):\n" + "\n".join(reports)
+        flat = np.array([int(mem[i].value) for i in range(exp.size)], dtype=np.int64)
+        bufs[name] = from_rtl_layout(name, flat, exp.shape)
+    check = check_layer(gs, bufs, log=dut._log)
+    try:
+        check.assert_passed(exact=True)
+    except AssertionError as e:
+        raise AssertionError(f"{what}: stage buffers (forward order): {e}") from None
 
 
 def _frame(x: np.ndarray, width: int, last_at: int | None) -> list[dict]:

@@ -17,15 +17,10 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge, Timer
-from tb_common import reset, start_clock
 
+from refmodel.cocotb.stream import StreamSink, StreamSource, random_pause, reset, start_clock
 from refmodel.numerics.fixed import FixedFormat, apply_overflow
 from refmodel.numerics.units.mac import MacParams, dot_acc_int
-
-try:  # the installed verification library's stream endpoints
-    from refmodel.cocotb.stream import StreamSink, StreamSource, random_pause
-except ImportError:  # before it exists: the benches' own helpers
-    from tb_common import StreamSink, StreamSource, random_pause  # type: ignore[no-redef]
 
 
 def signed(u: int, width: int) -> int:

@@ -1,6 +1,7 @@
 """pytest runner for rtl/layer_top.v: the whole GPT-2 layer on Icarus and Verilator, every stage
-compared bit-exactly with a golden set (cocotb bench: layer_top_tests.py, through the simulation
-wrapper rtl/layer_top_tb.v, or layer_top itself; and the package's runner without cocotb).
+checked against a golden set stage by stage -- within its local tolerance, warnings from the
+statistical tier, bit-exact (cocotb bench: layer_top_tests.py, through the simulation wrapper
+rtl/layer_top_tb.v, or layer_top itself; and the package's runner without cocotb).
 
 Every Verilog parameter comes from the golden set's manifest (``config``, ``plan``, ``units``);
 :func:`layer_params` checks each assumption the RTL makes about the plan (one activation width,
@@ -10,7 +11,9 @@ absolute string parameters.
 
 Tests:
 * ``test_tiny_gpt2_hw``: the committed set golden/tiny_gpt2_hw, end to end, 4 MAC lanes (prints
-  wall time including the compile, and cycles per stage);
+  wall time including the compile, cycles per stage and the stage table);
+* ``test_layer_bench_flags_proj_shift_fault``: the same bench with PROJ_SHIFT one too large fails
+  at proj by the local tolerance, naming the first bad element and the err/bound ratio;
 * ``test_gpt2_odd_shape_seed11_hw``: a set generated now from another seed and in another shape
   (not the committed vectors), 3 MAC lanes, pseudo-random stalls on both streams, and a reset in
   the middle of a first run;
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -67,9 +71,11 @@ from refmodel.rtl_layer import (  # noqa: E402
 )
 
 
-def run_layer(set_dir: Path, lanes: int, *, stall: bool = False, reset_at: int = 0) -> dict[str, Any]:
-    """Build and run layer_top_tb on ``set_dir``; returns the bench's summary plus wall times."""
-    params = layer_params(set_dir, lanes)
+def run_layer(set_dir: Path, lanes: int, *, stall: bool = False, reset_at: int = 0,
+              overrides: dict[str, Any] | None = None, waves: str = "on_failure") -> dict[str, Any]:
+    """Build and run layer_top_tb on ``set_dir``; returns the bench's summary plus wall times.
+    ``overrides``: Verilog parameters to change after the set's map (fault injection)."""
+    params = {**layer_params(set_dir, lanes), **(overrides or {})}
     bdir = build_dir_for("layer_top_tb", params)
     dump = bdir / "dump"
     if dump.exists():
@@ -94,24 +100,53 @@ def run_layer(set_dir: Path, lanes: int, *, stall: bool = False, reset_at: int =
         },
         build_dir=bdir,
         testcase="layer_end_to_end",
+        waves=waves,
     )
     summary = json.loads(report.read_text())
     summary["wall_seconds"] = time.perf_counter() - t0
-    print(f"LAYER {set_dir.name} LANES={lanes} stall={int(stall)} reset_at={reset_at}: all stages bit-exact, "
+    print(f"LAYER {set_dir.name} LANES={lanes} stall={int(stall)} reset_at={reset_at}: {summary['check_summary']}; "
           f"{summary['cycles']} cycles, wall {summary['wall_seconds']:.1f} s incl. compile "
           f"(run {summary['sim_seconds']:.1f} s); out max |err| vs float64 {summary['out_max_abs_err']:.3g} "
-          f"= {summary['out_max_abs_err_lsb']:.2f} LSB (tolerance: {summary['out_tolerance']})")
+          f"= {summary['out_max_abs_err_lsb']:.2f} LSB (end-to-end tolerance: {summary['out_tolerance']})")
     print(f"LAYER cycles per stage: {summary['stage_cycles']}")
-    for name, r in summary["tolerances"].items():
-        print(f"LAYER float64 tolerance {name}: {r}")
+    print(summary["check_table"])
     return summary
+
+
+def assert_stage_by_stage(summary: dict[str, Any]) -> None:
+    """The bench's stage table: every stage checked against its local tier, bit-exact, within the
+    bound (err/bound <= 1), failures 0."""
+    st = summary["stages"]
+    assert list(st) == ["x", "ln1", "q", "k", "v", "scores", "probs", "attn", "proj", "res1", "ln2", "up", "act",
+                        "down", "out"], list(st)
+    for name, r in st.items():
+        assert r["tier"] == "local" and r["bit_exact"] and r["failed"] == 0 and r["ratio"] <= 1.0, (name, r)
 
 
 def test_tiny_gpt2_hw():
     """The committed golden set, four MAC lanes (223,469 cycles, half the Icarus time of one lane;
     one lane is run by the other tests and by the demo), no stalls."""
     s = run_layer(TINY_SET, lanes=4)
-    assert s["codes_checked"] > 0
+    assert s["codes_checked"] == 21_504
+    assert_stage_by_stage(s)
+
+
+def test_layer_bench_flags_proj_shift_fault():
+    """The bench with a parameter-level fault: layer_top's PROJ_SHIFT one too large (every proj
+    output halved). The stage-by-stage check fails at proj -- the first stage in forward order
+    outside its local tolerance -- naming the first bad element and the err/bound ratio; the stages
+    before it pass (they are bit-exact), the ones after it are named as downstream."""
+    shift = layer_params(TINY_SET, 4)["PROJ_SHIFT"]
+    with pytest.raises(pytest.fail.Exception) as info:
+        run_layer(TINY_SET, lanes=4, overrides={"PROJ_SHIFT": shift + 1}, waves="never")
+    msg = str(info.value)
+    m = re.search(r"tiny_gpt2_hw: stage (\w+): (\d+) of 1024 elements outside the local tolerance "
+                  r"\(max err/bound ([0-9.e+]+),.*?; first at \[(\d+), (\d+)\]: .*?\(err/bound ([0-9.e+]+)\)", msg)
+    assert m, msg[:3000]
+    assert m.group(1) == "proj", msg[:3000]
+    assert int(m.group(2)) > 900 and float(m.group(3)) > 10 and float(m.group(6)) > 1, msg[:3000]
+    assert "downstream" in msg and "res1" in msg, msg[:3000]
+    print("LAYER fault PROJ_SHIFT+1 flagged:", next(ln for ln in msg.splitlines() if "stage proj:" in ln).strip())
 
 
 def test_gpt2_odd_shape_seed11_hw(tmp_path):
@@ -121,7 +156,7 @@ def test_gpt2_odd_shape_seed11_hw(tmp_path):
     reset in the middle of a first run."""
     set_dir = generate_set(ODD_SHAPE, "hw", 11, tmp_path / "gpt2_d48_h3_f96_s12_hw_seed11")
     s = run_layer(set_dir, lanes=3, stall=True, reset_at=6000)
-    assert s["codes_checked"] > 0
+    assert_stage_by_stage(s)
 
 
 @pytest.mark.slow

@@ -110,6 +110,25 @@ def test_demo_without_rtl(capsys, tmp_path):
     assert code == 0
 
 
+def test_demo_table_fits_80_columns_with_the_local_column(capsys, monkeypatch, tmp_path):
+    """The stage table at 80 columns: every stage has its local err/bound and warning count (the
+    model's own codes without --no-rtl's RTL run), every number whole."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "d"), "--no-rtl")
+    assert code == 0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert "…" not in out and "(warn)" in out
+    rows = [ln.split("│")[1:-1] for ln in lines if ln.startswith("│") and ln.split("│")[1].strip()]
+    assert len(rows) == 15 and all(len(r) == 7 for r in rows), rows[:2]
+    for r in rows:
+        local = re.fullmatch(r"([0-9.e+-]+) \((\d+)\)", r[5].strip())
+        assert local and 0.0 <= float(local.group(1)) <= 1.0 and local.group(2) == "0", r
+        assert re.fullmatch(r"\d\.\d{3}e[+-]\d\d", r[2].strip()) and r[6].strip() == "PASS", r
+
+
 def test_console_script_installed():
     r = subprocess.run([sys.executable, "-m", "refmodel.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "formats" in r.stdout and "golden" in r.stdout

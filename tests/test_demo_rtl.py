@@ -5,6 +5,7 @@ else stops the RTL: no simulator, no sources) in one line and exits 2, unless --
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -126,7 +127,9 @@ def test_rtl_layer_module_cli(capsys, tmp_path):
     cfg = LayerConfig.from_dict(MICRO)
     good = generate_set(cfg, "hw", 2, tmp_path / "hw")
     assert rtl_main([str(good), "--sim", "icarus", "--work", str(tmp_path / "run")]) == 0
-    assert "15/15 stages bit-exact" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "15/15 stages bit-exact" in out and "15/15 within the local tolerance" in out
+    assert re.search(r"^proj +yes +0 .* local$", out, re.M), out
     bad = generate_set(cfg, "fp16", 2, tmp_path / "fp16")
     assert rtl_main([str(bad), "--work", str(tmp_path / "run2")]) == 2
     err = capsys.readouterr().err

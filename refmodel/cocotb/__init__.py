@@ -10,6 +10,7 @@ Everything a testbench needs to verify RTL against a golden set, on Icarus Veril
 * :class:`StreamSource`, :class:`StreamSink`, :class:`StreamMonitor` -- valid/ready endpoints
   configurable by signal names and widths; :class:`StreamBench` -- clock, reset, one source, one
   sink and a scoreboard; AXI-Stream DUTs use cocotbext-axi (:mod:`refmodel.cocotb.axis`);
+  :func:`pack_lanes`/:func:`unpack_lanes` -- codes to and from packed-array port words;
 * :func:`run_bench` -- the pytest entry point: build and run a DUT on either simulator, pass or
   fail with the scoreboard summary and, on failure, a waveform (:mod:`refmodel.cocotb.runner`).
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from refmodel.golden.hexfile import pack_lanes, unpack_lanes
 
 from .coverage import Coverage
 from .golden import GoldenSet, Stage, Tolerance, golden_sets_dir
@@ -53,7 +56,7 @@ __all__ = [
     "StreamSource", "StreamSink", "StreamMonitor", "StreamBench",
     "start_clock", "reset", "PAUSE_PATTERNS", "STALL_CASES", "random_pause", "cycle_pause",
     "check_no_xz", "check_parameters", "dut_parameters", "to_signed", "hexw", "Stopwatch", "log_rate",
-    "run_bench", "BenchResult",
+    "run_bench", "BenchResult", "pack_lanes", "unpack_lanes",
 ]
 
 _LAZY = {

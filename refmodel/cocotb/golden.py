@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from refmodel.errors import UserError
+from refmodel.errors import CheckFailed, UserError
 from refmodel.golden.hexfile import read_memh
 from refmodel.golden.manifest import check_files, load_tensor, read_manifest
 from refmodel.numerics.fixed import FixedFormat
@@ -106,7 +106,10 @@ class GoldenSet:
     def __init__(self, path: str | Path):
         self.path = Path(path).resolve()
         self.manifest: dict[str, Any] = read_manifest(self.path)
-        check_files(self.path, self.manifest)
+        try:
+            check_files(self.path, self.manifest)
+        except CheckFailed as e:  # a damaged set is bad input to a bench, not a failed check of the DUT
+            raise UserError(str(e)) from None
         #: remarks about the set a bench should print (e.g. signedness repaired on read)
         self.notes: list[str] = []
         self._cache: dict[str, dict[str, Any]] = {}

@@ -20,7 +20,7 @@ What it does:
   ``RM_GOLDEN_SET`` (``GoldenSet.from_env()``); the scoreboard reports go to ``RM_REPORT``;
 * the simulator output goes to ``<build dir>/sim.log``;
 * on failure, the failing cocotb tests are run again with waves on (``waves="on_failure"``, the
-  default) and the dump's path is part of the failure message, with each failing test's message
+  default unless ``RM_WAVES`` names another mode) and the dump's path is part of the failure message, with each failing test's message
   (the scoreboard's first bad element), the scoreboard summary and the simulator's error lines.
 
 Returns a :class:`BenchResult` on success. Outside pytest a failure raises
@@ -44,12 +44,18 @@ from refmodel.errors import CheckFailed, UserError
 from .coverage import Coverage
 from .golden import GOLDEN_ENV, GoldenSet
 from .scoreboard import REPORT_ENV, read_report
-from .simulators import SIMULATORS, simulator_environment, store_verilator_runtime, verilator_runtime_makeflags
+from .simulators import (
+    SIMULATORS,
+    simulator_environment,
+    store_verilator_runtime,
+    verilator_make_fixes,
+    verilator_runtime_makeflags,
+)
 
-__all__ = ["run_bench", "BenchResult", "TestOutcome", "SIM_ENV", "SEED_ENV", "DEFAULT_SEED"]
+__all__ = ["run_bench", "BenchResult", "TestOutcome", "SIM_ENV", "SEED_ENV", "WAVES_ENV", "DEFAULT_SEED"]
 
 #: environment defaults a suite can set for every run_bench call that does not pass them
-SIM_ENV, SEED_ENV, BUILD_ENV = "RM_SIM", "RM_SEED", "RM_SIM_BUILD"
+SIM_ENV, SEED_ENV, BUILD_ENV, WAVES_ENV = "RM_SIM", "RM_SEED", "RM_SIM_BUILD", "RM_WAVES"
 DEFAULT_SEED = 12345
 TIMESCALE = ("1ns", "1ps")
 WAVES_MODES = ("on_failure", "always", "never")
@@ -119,7 +125,9 @@ def _check_line(c: dict[str, Any]) -> str:
     if c["mode"] == "exact":
         return head + ("bit-exact" if not c["failed"] else f"{c['failed']} differ")
     s = head + (f"within {c['tier']}" if not c["failed"] else f"{c['failed']} outside {c['tier']}")
-    s += f" (max |err| {_num(c['max_err'])}, max err/bound {_num(c['max_ratio'])})"
+    s += f" (max |err| {_num(c['max_err'])}, max err/bound {_num(c['max_ratio'])}"
+    differ = c.get("differ")
+    s += f"; {differ} codes differ from golden)" if differ else ")"
     if c["warnings"]:
         s += f", {c['warnings']} warnings"
     return s
@@ -216,16 +224,17 @@ def run_bench(
     build_args: Sequence[str] = (),
     build_dir: str | Path | None = None,
     timescale: tuple[str, str] = TIMESCALE,
-    waves: str = "on_failure",
+    waves: str | None = None,
 ) -> BenchResult:
     """Build ``sources`` with ``toplevel`` on ``simulator`` ("icarus" | "verilator"; default
     ``RM_SIM`` or icarus), run the cocotb tests of ``test_module`` (importable module names) with
     ``seed`` (default ``RM_SEED`` or 12345), and fail the calling pytest test with the failing
     tests' messages and the scoreboard summary if any cocotb test fails. See the module
-    docstring for ``golden``, ``parameters`` and ``waves``."""
+    docstring for ``golden``, ``parameters`` and ``waves`` (default ``RM_WAVES`` or "on_failure")."""
     sim = simulator or os.environ.get(SIM_ENV) or "icarus"
     if sim not in SIMULATORS:
         raise UserError(f"unknown simulator {sim!r}: one of {', '.join(SIMULATORS)}")
+    waves = waves or os.environ.get(WAVES_ENV) or "on_failure"
     if waves not in WAVES_MODES:
         raise UserError(f"waves={waves!r}: one of {', '.join(WAVES_MODES)}")
     seed = int(os.environ.get(SEED_ENV, DEFAULT_SEED)) if seed is None else int(seed)
@@ -307,7 +316,9 @@ def _build_and_run(spec: _Spec, bdir: Path, *, waves: bool, testcase: Sequence[s
     t0 = time.perf_counter()
     with simulator_environment(spec.sim) as vbin:
         runner = get_runner(spec.sim)
-        flags = verilator_runtime_makeflags(vbin, waves, build_args) if vbin is not None else None
+        runtime = verilator_runtime_makeflags(vbin, waves, build_args) if vbin is not None else None
+        fixes = verilator_make_fixes(vbin) if vbin is not None else None
+        flags = " ".join(f for f in (fixes, runtime) if f)
         old_flags = os.environ.get("MAKEFLAGS")
         if flags:
             os.environ["MAKEFLAGS"] = f"{old_flags} {flags}" if old_flags else flags
@@ -325,7 +336,7 @@ def _build_and_run(spec: _Spec, bdir: Path, *, waves: bool, testcase: Sequence[s
                     os.environ.pop("MAKEFLAGS", None)
                 else:
                     os.environ["MAKEFLAGS"] = old_flags
-        if vbin is not None and flags is None:
+        if vbin is not None and runtime is None:
             store_verilator_runtime(vbin, bdir, waves, build_args)
         t1 = time.perf_counter()
         crashed = ""

@@ -98,6 +98,9 @@ class CheckResult:
     first_warning: Element | None = None
     fmt: str | None = None
     note: str | None = None
+    #: tolerance mode with ``expected`` codes: checked elements whose code differs from them (a DUT
+    #: that is not bit-exact with the golden set but within its tolerance); None without ``expected``
+    differ: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -111,7 +114,8 @@ class CheckResult:
         else:
             body = (f"within {self.tier} tolerance" if self.passed else f"{self.failed} outside the {self.tier} tolerance")
             body += f" (max |err| {self.max_err:.3g}, max err/bound {self.max_ratio:.3g}"
-            body += f", {self.unbounded} without a finite bound)" if self.unbounded else ")"
+            body += f", {self.unbounded} without a finite bound" if self.unbounded else ""
+            body += f"; {self.differ} codes differ from the expected ones)" if self.differ else ")"
             if self.warnings:
                 body += f"; WARNING {self.warnings} above the warning tier"
         if self.note:
@@ -184,12 +188,14 @@ class Scoreboard:
 
     ``name`` labels the report lines; ``report`` is the JSON-lines file (default: ``RM_REPORT``
     from the environment, or none); ``log`` a logger (e.g. ``dut._log``) for the summary lines;
-    ``fail_fast`` False records failures without raising (``assert_all()`` raises later)."""
+    ``fail_fast`` False records failures without raising (``assert_all()`` raises later);
+    ``echo`` False keeps the summary lines off stdout (they still go to ``log`` and ``notes``)."""
 
     def __init__(self, name: str = "scoreboard", *, log: Any = None, report: str | Path | None = None,
-                 fail_fast: bool = True):
+                 fail_fast: bool = True, echo: bool = True):
         self.name = name
         self.log = log
+        self.echo = echo
         env = os.environ.get(REPORT_ENV)
         self.report_path = Path(report) if report is not None else (Path(env) if env else None)
         self.fail_fast = fail_fast
@@ -270,12 +276,14 @@ class Scoreboard:
         max_ratio = float(np.nanmax(ratio)) if ratio.size else 0.0
         if cover:
             self.coverage.add_codes(g, fmt, where=mask)
+        differ = None if e_codes is None else int(np.count_nonzero(mask & (g != e_codes)))
         if "no_guarantee" in tol.meta and not note:
             note = f"no guarantee for some elements: {tol.meta['no_guarantee']}"
         return self._record(CheckResult(
             self.name, what, "tolerance", tol.tier, int(np.count_nonzero(mask)), n_bad, max_err, max_ratio,
             warnings=n_warn, unbounded=int(np.count_nonzero(mask & ~np.isfinite(bound))),
-            digest=_digest(np.where(mask, g, 0)), first=first, first_warning=first_warning, fmt=str(fmt), note=note))
+            digest=_digest(np.where(mask, g, 0)), first=first, first_warning=first_warning, fmt=str(fmt), note=note,
+            differ=differ))
 
     @staticmethod
     def _element(bad: np.ndarray, g: np.ndarray, gv: np.ndarray, ref: np.ndarray, err: np.ndarray, bound: np.ndarray,
@@ -323,7 +331,8 @@ class Scoreboard:
         self.notes.append(line)
         if self.log is not None:
             self.log.info(line)
-        print(line, flush=True)
+        if self.echo:
+            print(line, flush=True)
 
     def _record(self, r: CheckResult) -> CheckResult:
         self.results.append(r)

@@ -45,6 +45,7 @@ __all__ = [
     "verilator_version",
     "simulator_environment",
     "check_simulator",
+    "verilator_make_fixes",
     "verilator_runtime_makeflags",
     "store_verilator_runtime",
     "cache_dir",
@@ -137,6 +138,27 @@ def simulator_environment(sim: str) -> Iterator[Path | None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# ---- make variables a Verilator installation needs ------------------------------------------------
+
+
+def verilator_make_fixes(bin_dir: Path) -> str | None:
+    """Make variables (for ``MAKEFLAGS``) that the Verilator in ``bin_dir`` needs, or None.
+
+    The PyPI wheel is configured for clang and leaves ``CFG_CXXFLAGS_PCH_I`` (the compiler flag
+    that includes the precompiled header) empty in ``include/verilated.mk``. A design large enough
+    for Verilator to split its C++ into several files (``VM_PARALLEL_BUILDS``, or
+    ``--output-split``) then fails under g++ with "Vtop__pch.h.fast: linker input file not found";
+    g++ takes ``-include``."""
+    mk = bin_dir.parent / "include" / "verilated.mk"
+    try:
+        text = mk.read_text()
+    except OSError:
+        return None
+    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", text, re.M):
+        return "CFG_CXXFLAGS_PCH_I=-include"
+    return None
 
 
 # ---- Verilator runtime objects, compiled once ---------------------------------------------------

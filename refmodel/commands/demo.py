@@ -59,12 +59,21 @@ def register(app: typer.Typer) -> None:
         except RuntimeError as e:  # the simulation did not finish, or its build failed
             raise CheckFailed(f"RTL layer: {e}") from None
         t = Table(title=f"refmodel demo: {cfg.arch} layer under plan {p.name} (seed {seed})")
-        for col in ("stage", "RTL bit-exact", "max |err| vs float64", "bound", "err/bound", "verdict"):
-            t.add_column(col, justify="left" if col in ("stage", "verdict") else "right")
-        for s in res.stages:
-            be = "-" if s.bit_exact is None else ("yes" if s.bit_exact else "NO")
+        heads = ("stage", "RTL exact", "max |err| vs float64", "bound", "err/bound", "local err/bnd (warn)", "verdict")
+        rows = [(s.stage, "-" if s.bit_exact is None else ("yes" if s.bit_exact else "NO"), _e(s.max_err), _e(s.bound),
+                 _e(s.ratio), s.local_text) for s in res.stages]
+        verdict_w = max([len(s.verdict) for s in res.stages] + [len("verdict")])
+        natural = sum(max([len(r[i]) for r in rows] + [len(h)]) for i, h in enumerate(heads[:-1])) + verdict_w
+        narrow = natural + 3 * len(heads) + 1 > console.width  # cells, padding and borders
+        for i, col in enumerate(heads):
+            if col == "verdict" or not narrow:  # the verdict wraps at its spaces
+                t.add_column(col, justify="left" if col in ("stage", "verdict") else "right")
+            else:  # as wide as its widest cell, the header wrapping: numbers are never cut (80 columns)
+                width = max([len(r[i]) for r in rows] + [len(w) for w in col.split()])
+                t.add_column(col, justify="left" if col == "stage" else "right", width=width)
+        for s, row in zip(res.stages, rows, strict=True):
             color = "green" if s.verdict == "PASS" else ("yellow" if s.verdict.startswith("NO") else "red")
-            t.add_row(s.stage, be, _e(s.max_err), _e(s.bound), _e(s.ratio), f"[{color}]{s.verdict}[/]")
+            t.add_row(*row, f"[{color}]{s.verdict}[/]")
         console.print(t)
         png = out / "demo_error_vs_bound.png"
         plot_stages(res, png, f"{cfg.arch} layer, plan {p.name}: error vs float64 and its bound per stage")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from refmodel.cocotb import GoldenSet, Scoreboard, ScoreboardError
 from refmodel.errors import UserError
 from refmodel.golden.manifest import GoldenTensor, write_set
 from refmodel.numerics.fixed import FixedFormat
+from refmodel.resources import golden_sets_dir
 
 
 def _f64_lines(a: np.ndarray) -> str:
@@ -59,8 +61,35 @@ def write_v2_set(path, rng_seed: int = 0):
     return y, lref, lb, wb, eref, eb
 
 
-def test_schema1_set_codes_values_and_end_to_end_tier():
+def schema1_copy(dest):
+    """The committed tiny hw set as a schema 1 writer left it: no local/warning tiers, only the
+    end-to-end ``reference``/``tolerance`` files named on each tensor."""
+    src = golden_sets_dir() / "tiny_gpt2_hw"
+    shutil.copytree(src, dest)
+    m = json.loads((dest / "manifest.json").read_text())
+    m["schema_version"] = 1
+    for e in m["tensors"].values():
+        tiers = e.pop("tolerances", {})
+        if "end_to_end" in tiers:
+            e2e = tiers["end_to_end"]
+            e["compare"] = {"abs_file": e2e["abs_file"], "max_abs": e2e["max_abs"]}
+        for tier in ("local", "warning"):
+            for key in ("abs_file", "reference"):
+                fname = tiers.get(tier, {}).get(key)
+                if fname and fname in e["sha256"] and fname != e.get("reference"):
+                    del e["sha256"][fname]
+                    (dest / fname).unlink(missing_ok=True)
+    (dest / "manifest.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return GoldenSet(dest)
+
+
+def test_committed_sets_are_schema2_with_all_tiers():
     gs = GoldenSet.open("tiny_gpt2_hw")
+    assert gs.schema_version == 2 and gs.tiers("q") == ["local", "warning", "end_to_end"]
+
+
+def test_schema1_set_codes_values_and_end_to_end_tier(tmp_path):
+    gs = schema1_copy(tmp_path / "v1")
     assert gs.schema_version == 1
     probs = gs.codes("probs")
     assert gs.fmt("probs") == FixedFormat.parse("u16.15")
@@ -116,11 +145,11 @@ def test_check_stage_uses_local_tier_and_reports_warnings(tmp_path):
 
 
 def test_schema1_check_stage_says_it_fell_back(tmp_path):
-    gs = GoldenSet.open("tiny_gpt2_hw")
+    gs = schema1_copy(tmp_path / "v1")
     sb = Scoreboard("fallback", report=tmp_path / "r.jsonl")
     _, tol = sb.check_stage(gs, "q", gs.codes("q"))
     assert tol.tier == "end_to_end" and tol.note is not None and "no local tier" in tol.note
-    with pytest.raises(ScoreboardError, match=r"tiny_gpt2_hw/q: 1 of 1024 elements differ"):
+    with pytest.raises(ScoreboardError, match=r"v1/q: 1 of 1024 elements differ"):
         bad = gs.codes("q").copy()
         bad[2, 3, 4] += 3
         sb.check_stage(gs, "q", bad)

@@ -71,6 +71,21 @@ def test_tolerance_first_failure_warnings_and_unbounded():
     assert r2.passed and r2.warnings == 1
 
 
+def test_tolerance_counts_codes_that_differ_from_the_expected_ones():
+    """A DUT that is not bit-exact but within the tier: the check passes and says how many codes
+    differ from golden (masked elements not counted); without ``expected`` the count is None."""
+    ref = np.array([0.5, 1.0, 1.5, 2.5]) / 256
+    gold = np.array([0, 1, 2, 2])          # the plan rounds half to even
+    got = np.array([1, 1, 2, 3])           # the DUT rounds half up: two ties differ
+    sb = Scoreboard("t")
+    r = sb.tolerance("y", got, _tol(ref, [0.5 / 256] * 4), fmt=S16_8, expected=gold)
+    assert r.passed and r.differ == 2 and "within local tolerance" in r.line() and "2 codes differ" in r.line()
+    assert sb.tolerance("y", got, _tol(ref, [0.5 / 256] * 4), fmt=S16_8, expected=gold,
+                        where=np.array([False, True, True, True])).differ == 1
+    r = sb.tolerance("y", gold, _tol(ref, [0.5 / 256] * 4), fmt=S16_8)
+    assert r.differ is None and "differ" not in r.line()
+
+
 def test_tolerance_nan_handling():
     f32 = FloatFormat.parse("fp32")
     nan_code = 0x7FC00000
