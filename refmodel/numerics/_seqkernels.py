@@ -55,6 +55,7 @@ user-wide cache directory when that is not writable). Importing this module impo
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
@@ -75,37 +76,37 @@ _THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffi
 
 
 @intrinsic
-def _fma(typingctx, a, b, c):
+def _fma(typingctx: Any, a: Any, b: Any, c: Any) -> tuple[Any, Callable[..., Any]] | None:
     """a * b + c rounded once (llvm.fma), float32 or float64."""
     if a not in (types.float32, types.float64) or not a == b == c:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.fma(*args)
 
     return a(a, b, c), codegen
 
 
 @intrinsic
-def _bits(typingctx, x):
+def _bits(typingctx: Any, x: Any) -> tuple[Any, Callable[..., Any]] | None:
     """The IEEE bit pattern of a float32 / float64 as int32 / int64."""
     ity = {types.float32: types.int32, types.float64: types.int64}.get(x)
     if ity is None:
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.bitcast(args[0], ir.IntType(ity.bitwidth))
 
     return ity(x), codegen
 
 
 @intrinsic
-def _from_bits(typingctx, i, like):
+def _from_bits(typingctx: Any, i: Any, like: Any) -> tuple[Any, Callable[..., Any]] | None:
     """The float of ``like``'s type (float32 / float64) with bit pattern ``i`` (low bits used)."""
     if like not in (types.float32, types.float64) or not isinstance(i, types.Integer):
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         fty = ir.FloatType() if like == types.float32 else ir.DoubleType()
         iv = args[0]
         if like.bitwidth < i.bitwidth:
@@ -118,14 +119,14 @@ def _from_bits(typingctx, i, like):
 
 
 @intrinsic
-def _round_half(typingctx, x):
+def _round_half(typingctx: Any, x: Any) -> tuple[Any, Callable[..., Any]] | None:
     """float32 -> the nearest fp16 (IEEE conversion, ties to even, overflow to inf) -> float32
     (F16C's vcvtps2ph / vcvtph2ps). Typed for float64 too, as the identity: that instance is dead
     code in the float64 kernels (HALF runs in float32 only)."""
     if x not in (types.float32, types.float64):
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         if x == types.float64:
             return args[0]
         return builder.fpext(builder.fptrunc(args[0], ir.HalfType()), ir.FloatType())
@@ -137,7 +138,7 @@ FMA32, HALF, ROUND = 0, 1, 2
 
 
 @njit(inline="always")
-def _step(kind, a, b, acc, prm):
+def _step(kind: int, a: Any, b: Any, acc: Any, prm: tuple[Any, ...]) -> Any:
     """One accumulation step acc <- round_F(acc + a * b) of kernel ``kind`` (module docstring).
     ``prm`` (all in T or T's integer type): inf, fmax, big (what an overflow gives: inf, fmax or
     NaN), 1, P, bias, exponent-field mask of T; F's man, smallest quantum exponent, emax + 1."""
@@ -171,7 +172,8 @@ _NC = 256
 
 
 @njit(inline="always")
-def _seq_rows(kind, A, B, out, i0, i1, prm):
+def _seq_rows(kind: int, A: np.ndarray, B: np.ndarray, out: np.ndarray, i0: int, i1: int,
+              prm: tuple[Any, ...]) -> None:
     """Kernel ``kind`` on output rows i0..i1-1: out (M, N) holds acc_{-1} and receives acc_{K-1};
     A (M, K), B (K, N) in T. Columns go in panels of _NC, rows four at a time (each B value loaded
     once for four rows); the loop over a panel's columns is the one LLVM vectorises. Rows of B
@@ -212,20 +214,20 @@ def _seq_rows(kind, A, B, out, i0, i1, prm):
 
 
 @intrinsic
-def _cast(typingctx, x, like):
+def _cast(typingctx: Any, x: Any, like: Any) -> tuple[Any, Callable[..., Any]] | None:
     """float64 ``x`` in ``like``'s type: rounded to nearest even into float32 (LLVM fptrunc: one
     IEEE conversion, subnormals kept, overflow to inf), unchanged for float64."""
     if x != types.float64 or like not in (types.float32, types.float64):
         return None
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.fptrunc(args[0], ir.FloatType()) if like == types.float32 else args[0]
 
     return like(x, like), codegen
 
 
 @njit(inline="always")
-def _two_sum(x, y):
+def _two_sum(x: Any, y: Any) -> tuple[Any, Any]:
     """(s, e): s = fl(x + y) and x + y = s + e exactly (Knuth's TwoSum; no overflow)."""
     s = x + y
     bb = s - x
@@ -233,7 +235,7 @@ def _two_sum(x, y):
 
 
 @njit(inline="always")
-def _ro(h, lo):
+def _ro(h: Any, lo: Any) -> Any:
     """h + lo rounded to odd at 53 bits, for a TwoSum pair (h = fl(h + lo), h finite): an inexact h
     with an even last bit moves one ulp toward the exact value."""
     hb = _bits(h)
@@ -243,7 +245,7 @@ def _ro(h, lo):
 
 
 @njit(inline="always")
-def _blk_exact(A, B, s, i, k0, k1, jc, n):
+def _blk_exact(A: np.ndarray, B: np.ndarray, s: np.ndarray, i: int, k0: int, k1: int, jc: int, n: int) -> None:
     """s[:n] += A[i, k] * B[k, jc + j] for k in k0..k1-1 (fused multiply-adds), for a block whose
     partial sums are known to be float64 numbers: then every step is exact."""
     for k in range(k0, k1):
@@ -254,7 +256,8 @@ def _blk_exact(A, B, s, i, k0, k1, jc, n):
 
 
 @njit(inline="always")
-def _blk_twosum(A, B, s, c, g, i, k0, k1, jc, n):
+def _blk_twosum(A: np.ndarray, B: np.ndarray, s: np.ndarray, c: np.ndarray, g: np.ndarray, i: int, k0: int, k1: int,
+                jc: int, n: int) -> None:
     """The two TwoSum chains of one row's block (see :func:`_blk_rows`)."""
     for k in range(k0, k1):
         a = A[i, k]
@@ -268,7 +271,8 @@ def _blk_twosum(A, B, s, c, g, i, k0, k1, jc, n):
 
 
 @njit(inline="always")
-def _blk_rows(kind, A, B, ra, rb, lim, out, bad, i0, i1, kb, prm, gprm):
+def _blk_rows(kind: int, A: np.ndarray, B: np.ndarray, ra: np.ndarray, rb: np.ndarray, lim: float, out: np.ndarray,
+              bad: np.ndarray, i0: int, i1: int, kb: int, prm: tuple[Any, ...], gprm: tuple[Any, ...]) -> None:
     """Blocked(F, kb) on output rows i0..i1-1 (see :func:`blocked`): A (M, K), B (K, N) float64
     (products exact), out (M, N) in T holds acc_{-1} = -0 and receives the result; bad[i] is set
     when row i needs the numpy loop.
@@ -352,32 +356,35 @@ def _blk_rows(kind, A, B, ra, rb, lim, out, bad, i0, i1, kb, prm, gprm):
 # One compiled function per kernel kind: with ``kind`` a constant, LLVM drops the other kinds'
 # branches from the vectorised loops (a runtime ``kind`` leaves all of them in, about 3x slower).
 @njit(nogil=True, cache=True)
-def _seq_fma32(A, B, out, i0, i1, prm):
+def _seq_fma32(A: np.ndarray, B: np.ndarray, out: np.ndarray, i0: int, i1: int, prm: tuple[Any, ...]) -> None:
     _seq_rows(FMA32, A, B, out, i0, i1, prm)
 
 
 @njit(nogil=True, cache=True)
-def _seq_half(A, B, out, i0, i1, prm):
+def _seq_half(A: np.ndarray, B: np.ndarray, out: np.ndarray, i0: int, i1: int, prm: tuple[Any, ...]) -> None:
     _seq_rows(HALF, A, B, out, i0, i1, prm)
 
 
 @njit(nogil=True, cache=True)
-def _seq_round(A, B, out, i0, i1, prm):
+def _seq_round(A: np.ndarray, B: np.ndarray, out: np.ndarray, i0: int, i1: int, prm: tuple[Any, ...]) -> None:
     _seq_rows(ROUND, A, B, out, i0, i1, prm)
 
 
 @njit(nogil=True, cache=True)
-def _blk_fma32(A, B, ra, rb, lim, out, bad, i0, i1, kb, prm, gprm):
+def _blk_fma32(A: np.ndarray, B: np.ndarray, ra: np.ndarray, rb: np.ndarray, lim: float, out: np.ndarray, bad: np.ndarray,
+              i0: int, i1: int, kb: int, prm: tuple[Any, ...], gprm: tuple[Any, ...]) -> None:
     _blk_rows(FMA32, A, B, ra, rb, lim, out, bad, i0, i1, kb, prm, gprm)
 
 
 @njit(nogil=True, cache=True)
-def _blk_half(A, B, ra, rb, lim, out, bad, i0, i1, kb, prm, gprm):
+def _blk_half(A: np.ndarray, B: np.ndarray, ra: np.ndarray, rb: np.ndarray, lim: float, out: np.ndarray, bad: np.ndarray,
+             i0: int, i1: int, kb: int, prm: tuple[Any, ...], gprm: tuple[Any, ...]) -> None:
     _blk_rows(HALF, A, B, ra, rb, lim, out, bad, i0, i1, kb, prm, gprm)
 
 
 @njit(nogil=True, cache=True)
-def _blk_round(A, B, ra, rb, lim, out, bad, i0, i1, kb, prm, gprm):
+def _blk_round(A: np.ndarray, B: np.ndarray, ra: np.ndarray, rb: np.ndarray, lim: float, out: np.ndarray, bad: np.ndarray,
+              i0: int, i1: int, kb: int, prm: tuple[Any, ...], gprm: tuple[Any, ...]) -> None:
     _blk_rows(ROUND, A, B, ra, rb, lim, out, bad, i0, i1, kb, prm, gprm)
 
 
@@ -428,7 +435,7 @@ def plan(fmt: FloatFormat, rounding: str, ops: tuple[tuple[int, int, int], tuple
     return None
 
 
-def _params(fmt: FloatFormat, t: Any) -> tuple:
+def _params(fmt: FloatFormat, t: Any) -> tuple[Any, ...]:
     """The ``prm`` tuple of :func:`_step` for format ``fmt`` in arithmetic type ``t``."""
     P, bias, _, _, emask = _T[t]
     it = np.int64 if t is np.float64 else np.int32
@@ -545,7 +552,7 @@ def sequential(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, how: tuple[int,
     return out.astype(np.float64)
 
 
-def _split_rows(run, M: int, work: int) -> None:
+def _split_rows(run: Callable[[int, int], None], M: int, work: int) -> None:
     """run(i0, i1) over row ranges, on up to _THREADS threads when the work is large enough."""
     nthreads = min(_THREADS, M) if work >= _PARALLEL_MIN else 1
     if nthreads <= 1:
