@@ -211,6 +211,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if fast is not None:
             return store(fast, out, rounding, overflow, mx_axis=mx_axis)
         seq = _sequential_product(a, b, fmt, policy, rounding, overflow)
+        if seq is None:
+            seq = _blocked_product(a, b, fmt, policy, rounding, overflow)
         if seq is not None:
             return seq
         mx_out = not isinstance(fmt, (FixedFormat, FloatFormat))
@@ -829,6 +831,36 @@ def _sequential_product(a: QTensor, b: QTensor, fmt: Any, policy: str, rounding:
     r: acc.Operand = acc._convert(acc._seq_float(a.values, vb, pol.fmt, rnd, desc, b.prepared), fmt, rnd,
                                   Overflow.parse(overflow))
     return QTensor(r.to_float(), r.fmt, r.codes)
+
+
+def _blocked_product(a: QTensor, b: QTensor, fmt: Any, policy: str, rounding: str, overflow: str) -> QTensor | None:
+    """``acc.matmul(as_operand(a), as_operand(b), policy, fmt, ...)`` for a blocked float policy
+    with round to nearest even on two minifloat tensors of at most 24 significand bits, without
+    rebuilding the operands: the same values go to the same kernel (:func:`accumulate._blocked_kernel`,
+    which keeps its prepared copy of a weight in the weight's ``prepared`` dict); the rows it
+    cannot settle are recomputed by the numpy loop of :func:`accumulate._blocked_loop`. None when
+    the case is not that one."""
+    pol = acc.parse_policy(policy)
+    fa, fb = a.fmt, b.fmt
+    if not (isinstance(pol, acc.Blocked) and isinstance(pol.fmt, FloatFormat) and isinstance(fmt, FloatFormat)
+            and isinstance(fa, FloatFormat) and isinstance(fb, FloatFormat) and fa.man <= 23 and fb.man <= 23
+            and Rounding.parse(rounding) is Rounding.RNE and a.values.ndim == 2 and a.values.size and b.values.size):
+        return None
+    desc = ((fa.man + 1, fa.emin - fa.man, fa.emax + 1), (fb.man + 1, fb.emin - fb.man, fb.emax + 1))
+    vb = b.f64_t if b.f64_t is not None else b.values
+    rnd, ovf = Rounding.RNE, Overflow.parse(overflow)
+    what = f"{pol} accumulator"
+
+    def rows_loop(rows: np.ndarray) -> acc.Operand:
+        sub = QTensor(a.values[rows], fa, None if a.codes is None else a.codes[rows])
+        return acc._blocked_loop(acc._as_op(as_operand(sub), "a"), acc._as_op(as_operand(b), "b"), pol.fmt, pol.k,
+                                 rnd, ovf, what)
+
+    r = acc._blocked_kernel(a.values, vb, pol.fmt, pol.k, desc, rows_loop, b.prepared)
+    if r is None:
+        return None
+    out: acc.Operand = acc._convert(r, fmt, rnd, ovf)
+    return QTensor(out.to_float(), out.fmt, out.codes)
 
 
 def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:

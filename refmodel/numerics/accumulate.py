@@ -74,6 +74,12 @@ How it is computed (all results are exact or rounded exactly once where the cont
   once to the format's grid (proofs in that module). The numpy loop of :func:`_seq_float_loop`
   states the contract plainly and is what the kernels are tested against; it runs when no kernel
   applies, or when an overflow made a NaN.
+* Blocked float accumulators (round to nearest even, products exact in float64) run on a compiled
+  kernel too (:func:`._seqkernels.blocked`): each block sum is exact -- a plain float64 sum where
+  a per-segment bound proves every partial sum is a float64, else two TwoSum chains whose second
+  one must be exact -- and is rounded once into the format, then added with one rounding. Rows
+  it cannot settle (a block's dynamic range beyond the two chains, a NaN) are recomputed by
+  :func:`_blocked_loop`, the plain statement of the contract the kernel is tested against.
 * These loops run on int64 while the aligned accumulator plus a product provably fits; wider cases
   run the same loop on Python ints (object arrays: exact, slower).
 
@@ -97,6 +103,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -348,7 +355,7 @@ class _Op:
     def shape(self) -> tuple[int, ...]:
         return self.mat.shape
 
-    def slice(self, rows: slice = slice(None), cols: slice = slice(None)) -> _Op:
+    def slice(self, rows: slice | np.ndarray = slice(None), cols: slice | np.ndarray = slice(None)) -> _Op:
         new = object.__new__(_Op)
         new.name, new.fmt, new.is_fixed, new.scale = self.name, self.fmt, self.is_fixed, self.scale
         if self.is_fixed:
@@ -839,8 +846,7 @@ def _exact_fixed_fmt(a: _Op, b: _Op, K: int) -> FixedFormat:
 
 
 def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Rounding, overflow: Overflow) -> Operand:
-    M, K = a.shape
-    N = b.shape[1]
+    K = a.shape[1]
     fmt: Format
     acc: Operand | None
     if isinstance(policy, Exact):
@@ -887,16 +893,68 @@ def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Round
             acc = _seq_float(va, vb, fmt, rounding, (a.bits_desc(), b.bits_desc()))
         return _convert(acc, out_fmt or fmt, rounding, overflow)
 
-    # Blocked
-    kb = policy.k
-    acc = None
-    vals = None
+    blk: Operand
+    if isinstance(fmt, FloatFormat):
+        blk = _blocked_float(a, b, fmt, policy.k, rounding, overflow, what)
+    else:
+        blk = _blocked_loop(a, b, fmt, policy.k, rounding, overflow, what)
+    return _convert(blk, out_fmt or fmt, rounding, overflow)
+
+
+def _blocked_float(a: _Op, b: _Op, fmt: FloatFormat, kb: int, rounding: Rounding, overflow: Overflow,
+                   what: str) -> FloatArray:
+    """Blocked(fmt, kb) into a float accumulator: the compiled kernel when one applies
+    (:func:`_blocked_kernel`, same bits), else :func:`_blocked_loop`."""
+    res: Operand | None = None
+    if a.shape[0] and a.shape[1] and b.shape[1] and rounding is Rounding.RNE:
+        va, vb = a.exact_values(), b.exact_values()
+        if va is not None and vb is not None:
+            res = _blocked_kernel(va, vb, fmt, kb, (a.bits_desc(), b.bits_desc()),
+                                  lambda rows: _blocked_loop(a.slice(rows=rows), b, fmt, kb, rounding, overflow, what))
+    if res is None:
+        res = _blocked_loop(a, b, fmt, kb, rounding, overflow, what)
+    return res  # type: ignore[return-value]
+
+
+def _blocked_kernel(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, kb: int,
+                    desc: tuple[tuple[int, int, int], tuple[int, int, int]],
+                    rows_loop: Callable[[np.ndarray], Operand], b_cache: dict | None = None) -> FloatArray | None:
+    """Blocked(fmt, kb) with round to nearest even on float64 values ``va`` (M, K) @ ``vb``
+    (K, N) whose products are exact (``desc``: the operands' :meth:`_Op.bits_desc`), by the
+    compiled kernel of :func:`._seqkernels.blocked`; the rows it cannot settle (a block sum beyond
+    two float64 TwoSum levels, a NaN) come from ``rows_loop(rows)``, which must run
+    :func:`_blocked_loop` on those rows of ``va``. None when no kernel applies (numba missing, or
+    :func:`._seqkernels.blocked_plan` declines). ``b_cache``: a dict kept with a constant ``vb``
+    (a weight) where the kernel keeps its prepared copy of it."""
+    try:
+        from . import _seqkernels
+    except ImportError:  # numba missing: the numpy loop is exact, only slower
+        return None
+    how = _seqkernels.blocked_plan(fmt, Rounding.RNE.value, desc, kb)
+    if how is None:
+        return None
+    vals, bad = _seqkernels.blocked(va, vb, fmt, kb, how, b_cache)
+    res = _encode(vals, fmt, Rounding.RNE)  # members of fmt: exact
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        res.codes[rows] = rows_loop(rows).codes
+    return res
+
+
+def _blocked_loop(a: _Op, b: _Op, fmt: Format, kb: int, rounding: Rounding, overflow: Overflow, what: str) -> Operand:
+    """Blocked(fmt, kb): exact block sums (:func:`_exact_sum`), each rounded into ``fmt``, added
+    into the ``fmt`` accumulator with one rounding (float: :func:`_add_ro` then encode) -- the
+    plain statement of the contract, looping over the blocks."""
+    M, K = a.shape
+    N = b.shape[1]
+    acc: Operand | None = None
+    vals = np.zeros(0)
     for j0 in range(0, K, kb):
         sl = slice(j0, min(j0 + kb, K))
         r = _sum_to(_exact_sum(a.slice(cols=sl), b.slice(rows=sl)), fmt, rounding, overflow, f"{what} block at k={j0}")
         if acc is None:
             acc = r
-            vals = None if isinstance(fmt, FixedFormat) else r.to_float()
+            vals = vals if isinstance(fmt, FixedFormat) else r.to_float()
         elif isinstance(fmt, FixedFormat):
             acc = FixedArray(_fx.apply_overflow(acc.codes + r.codes, fmt, overflow, what=f"{what} at k={j0}"), fmt)
         else:
@@ -905,7 +963,7 @@ def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Round
             vals = acc.to_float()
     if acc is None:  # K == 0
         acc = FixedArray(np.zeros((M, N), np.int64), fmt) if isinstance(fmt, FixedFormat) else _encode(np.zeros((M, N)), fmt, rounding)
-    return _convert(acc, out_fmt or fmt, rounding, overflow)
+    return acc
 
 
 def _acc_loop(Na: np.ndarray, Nb: np.ndarray, d: int, fmt: FixedFormat, ovf: Overflow, rounding: Rounding, what: str,

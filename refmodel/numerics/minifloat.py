@@ -724,6 +724,8 @@ def encode(
         if native is not None:  # IEEE hardware / numpy's direct double->half: the same one rounding
             with np.errstate(over="ignore"):
                 return FloatArray(arr.astype(native[0]).view(native[1]), fmt)
+        if fmt == PRESETS["bf16"]:
+            return FloatArray(_encode_bf16_rne(arr), fmt)
     rbits = None
     if mode is Rounding.STOCHASTIC:
         if not 1 <= int(sr_bits) <= 62:
@@ -743,6 +745,29 @@ def encode(
         x64 = arr.astype(np.float64, copy=False).reshape(-1)
     codes = _encode_kernel(x64, fmt, mode, rbits, int(sr_bits))
     return FloatArray(codes.reshape(shape).astype(fmt.code_dtype), fmt)
+
+
+def _encode_bf16_rne(x: np.ndarray) -> np.ndarray:
+    """float64 -> bf16 codes, round to nearest even, in slices of 2^20 values (the temporaries stay
+    small): :func:`_round_to_odd_f32` (float32 truncation with a sticky last bit; beyond float32's
+    max it gives max with the sticky bit, so the next step overflows to inf as it must), then the
+    float32 -> bf16 rounding on the bit pattern, ``(u + 0x7FFF + bit 16 of u) >> 16``: bf16 is
+    the top half of float32 (same exponent, subnormals included), so this is one rounding to
+    nearest even at bit 16, ties to even, carrying into the exponent (up to inf) as IEEE does.
+    Round to odd at 24 bits followed by this rounding at 8 bits is one correct rounding (Boldo &
+    Melquiond). NaN -> the quiet NaN 0x7FC0 with the input's sign (what the integer kernel gives)."""
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, np.uint16)
+    step = 1 << 20
+    for i in range(0, flat.size, step):
+        c = flat[i:i + step]
+        u = _round_to_odd_f32(c)
+        u += np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+        out[i:i + step] = u >> np.uint32(16)
+        isn = np.isnan(c)
+        if isn.any():
+            out[i:i + step][isn] = np.asarray(_nan_code(PRESETS["bf16"], np.signbit(c[isn])), dtype=np.uint16)
+    return out.reshape(x.shape)
 
 
 #: float64 -> fp32 / fp16 under rne: numpy's casts are the correctly rounded IEEE conversion
