@@ -79,11 +79,11 @@ def main() -> None:
     except ImportError:
         apy = None
     if apy is not None:
-        Q, O = apy.QuantizationMode, apy.OverflowMode
+        Q, OM = apy.QuantizationMode, apy.OverflowMode
 
         def run_apy():
             wide = apy.APyFixedArray.from_array(x, int_bits=6, frac_bits=66)
-            return wide.cast(int_bits=4, frac_bits=12, quantization=Q.RND_CONV, overflow=O.SAT)
+            return wide.cast(int_bits=4, frac_bits=12, quantization=Q.RND_CONV, overflow=OM.SAT)
 
         t = median_ms(run_apy, args.reps)
         got = run_apy().to_bits(numpy=True).astype(np.int64)

@@ -92,7 +92,7 @@ def bench(seq: int, plan: str, repeats: int, memory: bool, tmp: Path) -> None:
     out = tmp / f"s{seq}"
     runs = {
         "quantized forward": lambda: run_quantized(c, w, x, plan),
-        "bounds": lambda: _tolerances(run, ref),
+        "bounds": lambda: _tolerances(run, ref, w, x),
         "float64 reference (reproducible)": lambda: run_reference(c, w, x),
         "float64 layer, plain BLAS": lambda: blas_reference(c, w, x),
         "golden generation (all)": lambda: generate_set(c, plan, out, force=True),

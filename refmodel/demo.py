@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .golden.generate import generate_set
-from .golden.manifest import load_tensor, read_manifest
+from .golden.manifest import LoadedTensor, load_tensor, read_manifest
 from .layer.config import LayerConfig
 from .layer.plan import PrecisionPlan
 from .numerics.fixed import FixedFormat, decode
@@ -94,7 +94,7 @@ def _decode_entry(codes: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
     raise ValueError(f"cannot decode format {entry['format']}")
 
 
-def _judge(stage: str, got: np.ndarray, t: dict[str, Any], bit_exact: bool | None,
+def _judge(stage: str, got: np.ndarray, t: LoadedTensor, bit_exact: bool | None,
            local: StageCheck | None = None) -> StageResult:
     res = _judge_e2e(stage, got, t, bit_exact)
     if local is not None and local.tier == "local":
@@ -104,7 +104,7 @@ def _judge(stage: str, got: np.ndarray, t: dict[str, Any], bit_exact: bool | Non
     return res
 
 
-def _judge_e2e(stage: str, got: np.ndarray, t: dict[str, Any], bit_exact: bool | None) -> StageResult:
+def _judge_e2e(stage: str, got: np.ndarray, t: LoadedTensor, bit_exact: bool | None) -> StageResult:
     ref = t["reference"]
     tol = t.get("tolerance")
     err = np.abs(got - ref)

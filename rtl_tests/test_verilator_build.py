@@ -22,7 +22,7 @@ def test_make_fix_only_where_the_pch_include_flag_is_empty(tmp_path):
     assert verilator_make_fixes(tmp_path / "nowhere" / "bin") is None
 
 
-def test_parallel_build_with_precompiled_header(monkeypatch):
+def test_parallel_build_with_precompiled_header(monkeypatch, tmp_path):
     """VM_PARALLEL_BUILDS=1 (what Verilator chooses for a design split into many C++ files) compiles
     every class file with ``-include Vtop__pch.h.fast``; without the fix g++ stops with "linker
     input file not found". The user LayerNorm DUT builds that way and passes its bench."""
@@ -33,7 +33,8 @@ def test_parallel_build_with_precompiled_header(monkeypatch):
     gs = GoldenSet.open("tiny_gpt2_hw")
     u = gs.units["ln1"]
     r = run_bench(ln_user.__name__, sources=[ln_user.RTL], toplevel="layernorm_alt", simulator="verilator", golden=gs,
-                  parameters={"D": u["norm_params"]["D"], "EPS": float(u["eps"]), "BUG": 0})
+                  parameters={"D": u["norm_params"]["D"], "EPS": float(u["eps"]), "BUG": 0},
+                  build_dir=tmp_path / "build")  # a fresh build every run: a cached one would compile nothing
     log = (Path(r.build_dir) / "build.log").read_text()
     assert "Vtop__pch.h.fast" in log and (Path(r.build_dir) / "Vtop__pch.h.fast.gch").exists()
     if needs_fix:

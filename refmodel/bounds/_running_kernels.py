@@ -33,7 +33,8 @@ def _hulp(m: float, rel: float, absv: float) -> float:  # pragma: no cover - com
 
 
 @njit(cache=True, nogil=True)
-def _kernel(a, b, rel, absv, slack, coh, use_coh, E, peak, so, co):  # pragma: no cover - compiled
+def _kernel(a: np.ndarray, b: np.ndarray, rel: float, absv: float, slack: np.ndarray, coh: np.ndarray, use_coh: bool,
+            E: np.ndarray, peak: np.ndarray, so: np.ndarray, co: np.ndarray) -> None:  # pragma: no cover - compiled
     M, K = a.shape
     N = b.shape[1]
     for i in range(M):

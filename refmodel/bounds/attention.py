@@ -68,14 +68,14 @@ def omega_kq(W_Q: Any, W_K: Any, n_heads: int) -> float:
     qs, ks = _heads(W_Q, n_heads), _heads(W_K, n_heads)
     dh = qs[0].shape[0]
     return 2.0 / math.sqrt(dh) * max(float(np.linalg.norm(np.abs(k).sum(1)) * np.linalg.norm(np.abs(q).sum(1)))
-                                     for q, k in zip(qs, ks))
+                                     for q, k in zip(qs, ks, strict=True))
 
 
-def _softmax(l: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+def _softmax(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     if mask is not None:
-        l = np.where(mask, l, -np.inf)
-    m = np.max(l, axis=-1, keepdims=True)
-    w = np.exp(l - m)
+        logits = np.where(mask, logits, -np.inf)
+    m = np.max(logits, axis=-1, keepdims=True)
+    w = np.exp(logits - m)
     return w / np.sum(w, axis=-1, keepdims=True)
 
 
@@ -88,7 +88,7 @@ def attention_forward(X: Any, W_Q: Any, W_K: Any, W_V: Any, W_O: Any, n_heads: i
     ri = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     mask = (np.arange(n)[None, :] <= ri[:, None]) if causal else None
     outs = []
-    for wq, wk, wv in zip(_heads(W_Q, n_heads), _heads(W_K, n_heads), _heads(W_V, n_heads)):
+    for wq, wk, wv in zip(_heads(W_Q, n_heads), _heads(W_K, n_heads), _heads(W_V, n_heads), strict=True):
         q, k, v = X[ri] @ wq.T, X @ wk.T, X @ wv.T
         s = _softmax(q @ k.T / math.sqrt(wq.shape[0]), mask)
         outs.append(s @ v)
@@ -125,7 +125,7 @@ def attention_lipschitz(X: Any, W_Q: Any, W_K: Any, W_V: Any, W_O: Any, n_heads:
     bound_t = np.zeros(nq) if delta is not None else None
     spread_max = np.zeros(nq)
     sink = np.zeros(nq)
-    for h, (wq, wk, wv) in enumerate(zip(_heads(W_Q, n_heads), _heads(W_K, n_heads), _heads(W_V, n_heads))):
+    for h, (wq, wk, wv) in enumerate(zip(_heads(W_Q, n_heads), _heads(W_K, n_heads), _heads(W_V, n_heads), strict=True)):
         dh = wq.shape[0]
         WOh = WO[:, h * dh:(h + 1) * dh]
         ov_h = _inf(WOh @ wv)
@@ -141,9 +141,9 @@ def attention_lipschitz(X: Any, W_Q: Any, W_K: Any, W_V: Any, W_O: Any, n_heads:
         for i0 in range(0, nq, chunk):
             i1 = min(nq, i0 + chunk)
             rows = qi[i0:i1]
-            l = q[rows] @ k.T / math.sqrt(dh)
+            logits = q[rows] @ k.T / math.sqrt(dh)
             mask = (np.arange(n)[None, :] <= rows[:, None]) if causal else None
-            s = _softmax(l, mask)
+            s = _softmax(logits, mask)
             vbar = s @ v
             sp = np.einsum("ij,ij->i", s, np.max(np.abs(v[None, :, :] - vbar[:, None, :]), axis=-1))
             if mask is not None:
@@ -152,7 +152,7 @@ def attention_lipschitz(X: Any, W_Q: Any, W_K: Any, W_V: Any, W_O: Any, n_heads:
                 kmax = np.full(i1 - i0, float(kn.max()))
             dl1 = (aQ * kmax + qn[rows] * aK) / math.sqrt(dh)
             factor[i0:i1] = np.maximum(factor[i0:i1], wo * (wv_inf + 2 * dl1 * sp))
-            if bound is not None:
+            if bound is not None and delta is not None:
                 M = (delta * aQ * kmax + qn[rows] * delta * aK + delta * delta * aQ * aK) / math.sqrt(dh)
                 bound[i0:i1] = np.maximum(bound[i0:i1], wo * (wv_inf * delta + np.expm1(2 * M) * sp))
             vobar = s @ vo
@@ -160,12 +160,12 @@ def attention_lipschitz(X: Any, W_Q: Any, W_K: Any, W_V: Any, W_O: Any, n_heads:
             kq = np.max(np.where(mask, kq1[None, :], 0.0), axis=1) if mask is not None else np.full(i1 - i0, kq1.max())
             dlt = (kq + qk1[rows]) / math.sqrt(dh)
             tight[i0:i1] += ov_h + 2 * dlt * spo
-            if bound_t is not None:
+            if bound_t is not None and delta is not None:
                 Mt = (delta * (kq + qk1[rows]) + delta * delta * aQ * aK) / math.sqrt(dh)
                 bound_t[i0:i1] += ov_h * delta + np.expm1(2 * Mt) * spo
             spread_max[i0:i1] = np.maximum(spread_max[i0:i1], sp)
             sink[i0:i1] += np.max(s, axis=1) / n_heads
-    if bound is not None:
+    if bound is not None and bound_t is not None:
         bound = np.minimum(bound, bound_t)
     return {"queries": qi, "factor": factor, "factor_tight": np.minimum(tight, factor), "bound": bound,
             "worst_case": om_ov * (1 + 4 * om_kq * R * R),
@@ -191,7 +191,7 @@ def attention_jacobian(X: Any, W_Q: Any, W_K: Any, W_V: Any, W_O: Any, n_heads: 
     WO = np.asarray(W_O, dtype=np.float64)
     i = int(query)
     S, A, C, U, Gq = [], [], [], [], np.zeros((WO.shape[0], d))
-    for h, (wq, wk, wv) in enumerate(zip(_heads(W_Q, n_heads), _heads(W_K, n_heads), _heads(W_V, n_heads))):
+    for h, (wq, wk, wv) in enumerate(zip(_heads(W_Q, n_heads), _heads(W_K, n_heads), _heads(W_V, n_heads), strict=True)):
         dh = wq.shape[0]
         q, k, v = X @ wq.T, X @ wk.T, X @ wv.T
         mask = (np.arange(n) <= i)[None, :] if causal else None
@@ -249,7 +249,7 @@ def attention_factor_table(seq_lens: tuple[int, ...] = (16, 32, 64, 128, 256, 51
         X = _tokens(rng, n, d, R)
         if sink:
             g = np.zeros(d)
-            for wq, wk in zip(_heads(WQ, n_heads), _heads(WK, n_heads)):
+            for wq, wk in zip(_heads(WQ, n_heads), _heads(WK, n_heads), strict=True):
                 g += wk.T @ (X @ wq.T).sum(0)
             X[0] = R * np.sign(g)
         qs = np.unique(np.linspace(0, n - 1, min(n, n_queries)).astype(np.int64))

@@ -26,7 +26,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -49,6 +49,8 @@ __all__ = [
 
 _K = math.sqrt(2.0 / math.pi)
 _C = 0.044715
+#: a float or a float64 array (the tanh-GELU helpers take either)
+_X = TypeVar("_X", float, np.ndarray)
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
@@ -66,11 +68,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _g(x):
+def _g(x: _X) -> _X:
     return _K * (x + _C * x ** 3)
 
 
-def _gp(x):
+def _gp(x: _X) -> _X:
     return _K * (1 + 3 * _C * x * x)
 
 
@@ -161,7 +163,8 @@ def activation_constants(name: str, h: float = 1e-4, R: float = 10.0) -> Activat
     return ActivationConstants(name, L, L_grid, float(xg[i]), float(np.min(d1)), M2, h, R)
 
 
-def _finish(prop_r, prop_s, z, out: RoundingModel, what: str, parts: dict, slack: Any = 0.0) -> Bound:
+def _finish(prop_r: np.ndarray, prop_s: np.ndarray, z: np.ndarray, out: RoundingModel, what: str,
+            parts: dict[str, Any], slack: Any = 0.0) -> Bound:
     # ``slack``: the value rounded is within ``slack`` of ``z`` (magnitude / range only)
     slack = np.zeros_like(z) + slack
     out_r, out_s, nog, reasons, notes = output_rounding(z, slack, slack, out, what)
@@ -214,7 +217,6 @@ def mul_bound(a_hat: Any, b_hat: Any, *, E_a: Any = None, E_b: Any = None, out: 
     Ebr, Ebs = as_tiers(E_b, b.shape)
     pr = np.abs(a) * Ebr + np.abs(b) * Ear + Ear * Ebr
     ps = np.abs(a) * Ebs + np.abs(b) * Eas + Eas * Ebs
-    zero = np.zeros_like(z)
     return _finish(pr, ps, z, out, what, {})
 
 
@@ -279,7 +281,7 @@ def rope_bound(x_hat: Any, E_x: Any = None, *, positions: Any, base: float, out:
     z[..., ia] = a * c - b * s
     z[..., ib] = b * c + a * s
 
-    def prop(E):
+    def prop(E: np.ndarray) -> np.ndarray:
         Ea, Eb = E[..., ia], E[..., ib]
         p = np.empty_like(x)
         p[..., ia] = ch * Ea + sh * Eb + (np.abs(a) + Ea) * dc + (np.abs(b) + Eb) * ds

@@ -171,9 +171,9 @@ def accumulate(terms_fn: Callable[[int], np.ndarray], K: int, acc: Accum, init: 
     hi = np.zeros(shape)
     lo = np.zeros(shape)
 
-    def dd_add(h, l, t):
+    def dd_add(h: np.ndarray, lo_: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s, e = two_sum(h, t)
-        return s, l + e
+        return s, lo_ + e
 
     if acc.kind == "exact":
         if init is not None:
@@ -279,7 +279,7 @@ def emu_norm(x: Any, *, center: bool, eps: float, steps: NormSteps, g: Any = Non
     return add_rnd(st.out, p, bb, rng=rng)
 
 
-def emu_softmax(l: Any, *, steps: SoftmaxSteps, shifted: bool = True, mask: Any = None,
+def emu_softmax(logits: Any, *, steps: SoftmaxSteps, shifted: bool = True, mask: Any = None,
                 exp_fn: Callable[[np.ndarray], np.ndarray] | None = None,
                 recip_fn: Callable[[np.ndarray], np.ndarray] | None = None,
                 arg_model: RoundingModel | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -287,14 +287,14 @@ def emu_softmax(l: Any, *, steps: SoftmaxSteps, shifted: bool = True, mask: Any 
     argument is reduced as ``t = fl(d * fl(log2 e))`` and ``exp = 2^t`` (so
     ``exp_arg_rel = (1 + u)^2 - 1``); ``exp_fn`` / ``recip_fn`` replace the float64 units."""
     st = steps
-    l = np.asarray(l, dtype=np.float64)
-    keep = np.isfinite(l) if mask is None else (np.asarray(mask, bool) & np.isfinite(l))
-    lk = np.where(keep, l, -np.inf)
+    logits = np.asarray(logits, dtype=np.float64)
+    keep = np.isfinite(logits) if mask is None else (np.asarray(mask, bool) & np.isfinite(logits))
+    lk = np.where(keep, logits, -np.inf)
     m = np.max(lk, axis=-1, keepdims=True)
     if shifted:
-        dd = add_rnd(st.sub, np.where(keep, l, m), -m, rng=rng)
+        dd = add_rnd(st.sub, np.where(keep, logits, m), -m, rng=rng)
     else:
-        dd = np.where(keep, l, 0.0)
+        dd = np.where(keep, logits, 0.0)
     if exp_fn is not None:
         e = exp_fn(dd)
     elif arg_model is not None:
@@ -306,7 +306,7 @@ def emu_softmax(l: Any, *, steps: SoftmaxSteps, shifted: bool = True, mask: Any 
         with np.errstate(over="ignore"):
             e = rnd(st.exp, np.exp(dd), rng=rng)
     e = np.where(keep, e, 0.0)
-    S, s_lo = accumulate(lambda k: e[..., k], l.shape[-1], st.acc, rng=rng)
+    S, s_lo = accumulate(lambda k: e[..., k], logits.shape[-1], st.acc, rng=rng)
     S = S[..., None]
     s_lo = s_lo[..., None]
     if st.normalize == "divide":

@@ -281,7 +281,8 @@ class _Exp2RecipOps(QuantOps):
     log2 e))`` and ``p = round(e * round_W(1 / S))`` (argument-reduced exp, reciprocal-multiply
     normalisation), everything else as the plan says."""
 
-    def _float_softmax(self, name, s, allowed, shifted):  # type: ignore[no-untyped-def]
+    def _float_softmax(self, name: str, s: QTensor, allowed: np.ndarray,
+                       shifted: bool) -> tuple[QTensor, dict[str, Any]]:
         tp = self._tp(name)
         F, pol, rnd = self._work_format(name), tp.acc, tp.rounding
         st = lambda v: store(v, F, rnd, tp.overflow)  # noqa: E731
@@ -297,8 +298,8 @@ class _Exp2RecipOps(QuantOps):
                          F, pol, rnd, tp.overflow)
             r = st(1.0 / S.values.reshape(sv.shape[:-1] + (1,)))
             p = np.where(allowed, e.values * r.values, 0.0)
-            p = st(p) if F == tp.format else self._store(name, p)
-        return p, {"work_format": F}
+            y = st(p) if F == tp.format else self._store(name, p)
+        return y, {"work_format": F}
 
 
 def _alt_plan(plan: PrecisionPlan, alt: str) -> PrecisionPlan | None:

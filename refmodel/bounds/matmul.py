@@ -35,6 +35,9 @@ from .model import DEFAULT_ALPHA, EXACT, Bound, RoundingModel, as_tiers, lambda_
 
 __all__ = ["matmul_bound", "linear_bound", "attention_mix_bound", "logits_bound"]
 
+#: the default accumulation policy of :func:`matmul_bound` (``Accum`` is frozen, so one instance is shared)
+_EXACT_ACCUM = Accum.exact()
+
 _CHUNK_ELEMS = 1 << 22
 
 
@@ -64,7 +67,7 @@ def matmul_bound(
     E_b: Any = None,
     bias: Any = None,
     E_bias: Any = None,
-    accum: Accum = Accum.exact(),
+    accum: Accum = _EXACT_ACCUM,
     products: RoundingModel = EXACT,
     out: RoundingModel = EXACT,
     bias_in_acc: bool = False,
@@ -125,7 +128,7 @@ def matmul_bound(
     # products
     prod_r = products.rel * P + K * products.abs
     terms_abs = P + prod_r
-    if init:
+    if init and bvec is not None:
         terms_abs = terms_abs + np.abs(bvec)
     lam = lambda_azuma(alpha)
     if products.exact:

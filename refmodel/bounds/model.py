@@ -332,5 +332,7 @@ def output_rounding(z: Any, L_rig: Any, L_stat: Any, out: RoundingModel, what: s
                              f"the bound includes the overshoot (up to {float(over_r.max()):.4g})")
             else:
                 nog = np.broadcast_to(mask, nog.shape).copy()
-                reasons.append(range_reason(what, mask, lo, hi, out))
+                r = range_reason(what, mask, lo, hi, out)
+                if r is not None:
+                    reasons.append(r)
     return err_r, err_s, nog, reasons, notes

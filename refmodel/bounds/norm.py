@@ -48,6 +48,7 @@ outputs; the bound carries it exactly. Propagated input error (|x - x_hat| <= E,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +130,8 @@ def norm_bound(x_hat: Any, E_x: Any = None, *, center: bool, eps: float, steps: 
         return _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scale, alpha, what, running)
 
 
-def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scale, alpha, what, running) -> Bound:
+def _norm_bound(x_hat: Any, E_x: Any, center: bool, eps: float, steps: NormSteps, g: Any, beta: Any, E_g: Any,
+                E_beta: Any, slanc_scale: float, alpha: float, what: str | None, running: bool) -> Bound:
     what = what or ("layernorm" if center else "rmsnorm")
     x = np.asarray(x_hat, dtype=np.float64)
     if x.ndim < 1 or x.shape[-1] < 1:
@@ -154,8 +156,9 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
         hi = np.asarray(hi, dtype=np.float64)
         # an unbounded (vacuous) error says nothing about range; the vacuity flag voids the rigorous tier
         mask = range_mask(lo, hi, m) & np.isfinite(lo) & np.isfinite(hi)
-        if np.any(mask):
-            reasons.append(range_reason(f"{what} {name}", mask, lo, hi, m))
+        r = range_reason(f"{what} {name}", mask, lo, hi, m)
+        if r is not None:  # some entry of mask is set
+            reasons.append(r)
             nog = nog | np.any(mask, axis=-1, keepdims=True)
 
     # ---- mean -----------------------------------------------------------------------------
@@ -188,7 +191,8 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
     sub = st.sub if center else EXACT
     ac = np.abs(c)
 
-    def variance_chain(e_mu, acc_err_fn, stat: bool):
+    def variance_chain(e_mu: np.ndarray, acc_err_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                       stat: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         C = ac + e_mu
         e_c = e_mu + sub.rel * C + sub.abs
         Cc = (1 + sub.rel) * C + sub.abs
@@ -212,8 +216,8 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
         ps2.feed((c * c)[..., None, :])
     acc2_cache: dict[str, Any] = {}
 
-    def acc2_fn(tier: str):
-        def f(A2, terms_top):
+    def acc2_fn(tier: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        def f(A2: np.ndarray, terms_top: np.ndarray) -> np.ndarray:
             r, s, rs = st.var_acc.error(d, A2, ss_outer=ps2.ss_outer, ss_inner=ps2.ss_inner, alpha=alpha)
             # the squares are >= 0: the partial sums of upper bounds on them bound the partial sums
             got = running_error(LastAxisTerms(terms_top), st.var_acc, A=A2) if running and tier == "rig" else None
@@ -228,8 +232,7 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
 
     e_c_r, Cc_r, A2, acc2_r, e_S2_r = variance_chain(e_mu_r, acc2_fn("rig"), False)
     reasons += acc2_cache["rig"][2]
-    e_c_s, _, _, acc2_s, e_S2_s = variance_chain(e_mu_s, acc2_fn("stat"), True)
-    acc2_s = acc2_cache["stat"][1]
+    e_c_s, _, _, _, e_S2_s = variance_chain(e_mu_s, acc2_fn("stat"), True)
     m2, rs = st.var_acc.range_reasons(f"{what} sum of squares", acc2_cache.get("range", A2), acc2_r,
                                       final=np.sum(c * c, -1, keepdims=True),
                                       max_partial=ps2.max_abs + (A2 - np.sum(c * c, -1, keepdims=True)))
@@ -247,7 +250,7 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
     vd, ea, rq = st.var_div, st.eps_add, st.rsqrt
     e_eps = st.eps_store.err(epsp)
 
-    def rho_chain(e_S2):
+    def rho_chain(e_S2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         e_v = (1 + vd.rel) * e_S2 / d + vd.rel * V + vd.abs
         e_t = (e_v + e_eps) * (1 + ea.rel) + ea.rel * T + ea.abs
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -269,7 +272,7 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
 
     nm = st.norm
 
-    def e_n_fn(e_c, rho_r):
+    def e_n_fn(e_c: np.ndarray, rho_r: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):
             return (1 + rho_r) * R * e_c + ac * R * rho_r + nm.rel * (ac + e_c) * R * (1 + rho_r) + nm.abs
 
@@ -294,7 +297,7 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
         ag, ab = np.abs(gh), np.abs(bh)
         z = gh * n + bh
 
-        def gain_out(e_n, Eg, Eb):
+        def gain_out(e_n: np.ndarray, Eg: np.ndarray, Eb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with np.errstate(invalid="ignore"):
                 Nn = an + e_n
                 base = ag * e_n + an * Eg + Eb
@@ -321,7 +324,7 @@ def _norm_bound(x_hat, E_x, center, eps, steps, g, beta, E_g, E_beta, slanc_scal
         nog = nog | onog
 
     # ---- propagated input error --------------------------------------------------------------
-    def prop(E):
+    def prop(E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         eps_c = E + (np.mean(E, axis=-1, keepdims=True) if center else 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             rho = (2 * np.sum(ac * E, -1, keepdims=True) + np.sum(E * E, -1, keepdims=True)) / (d * T)

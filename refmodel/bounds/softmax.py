@@ -134,33 +134,33 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     (:func:`refmodel.bounds.accum.running_error`; the exps are >= 0, so the partial sums of their
     upper bounds bound them) and keep the smaller bound.
     """
-    l = np.asarray(l_hat, dtype=np.float64)
-    if l.ndim < 1 or l.shape[-1] < 1:
-        raise ValueError(f"{what}: logits need a last axis of length >= 1, got shape {l.shape}")
-    keep = np.isfinite(l) if mask is None else (np.asarray(mask, bool) & np.isfinite(l))
-    if np.any(np.isnan(l)) or np.any(np.isposinf(l)):
+    logits = np.asarray(l_hat, dtype=np.float64)
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"{what}: logits need a last axis of length >= 1, got shape {logits.shape}")
+    keep = np.isfinite(logits) if mask is None else (np.asarray(mask, bool) & np.isfinite(logits))
+    if np.any(np.isnan(logits)) or np.any(np.isposinf(logits)):
         raise ValueError(f"{what}: logits contain NaN or +inf")
     if not np.all(np.any(keep, axis=-1)):
         raise ValueError(f"{what}: a row has every entry masked")
     st = steps
     n = int(np.max(np.sum(keep, axis=-1)))
-    lk = np.where(keep, l, -np.inf)
+    lk = np.where(keep, logits, -np.inf)
     m = np.max(lk, axis=-1, keepdims=True)
-    a = np.where(keep, m - l, 0.0)
+    a = np.where(keep, m - logits, 0.0)
     if shifted:
         w = np.where(keep, np.exp(-a), 0.0)
         ref_arg = a
         Delta = (st.sub.rel * a + st.sub.abs) * (1 + st.exp_arg_rel) + st.exp_arg_rel * a
     else:
         with np.errstate(over="ignore"):
-            w = np.where(keep, np.exp(np.where(keep, l, 0.0)), 0.0)
-        ref_arg = np.abs(np.where(keep, l, 0.0))
+            w = np.where(keep, np.exp(np.where(keep, logits, 0.0)), 0.0)
+        ref_arg = np.abs(np.where(keep, logits, 0.0))
         Delta = st.exp_arg_rel * ref_arg
     Delta = np.where(keep, Delta, 0.0)
     reasons: list[str] = []
     notes: list[str] = []
-    nog = np.zeros(l.shape[:-1] + (1,), dtype=bool)  # overflow: both tiers void
-    vac = np.zeros(l.shape[:-1] + (1,), dtype=bool)  # rigorous tier vacuous only
+    nog = np.zeros(logits.shape[:-1] + (1,), dtype=bool)  # overflow: both tiers void
+    vac = np.zeros(logits.shape[:-1] + (1,), dtype=bool)  # rigorous tier vacuous only
     W = np.sum(w, axis=-1, keepdims=True)
     ws = np.exp(lk - m)  # shift-invariant: the exact probabilities even when exp(l) overflows
     s = np.where(keep, ws / np.sum(ws, axis=-1, keepdims=True), 0.0)
@@ -182,7 +182,7 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
         nog = nog | ~np.all(np.isfinite(ew_top), -1, keepdims=True)
     A = np.sum(ew_top, axis=-1, keepdims=True)
     lam = lambda_azuma(alpha)
-    ps = PartialSums(l.shape[:-1] + (1,), st.acc)
+    ps = PartialSums(logits.shape[:-1] + (1,), st.acc)
     if st.acc.needs_partial_sums or st.acc.kind == "fixed":
         ps.feed(w[..., None, :])
     acc_r, acc_s, rs = st.acc.error(n, A, ss_outer=ps.ss_outer, ss_inner=ps.ss_inner, alpha=alpha)
@@ -207,7 +207,7 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
         rS_r = (sum_e_r + acc_r) / W
         rS_s = (sum_e_s + acc_s) / W
 
-    def D_of(rS, rho_):
+    def D_of(rS: np.ndarray, rho_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             bad = ~(rS < 1)
             r_ = np.where(bad, 0.0, rS)
@@ -225,8 +225,9 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
         with np.errstate(invalid="ignore", divide="ignore"):
             rtop = (1 + st.recip.rel) / (W * (1 - np.where(bad, 0, rS_r))) + st.recip.abs
         mk = range_mask(0 * rtop, rtop, st.recip)
-        if np.any(mk):
-            reasons.append(range_reason(f"{what} reciprocal", mk, 0 * rtop, rtop, st.recip))
+        r = range_reason(f"{what} reciprocal", mk, 0 * rtop, rtop, st.recip)
+        if r is not None:  # some entry of mk is set
+            reasons.append(r)
             nog = nog | mk
     fin = np.isfinite(D_r)
     out_r, out_s, onog, rs, ns = output_rounding(s, np.where(fin, D_r, 0.0), np.where(fin, D_s, 0.0), st.out,
@@ -238,7 +239,7 @@ def softmax_bound(l_hat: Any, E_l: Any = None, *, steps: SoftmaxSteps, shifted: 
     loc_r = D_r + out_r
     loc_s = D_s + out_s
     # propagated
-    Er, Es = as_tiers(E_l, l.shape)
+    Er, Es = as_tiers(E_l, logits.shape)
     Er = np.where(keep, Er, 0.0)
     Es = np.where(keep, Es, 0.0)
     prop_r, coarse = softmax_propagation(s, Er)

@@ -114,7 +114,7 @@ def _gen(kind: str, shape: tuple[int, ...], rng: np.random.Generator, axis: int 
     if kind == "outlier":
         n = shape[axis]
         idx = rng.choice(n, size=max(1, n // 128), replace=False)
-        sl = [slice(None)] * len(shape)
+        sl: list[slice | np.ndarray] = [slice(None)] * len(shape)
         sl[axis] = idx
         x[tuple(sl)] *= 10.0 ** rng.uniform(2, 3, size=x[tuple(sl)].shape)
     elif kind == "positive":
@@ -139,7 +139,7 @@ class Case:
     kind: str
     trials: int
     fn: Callable[..., CaseResult]
-    kw: dict = field(default_factory=dict, hash=False, compare=False)
+    kw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     #: the configuration is expected to have no rigorous guarantee (vacuous gamma, overflow)
     expect_nog: bool = False
     #: the statistical tier is expected to be tight (False for biased rounding: stat == rig there)
@@ -208,27 +208,27 @@ def _logits(case: Case, T: int, rng: np.random.Generator, *, fmt: str, dh: int, 
     return _result(case.op, case.config + ("" if scale_exact else f" c_hat={ch:.6g}"), case.kind, T, y, ref, B, t0)
 
 
-def _ref_softmax(l: np.ndarray, mask: Any = None) -> np.ndarray:
-    keep = np.isfinite(l) if mask is None else (mask & np.isfinite(l))
-    lk = np.where(keep, l, -np.inf)
+def _ref_softmax(logits: np.ndarray, mask: Any = None) -> np.ndarray:
+    keep = np.isfinite(logits) if mask is None else (mask & np.isfinite(logits))
+    lk = np.where(keep, logits, -np.inf)
     m = np.max(lk, axis=-1, keepdims=True)
     w = np.where(keep, np.exp(lk - m), 0.0)
     return w / np.sum(w, axis=-1, keepdims=True)
 
 
 def _softmax_logits(kind: str, T: int, n: int, rng: np.random.Generator, sigma: float = 3.0) -> tuple[np.ndarray, Any]:
-    l = sigma * rng.standard_normal((T, n))
+    logits = sigma * rng.standard_normal((T, n))
     mask = None
     if kind == "sink":
-        l[np.arange(T), rng.integers(0, n, T)] += rng.uniform(8, 25, T)
+        logits[np.arange(T), rng.integers(0, n, T)] += rng.uniform(8, 25, T)
     elif kind == "tie":
-        l = 4.0 + rng.integers(0, 4, (T, n)) * 2.0 ** -9 + rng.standard_normal((T, n)) * 1e-4
+        logits = 4.0 + rng.integers(0, 4, (T, n)) * 2.0 ** -9 + rng.standard_normal((T, n)) * 1e-4
     elif kind == "masked":
         pos = rng.integers(1, n + 1, T)
         mask = np.arange(n)[None, :] < pos[:, None]
     elif kind == "wide":
-        l = 12.0 * rng.standard_normal((T, n))
-    return l, mask
+        logits = 12.0 * rng.standard_normal((T, n))
+    return logits, mask
 
 
 def _softmax(case: Case, T: int, rng: np.random.Generator, *, fmt: str, n: int, acc: str | None = None,
@@ -236,8 +236,8 @@ def _softmax(case: Case, T: int, rng: np.random.Generator, *, fmt: str, n: int, 
              rounding: str = "rne", sigma: float = 3.0) -> CaseResult:
     t0 = time.perf_counter()
     m = rounding_model(fmt, rounding)
-    l, mask = _softmax_logits(case.kind, T, n, rng, sigma)
-    lh = rnd(rounding_model(fmt), l)
+    logits, mask = _softmax_logits(case.kind, T, n, rng, sigma)
+    lh = rnd(rounding_model(fmt), logits)
     arg_model = m if arg else None
     steps = SoftmaxSteps(m, (1 + m.rel) ** 2 - 1 if arg else 0.0, func_model(m),
                          Accum.sequential(acc or fmt, rounding), normalize,
@@ -252,9 +252,9 @@ def _softmax_prop(case: Case, T: int, rng: np.random.Generator, *, fmt: str, n: 
     """Logits carry errors: l_hat = fl(l) + noise within E; the reference is softmax(l)."""
     t0 = time.perf_counter()
     m = rounding_model(fmt)
-    l, _ = _softmax_logits("sink" if case.kind == "prop-sink" else "random", T, n, rng)
-    lh = rnd(m, l)
-    E = np.abs(lh - l) + 1e-3 * np.abs(l)  # a bound that is not tight everywhere
+    logits, _ = _softmax_logits("sink" if case.kind == "prop-sink" else "random", T, n, rng)
+    lh = rnd(m, logits)
+    E = np.abs(lh - logits) + 1e-3 * np.abs(logits)  # a bound that is not tight everywhere
     lt = lh - E * np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # corner of the box
     steps = SoftmaxSteps.floating(fmt, acc=Accum.sequential(acc), exp=func_model(m))
     y = emu_softmax(lh, steps=steps)
@@ -281,9 +281,9 @@ def _softmax_fixed(case: Case, T: int, rng: np.random.Generator, *, n: int, out_
     steps = SoftmaxSteps.fixed(exp=exp_m, acc=FixedFormat(p.s_w + 1, ew - 1, False),
                                recip=RoundingModel.measured(1.0, fr),
                                out_fmt=FixedFormat(out_w, out_f, signed=False), rounding="half_up")
-    l, mask = _softmax_logits(case.kind, T, n, rng, sigma)
+    logits, mask = _softmax_logits(case.kind, T, n, rng, sigma)
     lo, hi = -(1 << (p.in_w - 1)), (1 << (p.in_w - 1)) - 1
-    codes = np.clip(np.floor(np.ldexp(l, p.in_f) + 0.5), lo, hi).astype(np.int64)
+    codes = np.clip(np.floor(np.ldexp(logits, p.in_f) + 0.5), lo, hi).astype(np.int64)
     lh = np.ldexp(codes.astype(np.float64), -p.in_f)
     masked = None if mask is None else ~mask
     y = np.ldexp(_sm.softmax(codes, p, masked).astype(np.float64), -out_f)
@@ -498,8 +498,8 @@ def _mix(case: Case, T: int, rng: np.random.Generator, *, fmt: str, S: int, dh: 
     """Attention P V with P from the emulated softmax (its bound as E_p) and V = fl(V_exact)."""
     t0 = time.perf_counter()
     m = rounding_model(fmt)
-    l, _ = _softmax_logits("sink" if case.kind == "sink" else "random", T * 4, S, rng)
-    lh = rnd(m, l)
+    logits, _ = _softmax_logits("sink" if case.kind == "sink" else "random", T * 4, S, rng)
+    lh = rnd(m, logits)
     sm_steps = SoftmaxSteps.floating(fmt, acc=Accum.sequential(acc), exp=func_model(m))
     P = emu_softmax(lh, steps=sm_steps).reshape(T, 4, S)
     Bp = softmax_bound(lh, steps=sm_steps)
@@ -513,7 +513,8 @@ def _mix(case: Case, T: int, rng: np.random.Generator, *, fmt: str, S: int, dh: 
     return _result(case.op, case.config, case.kind, T, y, ref, B, t0)
 
 
-def _c(op_name, config, kind, trials, runner, expect_nog=False, stat_tight=True, **kw) -> Case:
+def _c(op_name: str, config: str, kind: str, trials: int, runner: Callable[..., CaseResult], expect_nog: bool = False,
+       stat_tight: bool = True, **kw: Any) -> Case:
     return Case(op_name, config, kind, trials, runner, kw, expect_nog, stat_tight)
 
 
@@ -665,11 +666,11 @@ def op_summary_markdown(results: list[CaseResult]) -> str:
         rr_r = np.concatenate([r.ratio_rig for r in rand]) if rand else np.array([np.nan])
         st_r = np.concatenate([r.ratio_stat for r in rand]) if rand else np.array([np.nan])
 
-        def mx(a):
+        def mx(a: np.ndarray) -> str:
             a = a[np.isfinite(a)]
             return _f(float(a.max())) if a.size else "n/a"
 
-        def md(a):
+        def md(a: np.ndarray) -> str:
             a = a[np.isfinite(a)]
             return _f(float(np.median(a))) if a.size else "n/a"
 

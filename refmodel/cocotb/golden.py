@@ -37,7 +37,7 @@ import numpy as np
 
 from refmodel.errors import CheckFailed, UserError
 from refmodel.golden.hexfile import read_memh
-from refmodel.golden.manifest import check_files, load_tensor, read_manifest
+from refmodel.golden.manifest import LoadedTensor, check_files, load_tensor, read_manifest
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.formats import parse_format
 from refmodel.numerics.minifloat import FloatFormat
@@ -112,7 +112,7 @@ class GoldenSet:
             raise UserError(str(e)) from None
         #: remarks about the set a bench should print (e.g. signedness repaired on read)
         self.notes: list[str] = []
-        self._cache: dict[str, dict[str, Any]] = {}
+        self._cache: dict[str, LoadedTensor] = {}
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
@@ -176,7 +176,7 @@ class GoldenSet:
         return FLOAT64_SPEC if spec == FLOAT64_SPEC else parse_format(spec)
 
     # ---- tensors -------------------------------------------------------------------------
-    def _tensor(self, name: str) -> dict[str, Any]:
+    def _tensor(self, name: str) -> LoadedTensor:
         if name not in self._cache:
             self.entry(name)
             t = load_tensor(self.path, name, self.manifest)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refmodel.errors import UserError
 
+if TYPE_CHECKING:
+    from refmodel.layer.config import LayerConfig
+    from refmodel.layer.plan import PrecisionPlan
 
-def load_plan(spec: str):
+
+def load_plan(spec: str) -> PrecisionPlan:
     """A preset name or a .json / .toml plan file."""
     from refmodel.layer.plan import PRESET_NAMES, PrecisionPlan
 
@@ -28,7 +32,7 @@ def load_plan(spec: str):
     raise UserError(f"unknown plan {spec!r}: use a preset ({', '.join(PRESET_NAMES)}) or a .json/.toml plan file")
 
 
-def load_config(spec: str):
+def load_config(spec: str) -> LayerConfig:
     """A preset config name or a .json config file."""
     import json
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ def register(app: typer.Typer) -> None:
         weight_warn: list[tuple[int, str]] = []
         shifts: dict[str, dict[str, int]] = {}
 
-        def collect(label: str):
+        def collect(label: str) -> Callable[[int, Any], None]:
             def on_run(i: int, run: Any) -> None:
                 for n, t in run.weights.items():
                     if t.clip is not None:

@@ -4,10 +4,18 @@ Lipschitz table."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from refmodel.errors import CheckFailed, UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from refmodel.bounds.validate_layer import LayerReport
+    from refmodel.layer.config import LayerConfig
+    from refmodel.layer.plan import PrecisionPlan
 
 TIERS = ("rigorous", "statistical")
 
@@ -101,7 +109,8 @@ def register(app: typer.Typer) -> None:
             raise CheckFailed(f"{rep.viol_rig} rigorous bound violation(s) in plan {p.name} / {config}")
 
 
-def _local(console, plan, cfg, config: str, seed: int, n: int, json_out: bool) -> None:
+def _local(console: Console, plan: PrecisionPlan, cfg: LayerConfig, config: str, seed: int, n: int,
+           json_out: bool) -> None:
     from rich.table import Table
 
     from refmodel.bounds.report import local_summary
@@ -138,7 +147,7 @@ def _local(console, plan, cfg, config: str, seed: int, n: int, json_out: bool) -
         raise CheckFailed(f"{s.violations} local rigorous bound violation(s) in plan {plan.name} / {config}")
 
 
-def _trials_json(rep, config: str) -> dict:
+def _trials_json(rep: LayerReport, config: str) -> dict[str, Any]:
     return {"plan": rep.plan, "config": config, "trials": rep.trials, "kinds": rep.kinds, "seconds": rep.seconds,
             "elements": rep.elements, "rigorous_violations": rep.viol_rig, "statistical_violations": rep.viol_stat,
             "no_guarantee": rep.no_guarantee, "errors": rep.errors,
@@ -149,7 +158,7 @@ def _trials_json(rep, config: str) -> dict:
                         for t in rep.rows()]}
 
 
-def _attention_table(console) -> None:
+def _attention_table(console: Console) -> None:
     from refmodel.bounds.attention import attention_factor_table, table_markdown
     from refmodel.commands._common import progress_bar
 
@@ -165,7 +174,7 @@ def _attention_table(console) -> None:
         console.print()
 
 
-def _print_table(console, rep, tier: str, config: str) -> None:
+def _print_table(console: Console, rep: LayerReport, tier: str, config: str) -> None:
     from rich.table import Table
 
     t = Table(title=f"layer bounds of plan {rep.plan} vs float64 -- {config}, {rep.trials} trials "
@@ -205,7 +214,7 @@ def _print_table(console, rep, tier: str, config: str) -> None:
                   f"{rep.seconds:.1f} s", markup=False)
 
 
-def _plot(rep, path: str, tier: str, title: str) -> None:
+def _plot(rep: LayerReport, path: str, tier: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,8 +249,8 @@ def _plot(rep, path: str, tier: str, title: str) -> None:
         pts = np.array(t.points, dtype=float)
         if not pts.size:
             continue
-        col = 0 if tier == "rigorous" else 1
-        pts = pts[(pts[:, col] > 0) & (pts[:, 2] > 0) & np.isfinite(pts[:, col])][:, [col, 2]]
+        ci = 0 if tier == "rigorous" else 1
+        pts = pts[(pts[:, ci] > 0) & (pts[:, 2] > 0) & np.isfinite(pts[:, ci])][:, [ci, 2]]
         if not pts.size:
             continue
         ax2.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.5, color=cmap(k % 20), label=t.name)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
@@ -15,17 +17,23 @@ from rich.table import Table
 from refmodel.console import make_console
 from refmodel.errors import UserError
 
+if TYPE_CHECKING:
+    from refmodel.numerics.fixed import FixedFormat
+
+#: name, kind, bits, max (a float, or exact text), min normal, min subnormal, epsilon
+_Row = tuple[str, str, int, float | str, float, float, float]
+
 EXAMPLE_FIXED = ["s8.7", "s8.4", "u8.8", "s16.8", "s16.12", "s32.16"]
 
 
-def _float_rows():
+def _float_rows() -> Iterator[_Row]:
     from refmodel.numerics.minifloat import PRESETS
 
     for name, f in PRESETS.items():
         yield name, f"e{f.exp}m{f.man} {f.specials}", f.bits, f.max, f.min_normal, f.min_subnormal, f.epsilon
 
 
-def _fixed_rows():
+def _fixed_rows() -> Iterator[_Row]:
     from refmodel.numerics.fixed import FixedFormat
 
     for spec in EXAMPLE_FIXED:
@@ -33,7 +41,7 @@ def _fixed_rows():
         yield spec, "fixed " + ("signed" if f.signed else "unsigned"), f.width, _fixed_max(f), f.lsb, f.lsb, f.lsb
 
 
-def _fixed_max(f) -> str:
+def _fixed_max(f: FixedFormat) -> str:
     """The largest value, exactly: ``7.9375``, or ``2^7-2^-8`` when six digits would round it."""
     if float(_g(f.max)) == f.max:
         return _g(f.max)

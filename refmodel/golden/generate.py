@@ -71,8 +71,7 @@ def _codes_entry(name: str, t: QTensor, role: str, **kw: Any) -> list[GoldenTens
         return [GoldenTensor(name, t.codes, str(t.fmt), t.fmt.bits, False, role=role, **kw)]
     if t.mx is not None:
         m = t.mx
-        el = m.fmt.element
-        width = 8 if m.fmt.is_int else el.bits
+        width = m.fmt.element_bits  # 8 for int8 elements
         ref = kw.pop("reference", None)
         tol = kw.pop("tolerance", None)
         ng = kw.pop("no_guarantee", None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Protocol
 
 import numpy as np
 
@@ -71,7 +71,20 @@ def format_memh(codes: Iterable[int] | np.ndarray, width: int) -> str:
     return memh_bytes(np.asarray(list(codes) if not isinstance(codes, np.ndarray) else codes), width).decode()
 
 
-def write_words(fh: IO[bytes], codes: np.ndarray, width: int, hasher: Any = None, *, f64: bool = False) -> None:
+class BytesSink(Protocol):
+    """Where :func:`write_words` appends: an open binary file, or anything with ``write(bytes)``."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+class Hasher(Protocol):
+    """A ``hashlib`` hash object (``update(bytes)``)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
+def write_words(fh: BytesSink, codes: np.ndarray, width: int, hasher: Hasher | None = None, *,
+                f64: bool = False) -> None:
     """Append ``codes`` (or float64 bit patterns when ``f64``) to an open binary file in chunks of
     :data:`CHUNK_WORDS` words, feeding ``hasher`` (e.g. ``hashlib.sha256()``) when given."""
     flat = np.asarray(codes).reshape(-1)

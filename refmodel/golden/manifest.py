@@ -46,7 +46,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -296,7 +296,20 @@ def check_files(set_dir: str | Path, manifest: dict[str, Any] | None = None, pro
     return n
 
 
-def load_tensor(set_dir: str | Path, name: str, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+class _LoadedTensorBase(TypedDict):
+    codes: np.ndarray  # shaped as the manifest says
+    entry: dict[str, Any]  # the tensor's manifest entry
+
+
+class LoadedTensor(_LoadedTensorBase, total=False):
+    """What :func:`load_tensor` returns (the optional keys only when the set has them)."""
+
+    reference: np.ndarray  # float64, end to end
+    tolerance: np.ndarray  # float64 absolute tolerance, end to end
+    tolerances: dict[str, dict[str, Any]]  # per tier: {"abs": array, "reference": array, **manifest keys}
+
+
+def load_tensor(set_dir: str | Path, name: str, manifest: dict[str, Any] | None = None) -> LoadedTensor:
     """Codes (shaped), and the reference / tolerance arrays when present: ``reference`` and
     ``tolerance`` are the end-to-end ones; ``tolerances[tier]`` holds every tier as
     ``{"abs": array, "reference": array, **its manifest keys}``."""
@@ -309,7 +322,7 @@ def load_tensor(set_dir: str | Path, name: str, manifest: dict[str, Any] | None 
     count = int(np.prod(shape)) if shape else 1
     try:
         codes = read_memh(set_dir / e["file"], e["word_width"], e["signed"], count=count).reshape(shape)
-        out: dict[str, Any] = {"codes": codes, "entry": e}
+        out: LoadedTensor = {"codes": codes, "entry": e}
         if "reference" in e:
             out["reference"] = read_f64_hex(set_dir / e["reference"], count).reshape(shape)
         cmp = e["compare"]

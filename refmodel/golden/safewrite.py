@@ -56,7 +56,7 @@ def _manifest_of(d: Path) -> dict[str, Any] | None:
     for name in ("manifest.json", _OLD_MANIFEST):
         m = _read_json(d / name)
         gen = m.get("generator") if m is not None else None
-        if isinstance(gen, dict) and gen.get("name") == "refmodel" and isinstance(m.get("tensors"), dict):  # type: ignore[union-attr]
+        if m is not None and isinstance(gen, dict) and gen.get("name") == "refmodel" and isinstance(m.get("tensors"), dict):
             return m
     return None
 

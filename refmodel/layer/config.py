@@ -53,9 +53,10 @@ class LayerConfig:
     n_heads: int
     d_ff: int
     seq_len: int
-    n_kv_heads: int | None = None
-    eps: float | None = None
-    causal: bool | None = None
+    # None (the default) is resolved from arch in __post_init__: after construction these are set
+    n_kv_heads: int = None  # type: ignore[assignment]  # None: n_heads
+    eps: float = None  # type: ignore[assignment]  # None: the arch's default
+    causal: bool = None  # type: ignore[assignment]  # None: the arch's default
     rope_base: float | None = None
 
     def __post_init__(self) -> None:
@@ -109,12 +110,12 @@ class LayerConfig:
     @property
     def group_size(self) -> int:
         """Query heads per key/value head (1 without GQA)."""
-        return self.n_heads // self.n_kv_heads  # type: ignore[operator]
+        return self.n_heads // self.n_kv_heads
 
     @property
     def kv_dim(self) -> int:
         """Rows of wk / wv: n_kv_heads * head_dim."""
-        return self.n_kv_heads * self.head_dim  # type: ignore[operator]
+        return self.n_kv_heads * self.head_dim
 
     @property
     def norm(self) -> str:

@@ -68,7 +68,7 @@ def tensor_shapes(config: LayerConfig, seq_len: int | None = None) -> dict[str, 
         "q": (h, s, hd), "q_rope": (h, s, hd), "k": (kv, s, hd), "k_rope": (kv, s, hd), "v": (kv, s, hd),
         "scores": (h, s, s), "probs": (h, s, s), "gate": (s, f), "up": (s, f), "act": (s, f), "mul": (s, f),
     }
-    return {n: shape.get(n, (s, d)) for n in tensor_names(config)}  # type: ignore[misc]
+    return {n: shape.get(n, (s, d)) for n in tensor_names(config)}
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,9 @@ def _slanc_scale(slanc: _ScaleSource | Mapping[str, float] | None, key: str) -> 
     if slanc is None:
         return 1.0
     if hasattr(slanc, "scale"):
-        return float(slanc.scale(key))  # type: ignore[union-attr]
+        return float(slanc.scale(key))
     try:
-        return float(slanc[key])  # type: ignore[index]
+        return float(slanc[key])
     except KeyError:
         raise ValueError(f"SLaNC scales have no entry for norm {key!r}") from None
 
@@ -172,6 +172,7 @@ def layer_forward(
         pos = np.arange(s) if positions is None else np.asarray(positions)
         if pos.shape != (s,):
             raise ValueError(f"positions must have shape [{s}], got {list(pos.shape)}")
+        assert c.rope_base is not None  # set for the RoPE arch (llama)
         q = ops.rope("q_rope", q, pos, base=c.rope_base)
         k = ops.rope("k_rope", k, pos, base=c.rope_base)
     sc = ops.scores("scores", q, k, scale=1.0 / math.sqrt(c.head_dim), mask=mask)

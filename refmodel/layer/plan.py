@@ -48,6 +48,7 @@ import io
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -283,20 +284,20 @@ class PrecisionPlan:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"plan name: must be a non-empty string, got {self.name!r}")
-        t = {}
+        t: dict[str, TensorPrecision] = {}
         for k, v in dict(self.tensors).items():
             if k not in ALL_TENSORS:
                 raise ValueError(f"tensors.{k}: unknown tensor name; known: {', '.join(ALL_TENSORS)}")
             if not isinstance(v, TensorPrecision):
                 raise ValueError(f"tensors.{k}: expected a TensorPrecision, got {type(v).__name__}")
             t[k] = v.validated(f"tensors.{k}")
-        w = {}
-        for k, v in dict(self.weights).items():
+        w: dict[str, WeightPrecision] = {}
+        for k, wv in dict(self.weights).items():
             if k not in ALL_WEIGHTS:
                 raise ValueError(f"weights.{k}: unknown weight name; known: {', '.join(ALL_WEIGHTS)}")
-            if not isinstance(v, WeightPrecision):
-                raise ValueError(f"weights.{k}: expected a WeightPrecision, got {type(v).__name__}")
-            w[k] = v.validated(f"weights.{k}")
+            if not isinstance(wv, WeightPrecision):
+                raise ValueError(f"weights.{k}: expected a WeightPrecision, got {type(wv).__name__}")
+            w[k] = wv.validated(f"weights.{k}")
             if w[k].scaled and k not in _MATRICES:
                 raise ValueError(f"weights.{k}.scale: scales apply to the matrix weights ({', '.join(_MATRICES)}); "
                                  f"biases and norm parameters are stored in their format")
@@ -457,10 +458,10 @@ class PrecisionPlan:
 
     @classmethod
     def from_toml(cls, text: str) -> PrecisionPlan:
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ModuleNotFoundError:  # Python < 3.11
-            import tomli as tomllib  # type: ignore[no-redef]
+        else:  # Python 3.10: the tomli backport (a dependency there)
+            import tomli as tomllib
         try:
             d = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -523,8 +524,8 @@ class PrecisionPlan:
             e = self.tensors.get(n)
             t.add_row("tensor", n, *(("-",) * 4 if e is None else (e.format, e.acc, e.rounding, e.overflow)))
         for n in wn:
-            e = self.weights.get(n)
-            t.add_row("weight", n, *(("-",) * 4 if e is None else (e.describe(), "", e.rounding, e.overflow)))
+            we = self.weights.get(n)
+            t.add_row("weight", n, *(("-",) * 4 if we is None else (we.describe(), "", we.rounding, we.overflow)))
         return t
 
     def render(self, config: LayerConfig | None = None, width: int = 110) -> str:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..numerics.fixed import FixedArray, FixedFormat, quantize
 from ..numerics.formats import parse_format
 from ..numerics.minifloat import FloatArray, FloatFormat, encode
+
+if TYPE_CHECKING:
+    from ..numerics.block import BlockFormat, MXArray
+    from .clipping import ClipCount
+    from .weightscale import WeightScale
 
 __all__ = ["QTensor", "FLOAT64_FMT", "store", "as_operand", "spec_of"]
 
@@ -35,16 +40,16 @@ class QTensor:
     """
 
     values: np.ndarray
-    fmt: Any = None
+    fmt: FixedFormat | FloatFormat | BlockFormat | None = None
     codes: np.ndarray | None = None
-    mx: Any = None
+    mx: MXArray | None = None
     f64_t: np.ndarray | None = None  # weights only: a cached float64 BLAS operand (fixed codes.T / values.T)
     all_finite: bool | None = None  # weights only: cached "no NaN/inf" (None = not known)
-    prepared: dict | None = None  # weights only: operands the matmul kernels derived from it, by key
-    scale: Any = None  # weights only: WeightScale (codes * scale = values) or None
+    prepared: dict[Any, Any] | None = None  # weights only: operands the matmul kernels derived from it, by key
+    scale: WeightScale | None = None  # weights only: WeightScale (codes * scale = values) or None
     elements: np.ndarray | None = None  # weights only, when scaled: decoded element values (unscaled)
-    clip: Any = None  # weights only: ClipCount of the quantization
-    _view: Any = field(default=None, repr=False, compare=False)  # the cached unscaled() tensor
+    clip: ClipCount | None = None  # weights only: ClipCount of the quantization
+    _view: QTensor | None = field(default=None, repr=False, compare=False)  # the cached unscaled() tensor
 
     def unscaled(self) -> QTensor:
         """The element tensor of a scaled weight (values = decoded codes, no scale; built once,
@@ -72,12 +77,25 @@ class QTensor:
     def is_fixed(self) -> bool:
         return isinstance(self.fmt, FixedFormat)
 
-    def fixed(self) -> FixedArray:
-        if not self.is_fixed:
+    @property
+    def fixed_fmt(self) -> FixedFormat:
+        """``fmt`` of a fixed-point tensor (TypeError for any other)."""
+        if not isinstance(self.fmt, FixedFormat):
             raise TypeError(f"tensor in {self.spec} is not fixed point")
-        return FixedArray(self.codes, self.fmt)
+        return self.fmt
 
-    def __getitem__(self, idx) -> QTensor:
+    @property
+    def raw_codes(self) -> np.ndarray:
+        """``codes`` of a fixed-point or minifloat tensor (TypeError for MX and float64, which have none)."""
+        if self.codes is None:
+            raise TypeError(f"tensor in {self.spec} has no codes")
+        return self.codes
+
+    def fixed(self) -> FixedArray:
+        fmt = self.fixed_fmt
+        return FixedArray(self.raw_codes, fmt)
+
+    def __getitem__(self, idx: Any) -> QTensor:
         return QTensor(self.values[idx], self.fmt, None if self.codes is None else self.codes[idx])
 
 
@@ -113,11 +131,11 @@ def as_operand(t: QTensor) -> FixedArray | FloatArray:
     """The :mod:`accumulate` operand holding exactly ``t.values``: fixed codes, float codes, or
     (float64 / MX values) a float format wide enough to hold every value exactly."""
     if isinstance(t.fmt, FixedFormat):
-        return FixedArray(t.codes, t.fmt)
+        return FixedArray(t.raw_codes, t.fmt)
     if isinstance(t.fmt, FloatFormat):
-        return FloatArray(t.codes, t.fmt)
+        return FloatArray(t.raw_codes, t.fmt)
     if t.mx is not None:
-        el = t.fmt.element
+        el = t.mx.fmt.element
         man = getattr(el, "man", 7)  # mxint8: 7 significant bits
         wide = FloatFormat(11, max(man, 1), name=None)
         return encode(t.values, wide)  # exact: element * 2^X fits e11m<man>

@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,7 +65,13 @@ from .plan import PrecisionPlan
 from .qtensor import QTensor, as_operand, store
 from .weights import LayerWeights
 
-FP32 = parse_format("fp32")
+if TYPE_CHECKING:
+    from ..numerics.units.mac import MacParams
+    from ..numerics.units.softmax import SoftmaxParams
+    from .plan import TensorPrecision
+    from .weightscale import WeightScale
+
+FP32 = FloatFormat.parse("fp32")
 
 __all__ = ["QuantOps", "OpRecord", "LayerRun", "QuantizedLayer", "run_quantized", "quantize_weight"]
 
@@ -117,10 +123,19 @@ def _is_fixed_plan(plan: PrecisionPlan, config: LayerConfig) -> bool:
     specs = [plan.tensor(n).format for n in tensor_names(config)]
     fixed = [isinstance(parse_format(s), FixedFormat) if s != "float64" else False for s in specs]
     if any(fixed) and not all(fixed):
-        bad = [n for n, f in zip(tensor_names(config), fixed) if not f]
+        bad = [n for n, f in zip(tensor_names(config), fixed, strict=True) if not f]
         raise ValueError(f"plan {plan.name!r} mixes fixed-point and float tensors ({', '.join(bad)} are not fixed); "
                          f"a plan is either all fixed point (integer units) or float")
     return all(fixed)
+
+
+def _fixed_format(spec: str) -> FixedFormat:
+    """The format of a tensor of a fixed-point plan (all of whose tensors are fixed point, see
+    :func:`_is_fixed_plan`)."""
+    f = parse_format(spec)
+    if not isinstance(f, FixedFormat):
+        raise TypeError(f"{spec} is not a fixed-point format")
+    return f
 
 
 def _clog2(n: int) -> int:
@@ -153,7 +168,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         self._unit_cache: dict[Any, Any] = {}
 
     # ---- helpers ---------------------------------------------------------------------------
-    def _tp(self, name: str):
+    def _tp(self, name: str) -> TensorPrecision:
         return self.plan.tensor(name)
 
     def _store(self, name: str, values: np.ndarray, *, mx_axis: int = -1) -> QTensor:
@@ -196,10 +211,13 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if fast is not None:
             return store(fast, out, rounding, overflow, mx_axis=mx_axis)
         seq = _sequential_product(a, b, fmt, policy, rounding, overflow)
+        if seq is None:
+            seq = _blocked_product(a, b, fmt, policy, rounding, overflow)
         if seq is not None:
             return seq
         mx_out = not isinstance(fmt, (FixedFormat, FloatFormat))
-        cert = _certified_exact_product(a, b, policy, FP32 if mx_out else fmt, rounding)
+        cert = _certified_exact_product(a, b, policy, FP32 if not isinstance(fmt, (FixedFormat, FloatFormat)) else fmt,
+                                        rounding)
         if cert is not None:
             return store(cert.values, out, rounding, overflow, mx_axis=mx_axis) if mx_out else cert
         if not isinstance(fmt, (FixedFormat, FloatFormat)):  # MX block format
@@ -258,9 +276,12 @@ class QuantOps(LayerOps[QTensor, QTensor]):
                 y = self._store(name, y.values + b.values, mx_axis=mx_axis)
         if heads is not None:
             s, n = y.shape
-            tr = lambda a: None if a is None else a.reshape(s, heads, n // heads).transpose(1, 0, 2).copy()  # noqa: E731
+
+            def tr(a: np.ndarray) -> np.ndarray:
+                return a.reshape(s, heads, n // heads).transpose(1, 0, 2).copy()
+
             # an MX tensor keeps its block codes in the pre-split [s, heads*hd] layout
-            y = QTensor(tr(y.values), y.fmt, tr(y.codes), y.mx)
+            y = QTensor(tr(y.values), y.fmt, None if y.codes is None else tr(y.codes), y.mx)
             if name in self._pre and np.shape(self._pre[name]) == (s, n):
                 self._pre[name] = tr(np.asarray(self._pre[name]))
         self._log(name, "linear", ins, K, **det)
@@ -275,7 +296,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             info["exponent"] = int(sc.exponents.reshape(-1)[0])
         return info
 
-    def _float_scale_epilogue(self, name: str, x: QTensor, wt: QTensor, sc: Any, mx_axis: int):
+    def _float_scale_epilogue(self, name: str, x: QTensor, wt: QTensor, sc: WeightScale,
+                              mx_axis: int) -> tuple[QTensor, dict[str, Any]]:
         """Float plans, scaled weight: ``a = acc(x q^T)`` rounded into the work format ``E``
         (the accumulation policy's format; fp32 for ``exact``), then ``y = round_F(a * s_c)``:
         one rounding, the product being exact in float64 (``s_c`` fp32 or 2^e, ``a`` <= 24 bits)."""
@@ -351,11 +373,14 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             outs = [self._mm(p[h], QTensor(vr.values[h], vr.fmt, None if vr.codes is None else vr.codes[h], None),
                              out_fmt, tp.acc, tp.rounding, tp.overflow) for h in range(H)]
             o = QTensor(np.stack([x.values for x in outs]), outs[0].fmt,
-                        None if outs[0].codes is None else np.stack([x.codes for x in outs]))
+                        None if outs[0].codes is None else np.stack([x.raw_codes for x in outs]))
             det = {"mx_after_concat": mx_out}
         h, s, hd = o.shape
-        cat = lambda a: None if a is None else a.transpose(1, 0, 2).reshape(s, h * hd)  # noqa: E731
-        y = QTensor(cat(o.values), o.fmt, cat(o.codes))
+
+        def cat(a: np.ndarray) -> np.ndarray:
+            return a.transpose(1, 0, 2).reshape(s, h * hd)
+
+        y = QTensor(cat(o.values), o.fmt, None if o.codes is None else cat(o.codes))
         if not self.fixed and det.get("mx_after_concat"):
             y = self._store(name, y.values)
         self._log(name, "mix", (self._name_of(p), self._name_of(v)), n, **det)
@@ -372,7 +397,7 @@ class QuantOps(LayerOps[QTensor, QTensor]):
     def mul(self, name: str, a: QTensor, b: QTensor) -> QTensor:
         if self.fixed:
             fa, fb = a.fixed(), b.fixed()
-            y = self._fixed_round(name, a.codes * b.codes, fa.fmt.frac + fb.fmt.frac)
+            y = self._fixed_round(name, fa.codes * fb.codes, fa.fmt.frac + fb.fmt.frac)
         else:
             y = self._store(name, a.values * b.values)
         self._log(name, "mul", (self._name_of(a), self._name_of(b)))
@@ -380,8 +405,9 @@ class QuantOps(LayerOps[QTensor, QTensor]):
 
     def add(self, name: str, a: QTensor, b: QTensor) -> QTensor:
         if self.fixed:
-            f = max(a.fmt.frac, b.fmt.frac)
-            s = (a.codes << np.int64(f - a.fmt.frac)) + (b.codes << np.int64(f - b.fmt.frac))
+            fa, fb = a.fixed_fmt, b.fixed_fmt
+            f = max(fa.frac, fb.frac)
+            s = (a.raw_codes << np.int64(f - fa.frac)) + (b.raw_codes << np.int64(f - fb.frac))
             y = self._fixed_round(name, s, f)
         else:
             y = self._store(name, a.values + b.values)
@@ -404,7 +430,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             return tp.format
         return "fp32"
 
-    def _float_norm(self, name, x, gamma, beta, *, kind, eps, scale):
+    def _float_norm(self, name: str, x: QTensor, gamma: QTensor, beta: QTensor | None, *, kind: str, eps: float,
+                    scale: float) -> tuple[QTensor, dict[str, Any]]:
         tp = self._tp(name)
         W, pol, rnd = self._work_format(name), tp.acc, tp.rounding
         st = lambda v: store(v, W, rnd, tp.overflow)  # noqa: E731  one rounding into the work format
@@ -451,7 +478,8 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             return store(v, str(wide))
         return QTensor(v)
 
-    def _float_softmax(self, name, s, allowed, shifted):
+    def _float_softmax(self, name: str, s: QTensor, allowed: np.ndarray,
+                       shifted: bool) -> tuple[QTensor, dict[str, Any]]:
         tp = self._tp(name)
         F, pol, rnd = self._work_format(name), tp.acc, tp.rounding
         st = lambda v: store(v, F, rnd, tp.overflow)  # noqa: E731  internal steps in the work format
@@ -472,17 +500,17 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             p = np.where(allowed, e.values / Sv, 0.0)
             if F == tp.format:  # one rounding of e / S
                 self._pre[name] = p
-                p = st(p)
+                y = st(p)
             else:
-                p = self._store(name, p)
-        return p, {"work_format": F}
+                y = self._store(name, p)
+        return y, {"work_format": F}
 
     # ---- fixed-plan internals ---------------------------------------------------------------
     def _fixed_round(self, name: str, codes: np.ndarray, frac: int) -> QTensor:
         """Exact int64 codes with ``frac`` fractional bits -> the tensor's fixed format: one
         rounding (tensor rounding mode) then saturation/wrap (tensor overflow)."""
         tp = self._tp(name)
-        fmt = parse_format(tp.format)
+        fmt = _fixed_format(tp.format)
         self._pre[name] = np.ldexp(np.asarray(codes, dtype=np.float64), -frac)
         c = round_shift(codes, frac - fmt.frac, tp.rounding) if frac >= fmt.frac else codes << np.int64(fmt.frac - frac)
         c = apply_overflow(c, fmt, tp.overflow, what=f"tensor {name}")
@@ -507,11 +535,11 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         return a_w, w_w, min(max(need, a_w + w_w), 62), Overflow.WRAP
 
     def _mac_params(self, name: str, a_fmt: FixedFormat, w_fmt: FixedFormat, K: int, bias_fmt: FixedFormat | None,
-                    extra_shift: int = 0, out_fmt: FixedFormat | None = None):
+                    extra_shift: int = 0, out_fmt: FixedFormat | None = None) -> tuple[MacParams, FixedFormat]:
         from ..numerics.units.mac import MacParams
 
         tp = self._tp(name)
-        out = out_fmt or parse_format(tp.format)
+        out = out_fmt or _fixed_format(tp.format)
         a_w, w_w, acc_w, ovf = self._accumulator(name, a_fmt, w_fmt, K)
         pf = a_fmt.frac + w_fmt.frac
         shift = pf - out.frac + extra_shift
@@ -523,9 +551,9 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             lsh = max(pf - bias_fmt.frac, 0)  # a finer bias is first rounded to the accumulator LSB
             kw = {"b_w": min(bias_fmt.width, acc_w - lsh), "bias_lsh": lsh}
         return MacParams(a_w=a_w, w_w=w_w, acc_w=acc_w, out_w=out.width, shift=shift,
-                         rounding=tp.rounding, acc_overflow=ovf, **kw), out
+                         rounding=Rounding.parse(tp.rounding), acc_overflow=ovf, **kw), out
 
-    def _fixed_matmul(self, name, x: QTensor, w: QTensor, b: QTensor | None):
+    def _fixed_matmul(self, name: str, x: QTensor, w: QTensor, b: QTensor | None) -> tuple[QTensor, dict[str, Any]]:
         """Fixed plans: exact MAC into the accumulator, bias preloaded, one requantising shift.
         A per-tensor power-of-two weight scale is already in the weight's format (``s8.7`` x 2^e
         is ``s8.(7-e)``), so it is part of that shift; other scales go through
@@ -534,23 +562,24 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if sc is not None and not sc.absorbed:
             return self._fixed_matmul_requant(name, x, w, b)
         K = x.shape[-1]
-        p, out = self._mac_params(name, x.fmt, w.fmt, K, None if b is None else b.fmt)
+        p, out = self._mac_params(name, x.fixed_fmt, w.fixed_fmt, K, None if b is None else b.fixed_fmt)
         det: dict[str, Any] = {"mac": p}
         if sc is not None:
             det["weight_scale"] = self._scale_info(sc, "mac shift")
         bias = None
         if b is not None:
-            pf = x.fmt.frac + w.fmt.frac
-            bias = b.codes
-            if b.fmt.frac > pf:  # bias finer than the accumulator LSB: rounded once, offline (rne)
-                bias = round_shift(bias, b.fmt.frac - pf, Rounding.RNE)
-                det["bias_requant"] = {"from": str(b.fmt), "frac": pf}
+            pf = x.fixed_fmt.frac + w.fixed_fmt.frac
+            bias = b.raw_codes
+            if b.fixed_fmt.frac > pf:  # bias finer than the accumulator LSB: rounded once, offline (rne)
+                bias = round_shift(bias, b.fixed_fmt.frac - pf, Rounding.RNE)
+                det["bias_requant"] = {"from": str(b.fixed_fmt), "frac": pf}
             lim = (1 << (p.b_w - 1)) - 1
             bias = np.clip(bias, -lim - 1, lim)
-        codes = _mac_matmul(x.codes, w, p, bias)
+        codes = _mac_matmul(x.raw_codes, w, p, bias)
         return QTensor(FixedArray(codes, out).to_float(), out, codes), det
 
-    def _fixed_matmul_requant(self, name, x: QTensor, w: QTensor, b: QTensor | None):
+    def _fixed_matmul_requant(self, name: str, x: QTensor, w: QTensor,
+                              b: QTensor | None) -> tuple[QTensor, dict[str, Any]]:
         """Fixed plans, per-channel (or float) weight scale: the hardware-style epilogue.
 
         ``acc_c = b_acc_c + sum_k x_k q_ck`` exact in the plan's accumulator (``s{ACC_W}``, wrap or
@@ -564,11 +593,12 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         from ..numerics.units.requant import RequantParams, choose_channel_multipliers, requant
 
         tp = self._tp(name)
-        out = parse_format(tp.format)
+        out = _fixed_format(tp.format)
         K, N = x.shape[-1], w.shape[0]
         sc = w.scale
-        a_w, w_w, acc_w, ovf = self._accumulator(name, x.fmt, w.fmt, K)
-        pf = x.fmt.frac + w.fmt.frac
+        assert sc is not None  # _fixed_matmul's case: a scale not absorbed into the format
+        a_w, w_w, acc_w, ovf = self._accumulator(name, x.fixed_fmt, w.fixed_fmt, K)
+        pf = x.fixed_fmt.frac + w.fixed_fmt.frac
         m_w = self.plan.units.requant_m_w
         key = ("requant", name, id(sc), pf, out.frac, m_w)
         if key not in self._unit_cache:
@@ -583,12 +613,12 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if b_w > acc_w:
             raise ValueError(f"tensor {name}: the bias in accumulator units needs {b_w} bits, the accumulator "
                              f"{tp.acc} has {acc_w}")
-        pacc = MacParams(a_w=a_w, w_w=w_w, acc_w=acc_w, out_w=acc_w, shift=0, rounding=tp.rounding,
+        pacc = MacParams(a_w=a_w, w_w=w_w, acc_w=acc_w, out_w=acc_w, shift=0, rounding=Rounding.parse(tp.rounding),
                          acc_overflow=ovf, b_w=b_w, bias_lsh=0)
-        accs = matmul_acc_int(x.codes, w.codes.T, pacc, bias)
+        accs = matmul_acc_int(x.raw_codes, w.raw_codes.T, pacc, bias)
         in_w = min(acc_w, max(a_w + w_w + _clog2(K), b_w) + 1)  # every accumulator value fits
         try:
-            rq = RequantParams(in_w=in_w, m_w=m_w, shift=SH, out_w=out.width, rounding=tp.rounding)
+            rq = RequantParams(in_w=in_w, m_w=m_w, shift=SH, out_w=out.width, rounding=Rounding.parse(tp.rounding))
         except ValueError as e:
             raise ValueError(f"tensor {name}: {e}") from None
         codes = requant(accs, M, rq)
@@ -596,39 +626,40 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         det: dict[str, Any] = {"mac": pacc, "requant": rq, "multipliers": M, "weight_scale": info,
                                "weight_scale_values": sc.values}
         if b is not None:
-            det["bias_requant"] = {"from": str(b.fmt), "frac": pf, "per_channel": True, "rounding": "rne"}
+            det["bias_requant"] = {"from": str(b.fixed_fmt), "frac": pf, "per_channel": True, "rounding": "rne"}
         return QTensor(FixedArray(codes, out).to_float(), out, codes), det
 
-    def _fixed_scores(self, name, q: QTensor, kr: QTensor, scale: float, allowed: np.ndarray):
+    def _fixed_scores(self, name: str, q: QTensor, kr: QTensor, scale: float,
+                      allowed: np.ndarray) -> tuple[QTensor, dict[str, Any]]:
         from ..numerics.units.mac import MacParams, matmul_acc_int
         from ..numerics.units.requant import RequantParams, choose_multiplier, requant
 
         tp = self._tp(name)
-        out = parse_format(tp.format)
+        out = _fixed_format(tp.format)
         hd = q.shape[-1]
-        p, _ = self._mac_params(name, q.fmt, kr.fmt, hd, None)
+        p, _ = self._mac_params(name, q.fixed_fmt, kr.fixed_fmt, hd, None)
         pacc = MacParams(a_w=p.a_w, w_w=p.w_w, acc_w=p.acc_w, out_w=p.acc_w, shift=0, rounding=p.rounding,
                          acc_overflow=p.acc_overflow)
-        accs = np.stack([matmul_acc_int(q.codes[h], kr.codes[h].T, pacc) for h in range(q.shape[0])])
-        pf = q.fmt.frac + kr.fmt.frac
+        accs = np.stack([matmul_acc_int(q.raw_codes[h], kr.raw_codes[h].T, pacc) for h in range(q.shape[0])])
+        pf = q.fixed_fmt.frac + kr.fixed_fmt.frac
         real = scale * 2.0 ** (out.frac - pf)
         m_w = self.plan.units.requant_m_w
         M, sh = choose_multiplier(real, m_w)
         in_w = min(p.acc_w, p.a_w + p.w_w + _clog2(hd))  # every accumulator value fits this width
-        rq = RequantParams(in_w=in_w, m_w=m_w, shift=sh, out_w=out.width, rounding=tp.rounding)
+        rq = RequantParams(in_w=in_w, m_w=m_w, shift=sh, out_w=out.width, rounding=Rounding.parse(tp.rounding))
         codes = np.where(allowed, requant(accs, M, rq), 0)
         return QTensor(FixedArray(codes, out).to_float(), out, codes), {
             "scale": scale, "mac": pacc, "requant": rq, "multiplier": M, "scale_exact": M / 2.0**sh == real}
 
-    def _fixed_mix(self, name, p: QTensor, vr: QTensor):
+    def _fixed_mix(self, name: str, p: QTensor, vr: QTensor) -> tuple[QTensor, dict[str, Any]]:
         from ..numerics.units.mac import matmul_int
 
         n = p.shape[-1]
-        prm, out = self._mac_params(name, p.fmt, vr.fmt, n, None)
-        codes = np.stack([matmul_int(p.codes[h], vr.codes[h], prm) for h in range(p.shape[0])])
+        prm, out = self._mac_params(name, p.fixed_fmt, vr.fixed_fmt, n, None)
+        codes = np.stack([matmul_int(p.raw_codes[h], vr.raw_codes[h], prm) for h in range(p.shape[0])])
         return QTensor(FixedArray(codes, out).to_float(), out, codes), {"mac": prm}
 
-    def _softmax_params(self, s_fmt: FixedFormat, p_fmt: FixedFormat, n: int):
+    def _softmax_params(self, s_fmt: FixedFormat, p_fmt: FixedFormat, n: int) -> SoftmaxParams:
         from ..numerics.units.softmax import SoftmaxParams
 
         u = self.plan.units
@@ -639,27 +670,29 @@ class QuantOps(LayerOps[QTensor, QTensor]):
             n_max = 1 << _clog2(max(n, 2))
             self._unit_cache[key] = SoftmaxParams(in_w=s_fmt.width, in_f=s_fmt.frac, n_max=n_max, lut_bits=u.softmax_lut_bits,
                                                   lut_w=u.softmax_lut_w, guard=u.softmax_guard_bits, out_w=p_fmt.width,
-                                                  out_f=p_fmt.frac, k=u.softmax_recip_k or None)
+                                                  out_f=p_fmt.frac,
+                                                  **({"k": u.softmax_recip_k} if u.softmax_recip_k else {}))
         return self._unit_cache[key]
 
-    def _fixed_softmax(self, name, s: QTensor, allowed, shifted):
+    def _fixed_softmax(self, name: str, s: QTensor, allowed: np.ndarray,
+                       shifted: bool) -> tuple[QTensor, dict[str, Any]]:
         from ..numerics.units.softmax import softmax as sm
 
         if not shifted:
             raise ValueError("the integer softmax unit is always max-subtracted (shifted); "
                              "set softmax_shifted = true for fixed-point plans")
-        out = parse_format(self._tp(name).format)
-        prm = self._softmax_params(s.fmt, out, s.shape[-1])
-        codes = sm(s.codes, prm, masked=~allowed)
+        out = _fixed_format(self._tp(name).format)
+        prm = self._softmax_params(s.fixed_fmt, out, s.shape[-1])
+        codes = sm(s.raw_codes, prm, masked=~allowed)
         return QTensor(FixedArray(codes, out).to_float(), out, codes), {"softmax": prm}
 
-    def _fixed_act(self, name, h: QTensor, kind: str):
+    def _fixed_act(self, name: str, h: QTensor, kind: str) -> tuple[QTensor, dict[str, Any]]:
         from ..numerics.units.activation import ActParams, act_lookup, act_table
 
-        tin = parse_format(self.plan.units.act_table_in)
-        out = parse_format(self._tp(name).format)
-        c = round_shift(h.codes, h.fmt.frac - tin.frac, self._tp(name).rounding) if h.fmt.frac >= tin.frac \
-            else h.codes << np.int64(tin.frac - h.fmt.frac)
+        tin = _fixed_format(self.plan.units.act_table_in)
+        out = _fixed_format(self._tp(name).format)
+        c = round_shift(h.raw_codes, h.fixed_fmt.frac - tin.frac, self._tp(name).rounding) if h.fixed_fmt.frac >= tin.frac \
+            else h.raw_codes << np.int64(tin.frac - h.fixed_fmt.frac)
         c = apply_overflow(c, tin, Overflow.SATURATE)
         key = ("act", kind, tin, out)
         if key not in self._unit_cache:
@@ -668,11 +701,12 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         codes = act_lookup(c, table, prm)
         return QTensor(FixedArray(codes, out).to_float(), out, codes), {"act_params": prm, "table_in": str(tin)}
 
-    def _fixed_norm(self, name, x, gamma, beta, *, kind, eps, scale):
+    def _fixed_norm(self, name: str, x: QTensor, gamma: QTensor, beta: QTensor | None, *, kind: str, eps: float,
+                    scale: float) -> tuple[QTensor, dict[str, Any]]:
         from ..numerics.units.norm import NormParams, norm_int, with_eps
 
         tp = self._tp(name)
-        out = parse_format(tp.format)
+        out = _fixed_format(tp.format)
         k = int(round(math.log2(scale))) if scale != 1.0 else 0
         if scale != 1.0 and 2.0**k != scale:
             raise ValueError(f"norm {name}: fixed-point plans apply SLaNC as a shift; scale {scale} is not a power of "
@@ -680,12 +714,12 @@ class QuantOps(LayerOps[QTensor, QTensor]):
         if k < 0:
             k = 0
         rnd = tp.rounding if tp.rounding in ("half_up", "rne") else "half_up"
-        b_fmt = beta.fmt if beta is not None else FixedFormat(2, gamma.fmt.frac)
-        prm = NormParams(d=x.shape[-1], in_fmt=x.fmt, shift=k, rms=(kind == "rmsnorm"), gamma_fmt=gamma.fmt,
-                         beta_fmt=b_fmt, out_fmt=out, out_rounding=rnd)
+        b_fmt = beta.fixed_fmt if beta is not None else FixedFormat(2, gamma.fixed_fmt.frac)
+        prm = NormParams(d=x.shape[-1], in_fmt=x.fixed_fmt, shift=k, rms=(kind == "rmsnorm"), gamma_fmt=gamma.fixed_fmt,
+                         beta_fmt=b_fmt, out_fmt=out, out_rounding=Rounding.parse(rnd))
         prm = with_eps(prm, eps)
-        bc = beta.codes if beta is not None else np.zeros(x.shape[-1], dtype=np.int64)
-        codes = norm_int(x.codes, gamma.codes, bc, prm)
+        bc = beta.raw_codes if beta is not None else np.zeros(x.shape[-1], dtype=np.int64)
+        codes = norm_int(x.raw_codes, gamma.raw_codes, bc, prm)
         return QTensor(FixedArray(codes, out).to_float(), out, codes), {"norm_params": prm, "shift": k}
 
 
@@ -718,7 +752,8 @@ def _bit_range(v: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(nz, H, -(1 << 20)).max(axis=axis), np.where(nz, L, 1 << 20).min(axis=axis)
 
 
-def _certified_exact_product(a: QTensor, b: QTensor, policy: str, fmt: FloatFormat, rounding: str) -> QTensor | None:
+def _certified_exact_product(a: QTensor, b: QTensor, policy: str, fmt: FixedFormat | FloatFormat,
+                             rounding: str) -> QTensor | None:
     """``acc.matmul(as_operand(a), as_operand(b), "exact", fmt, rounding)`` -- the exact a @ b
     rounded once into the float format ``fmt`` -- from one float64 BLAS product Y, for minifloat
     or MX operands (MX values lie within 2^-136 .. 2^137, so products and sums stay far from
@@ -737,7 +772,7 @@ def _certified_exact_product(a: QTensor, b: QTensor, policy: str, fmt: FloatForm
        Y - e and Y + e round to the same code, that code is round(S);
     3. the rest: recomputed exactly by :func:`accumulate.matmul` on their rows and columns.
     None when the case is not this one (policy, operand kinds, stochastic rounding)."""
-    if policy.strip() != "exact" or Rounding.parse(rounding) is Rounding.STOCHASTIC:
+    if policy.strip() != "exact" or Rounding.parse(rounding) is Rounding.STOCHASTIC or not isinstance(fmt, FloatFormat):
         return None
     for t in (a, b):
         if not (isinstance(t.fmt, FloatFormat) or (t.mx is not None and t.fmt is not None)):
@@ -798,6 +833,36 @@ def _sequential_product(a: QTensor, b: QTensor, fmt: Any, policy: str, rounding:
     return QTensor(r.to_float(), r.fmt, r.codes)
 
 
+def _blocked_product(a: QTensor, b: QTensor, fmt: Any, policy: str, rounding: str, overflow: str) -> QTensor | None:
+    """``acc.matmul(as_operand(a), as_operand(b), policy, fmt, ...)`` for a blocked float policy
+    with round to nearest even on two minifloat tensors of at most 24 significand bits, without
+    rebuilding the operands: the same values go to the same kernel (:func:`accumulate._blocked_kernel`,
+    which keeps its prepared copy of a weight in the weight's ``prepared`` dict); the rows it
+    cannot settle are recomputed by the numpy loop of :func:`accumulate._blocked_loop`. None when
+    the case is not that one."""
+    pol = acc.parse_policy(policy)
+    fa, fb = a.fmt, b.fmt
+    if not (isinstance(pol, acc.Blocked) and isinstance(pol.fmt, FloatFormat) and isinstance(fmt, FloatFormat)
+            and isinstance(fa, FloatFormat) and isinstance(fb, FloatFormat) and fa.man <= 23 and fb.man <= 23
+            and Rounding.parse(rounding) is Rounding.RNE and a.values.ndim == 2 and a.values.size and b.values.size):
+        return None
+    desc = ((fa.man + 1, fa.emin - fa.man, fa.emax + 1), (fb.man + 1, fb.emin - fb.man, fb.emax + 1))
+    vb = b.f64_t if b.f64_t is not None else b.values
+    rnd, ovf = Rounding.RNE, Overflow.parse(overflow)
+    what = f"{pol} accumulator"
+
+    def rows_loop(rows: np.ndarray) -> acc.Operand:
+        sub = QTensor(a.values[rows], fa, None if a.codes is None else a.codes[rows])
+        return acc._blocked_loop(acc._as_op(as_operand(sub), "a"), acc._as_op(as_operand(b), "b"), pol.fmt, pol.k,
+                                 rnd, ovf, what)
+
+    r = acc._blocked_kernel(a.values, vb, pol.fmt, pol.k, desc, rows_loop, b.prepared)
+    if r is None:
+        return None
+    out: acc.Operand = acc._convert(r, fmt, rnd, ovf)
+    return QTensor(out.to_float(), out.fmt, out.codes)
+
+
 def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
     """One weight rounded into its plan format (offline, once). Linear weights are [out, in]: MX
     blocks run along the input (reduction) axis. A scaled weight entry
@@ -825,11 +890,12 @@ def quantize_weight(plan: PrecisionPlan, name: str, w: np.ndarray) -> QTensor:
     elif isinstance(t.fmt, FloatFormat) and t.values.ndim == 2:
         t.f64_t = np.ascontiguousarray(t.values.T)  # decoded (element) values, transposed once
     t.all_finite = bool(np.all(np.isfinite(t.values)))
-    if sc is not None and sc.granularity == "tensor" and sc.kind == "pow2" and isinstance(t.fmt, FixedFormat):
-        e = int(sc.exponents.reshape(-1)[0])  # s<W>.<F> x 2^e is s<W>.<F-e>: same codes, exact values
-        eff = FixedFormat(t.fmt.width, t.fmt.frac - e, t.fmt.signed)
+    if (sc is not None and sc.granularity == "tensor" and sc.kind == "pow2" and sc.exponents is not None
+            and isinstance(t.fmt, FixedFormat)):
+        ex = int(sc.exponents.reshape(-1)[0])  # s<W>.<F> x 2^e is s<W>.<F-e>: same codes, exact values
+        eff = FixedFormat(t.fmt.width, t.fmt.frac - ex, t.fmt.signed)
         sc.absorbed = True
-        t = QTensor(np.ldexp(t.values, e), eff, t.codes, None, f64_t=t.f64_t, all_finite=t.all_finite, scale=sc)
+        t = QTensor(np.ldexp(t.values, ex), eff, t.codes, None, f64_t=t.f64_t, all_finite=t.all_finite, scale=sc)
     elif sc is not None:
         t = QTensor(t.values * sc.along_rows(t.values.ndim), t.fmt, t.codes, None, f64_t=t.f64_t,
                     all_finite=t.all_finite, scale=sc, elements=t.values)
@@ -846,7 +912,7 @@ def _bias_in_acc_units(b: QTensor, scales: np.ndarray, pf: int) -> np.ndarray:
     if not isinstance(b.fmt, FixedFormat):
         raise ValueError(f"a per-channel weight scale in a fixed plan needs a fixed-point bias, got {b.spec}")
     out = np.empty(scales.shape, dtype=np.int64)
-    for c, (code, s) in enumerate(zip(b.codes.tolist(), scales.tolist(), strict=True)):
+    for c, (code, s) in enumerate(zip(b.raw_codes.tolist(), scales.tolist(), strict=True)):
         q = Fraction(code * (1 << max(pf - b.fmt.frac, 0)), 1 << max(b.fmt.frac - pf, 0)) / Fraction(s)
         fl = q.numerator // q.denominator
         r = q - fl
@@ -864,11 +930,11 @@ def _mac_matmul(a_codes: np.ndarray, w: QTensor, p: Any, bias: np.ndarray | None
     wf = getattr(w, "f64_t", None)
     K = a_codes.shape[-1]
     amax = int(np.abs(a_codes).max()) if a_codes.size else 0
-    wmax = int(np.abs(w.codes).max()) if w.codes.size else 0
+    wmax = int(np.abs(w.raw_codes).max()) if w.raw_codes.size else 0
     bmax = (int(np.abs(bias).max()) << p.bias_lsh) if bias is not None and bias.size else 0
     bound = K * amax * wmax + bmax
     if wf is None or bound >= (1 << min(53, p.acc_w - 1)):
-        return matmul_int(a_codes, w.codes.T, p, bias)
+        return matmul_int(a_codes, w.raw_codes.T, p, bias)
     acc_ = (a_codes.astype(np.float64) @ wf).astype(np.int64)
     if bias is not None:
         acc_ += np.asarray(bias, dtype=np.int64) << np.int64(p.bias_lsh)

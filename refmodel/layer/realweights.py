@@ -143,6 +143,11 @@ class RealModel:
         self.embed_ids = embed_ids
         self.extras = extras
         self.notes = notes
+        #: GGUF models only: the token embedding matrix (the tied LM head), a tensor by its GGUF name
+        #: (dequantized float64, file row order) and the byte-level BPE tokenizer (a ``tokenizers.Tokenizer``)
+        self.token_embedding: Callable[[], np.ndarray] | None = None
+        self.raw_tensor: Callable[[str], np.ndarray] | None = None
+        self.tokenizer: Any = None
         for i in layer_indices:
             if not 0 <= i < n_layers:
                 raise ValueError(f"{name}: layer index {i} out of range 0..{n_layers - 1}")
@@ -190,7 +195,9 @@ def lm_logits(model: RealModel, ids: Sequence[int], **kw: Any) -> np.ndarray:
     _all_layers(model)
     h = run_layers(model.config, model.layers, model.embed_ids(ids), **kw)
     f = Float64Ops().norm("final", h, model.extras["output_norm"], None, kind="rmsnorm", eps=model.config.eps)
-    return f @ model.token_embedding().T  # type: ignore[attr-defined]
+    if model.token_embedding is None:
+        raise ValueError(f"{model.name}: no token embedding to use as the LM head")
+    return f @ model.token_embedding().T
 
 
 # =========================================================================================
@@ -238,12 +245,12 @@ def load_minilm(layers: Sequence[int] | None = None, *, seq_len: int = 128) -> R
         return list(tok.encode(text).ids)
 
     def embed_ids(ids: Sequence[int]) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size < 1 or ids.size > emb["pos"].shape[0]:
-            raise ValueError(f"MiniLM: token ids must be 1..{emb['pos'].shape[0]} ids, got shape {list(ids.shape)}")
-        if ids.min() < 0 or ids.max() >= emb["word"].shape[0]:
+        a = np.asarray(ids, dtype=np.int64)
+        if a.ndim != 1 or a.size < 1 or a.size > emb["pos"].shape[0]:
+            raise ValueError(f"MiniLM: token ids must be 1..{emb['pos'].shape[0]} ids, got shape {list(a.shape)}")
+        if a.min() < 0 or a.max() >= emb["word"].shape[0]:
             raise ValueError(f"MiniLM: token id out of range 0..{emb['word'].shape[0] - 1}")
-        x = emb["word"][ids] + emb["pos"][: ids.size] + emb["type"][0]
+        x = emb["word"][a] + emb["pos"][: a.size] + emb["type"][0]
         return Float64Ops().norm("emb", x, emb["emb_ln_g"], emb["emb_ln_b"], kind="layernorm", eps=cfg.eps)
 
     idx = range(hf["num_hidden_layers"]) if layers is None else layers
@@ -336,7 +343,7 @@ def load_smollm2(layers: Sequence[int] | None = None, *, seq_len: int = 128, pat
     tokens = [str(t) for t in _field(reader, "tokenizer.ggml.tokens")]
     merges = [str(m) for m in _field(reader, "tokenizer.ggml.merges")]
     ttypes = np.asarray(_field(reader, "tokenizer.ggml.token_type"))
-    tokenizer = _bpe_tokenizer(tokens, merges, [t for t, ty in zip(tokens, ttypes) if int(ty) == 3])
+    tokenizer = _bpe_tokenizer(tokens, merges, [t for t, ty in zip(tokens, ttypes, strict=True) if int(ty) == 3])
     emb_t = by_name["token_embd.weight"]
     vocab = int(emb_t.data.shape[0])
 
@@ -344,13 +351,13 @@ def load_smollm2(layers: Sequence[int] | None = None, *, seq_len: int = 128, pat
         return list(tokenizer.encode(text).ids)
 
     def embed_ids(ids: Sequence[int]) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size < 1:
-            raise ValueError(f"SmolLM2: token ids must be a non-empty 1-D list, got shape {list(ids.shape)}")
-        if ids.min() < 0 or ids.max() >= vocab:
+        a = np.asarray(ids, dtype=np.int64)
+        if a.ndim != 1 or a.size < 1:
+            raise ValueError(f"SmolLM2: token ids must be a non-empty 1-D list, got shape {list(a.shape)}")
+        if a.min() < 0 or a.max() >= vocab:
             raise ValueError(f"SmolLM2: token id out of range 0..{vocab - 1}")
-        x = deq("token_embd.weight", ids)
-        if x.shape != (ids.size, cfg.d_model):
+        x = deq("token_embd.weight", a)
+        if x.shape != (a.size, cfg.d_model):
             raise ValueError(f"GGUF {p}: token_embd rows have {x.shape[1]} columns, expected d_model={cfg.d_model}")
         return x
 
@@ -359,9 +366,9 @@ def load_smollm2(layers: Sequence[int] | None = None, *, seq_len: int = 128, pat
                       load_layer, tokenize, embed_ids, extras,
                       "GGUF Q4_1 block matrices / Q8_0 embedding, dequantized to float64; wq/wk rows "
                       + ("un-permuted to HF half-split RoPE order" if unpermute else "in GGUF adjacent-pair order"))
-    model.token_embedding = lambda: deq("token_embd.weight")  # type: ignore[attr-defined]
-    model.raw_tensor = deq  # type: ignore[attr-defined]  # GGUF name -> dequantized float64, file row order
-    model.tokenizer = tokenizer  # type: ignore[attr-defined]
+    model.token_embedding = lambda: deq("token_embd.weight")
+    model.raw_tensor = deq  # GGUF name -> dequantized float64, file row order
+    model.tokenizer = tokenizer
     return model
 
 

@@ -206,9 +206,9 @@ class SlancScales:
             ents = {k: SlancEntry(float(v["s"]), int(v["k"]), str(v.get("formula", ""))) for k, v in d["scales"].items()}
         except (KeyError, TypeError) as e:
             raise ValueError(f"bad SLaNC scales dict: missing {e}") from None
-        for k, e in ents.items():
-            if pow2_shift(e.s) != e.k:
-                raise ValueError(f"SLaNC scale {k!r}: k={e.k} is not ceil(log2 s) for s={e.s}")
+        for k, ent in ents.items():
+            if pow2_shift(ent.s) != ent.k:
+                raise ValueError(f"SLaNC scale {k!r}: k={ent.k} is not ceil(log2 s) for s={ent.s}")
         return cls(ents, bool(d.get("pow2", False)), dict(d.get("options", {})))
 
 
@@ -244,7 +244,7 @@ def compute_slanc(
         prev.validate(config)
     if mlp not in MLP_VARIANTS:
         raise ValueError(f"unknown SLaNC MLP variant {mlp!r}; expected one of {', '.join(MLP_VARIANTS)}")
-    kw = dict(n_heads=config.n_heads, n_kv_heads=config.n_kv_heads, gqa_expand=gqa_expand)
+    kw: dict[str, Any] = dict(n_heads=config.n_heads, n_kv_heads=config.n_kv_heads, gqa_expand=gqa_expand)
     w = weights
     ents: dict[str, SlancEntry] = {}
     attn_formula = "attn: ||(I + Wo Wv) diag(g)||_F" + (f" ({gqa_expand})" if config.group_size > 1 else "")

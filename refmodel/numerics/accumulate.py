@@ -74,6 +74,12 @@ How it is computed (all results are exact or rounded exactly once where the cont
   once to the format's grid (proofs in that module). The numpy loop of :func:`_seq_float_loop`
   states the contract plainly and is what the kernels are tested against; it runs when no kernel
   applies, or when an overflow made a NaN.
+* Blocked float accumulators (round to nearest even, products exact in float64) run on a compiled
+  kernel too (:func:`._seqkernels.blocked`): each block sum is exact -- a plain float64 sum where
+  a per-segment bound proves every partial sum is a float64, else two TwoSum chains whose second
+  one must be exact -- and is rounded once into the format, then added with one rounding. Rows
+  it cannot settle (a block's dynamic range beyond the two chains, a NaN) are recomputed by
+  :func:`_blocked_loop`, the plain statement of the contract the kernel is tested against.
 * These loops run on int64 while the aligned accumulator plus a product provably fits; wider cases
   run the same loop on Python ints (object arrays: exact, slower).
 
@@ -97,8 +103,8 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -120,8 +126,8 @@ __all__ = [
     "matmul",
 ]
 
-Format = Union[FixedFormat, FloatFormat]
-Operand = Union[FixedArray, FloatArray]
+Format = FixedFormat | FloatFormat
+Operand = FixedArray | FloatArray
 
 #: bounds computed with float64 sums are compared against 2^53 with this safety margin (the
 #: relative error of a float64 sum of K <= 2^30 non-negative terms is far below 2^-20)
@@ -233,7 +239,7 @@ class FixedAccumulator:
 
     width: int
     frac: int | None = None
-    overflow: Overflow | str = Overflow.WRAP
+    overflow: Overflow = Overflow.WRAP  # a name ("sat") is parsed in __post_init__
     signed: bool = True
 
     def __post_init__(self) -> None:
@@ -260,7 +266,7 @@ class FixedAccumulator:
         return f"acc:{body}:{_OVF_SUFFIX[self.overflow]}"
 
 
-Policy = Union[Exact, Sequential, Blocked, FixedAccumulator]
+Policy = Exact | Sequential | Blocked | FixedAccumulator
 
 _POLICY_HELP = "exact | sequential:<fmt> | blocked:<fmt>:<k> | acc:<s|u><width>[.<frac>]:<wrap|sat|error>"
 
@@ -285,7 +291,8 @@ def parse_policy(spec: Policy | str) -> Policy:
         if kind == "acc" and rest:
             body, _, ov = rest.rpartition(":")
             m = re.fullmatch(r"\s*([su]?)(\d+)(?:\.(-?\d+))?\s*", body, re.IGNORECASE)
-            ovs = {"wrap": "wrap", "sat": "saturate", "saturate": "saturate", "error": "error"}
+            ovs = {"wrap": Overflow.WRAP, "sat": Overflow.SATURATE, "saturate": Overflow.SATURATE,
+                   "error": Overflow.ERROR}
             if m is None or ov.strip().lower() not in ovs:
                 raise ValueError("expected acc:<s|u><width>[.<frac>]:<wrap|sat|error>")
             return FixedAccumulator(
@@ -318,8 +325,8 @@ class _Op:
 
     def __init__(self, arr: Operand, name: str) -> None:
         self.name = name
-        self.arr = arr
-        self.fmt = arr.fmt
+        self.arr: Operand | None = arr
+        self.fmt: Format = arr.fmt
         if isinstance(arr, FixedArray):
             self.is_fixed = True
             self.codes = arr.codes
@@ -341,14 +348,14 @@ class _Op:
             self.vals = v
             self.mat = v
             self.scale = 0
-        self._parts = None
-        self._span = None
+        self._parts: list[tuple[np.ndarray, int]] | None = None
+        self._span: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
         return self.mat.shape
 
-    def slice(self, rows=slice(None), cols=slice(None)) -> _Op:
+    def slice(self, rows: slice | np.ndarray = slice(None), cols: slice | np.ndarray = slice(None)) -> _Op:
         new = object.__new__(_Op)
         new.name, new.fmt, new.is_fixed, new.scale = self.name, self.fmt, self.is_fixed, self.scale
         if self.is_fixed:
@@ -366,17 +373,18 @@ class _Op:
     def fmt_bound(self) -> tuple[float, int]:
         """(max |X|, q): every X is an integer multiple of 2^q with |X| <= max, from the format."""
         f = self.fmt
-        if self.is_fixed:
+        if isinstance(f, FixedFormat):  # is_fixed
             return float(max(-f.min_code, f.max_code)), 0
         return f.max, f.emin - f.man
 
     def fmt_scale(self) -> int | None:
         """Scale 2^e of the format's integer grid (fixed: -frac; float: the smallest quantum
         emin - man), or None when a float format's grid needs more than 62 bits."""
-        if self.is_fixed:
+        f = self.fmt
+        if isinstance(f, FixedFormat):  # is_fixed
             return self.scale
-        q = self.fmt.emin - self.fmt.man
-        return q if math.log2(self.fmt.max) - q < 62 else None
+        q = f.emin - f.man
+        return q if math.log2(f.max) - q < 62 else None
 
     def data_bound(self) -> tuple[float, int]:
         """(max |X|, q) from the data (tighter than the format's)."""
@@ -398,7 +406,7 @@ class _Op:
 
     def exact_values(self) -> np.ndarray | None:
         """Exact float64 values, or None when some fixed code does not fit 53 bits."""
-        if not self.is_fixed:
+        if not isinstance(self.fmt, FixedFormat):  # not is_fixed
             return self.vals
         if self.fmt.width > 53 and self.codes.size and max(-int(self.codes.min()), int(self.codes.max())) >= (1 << 53):
             return None
@@ -407,14 +415,14 @@ class _Op:
     def fmt_span(self) -> int:
         """An upper bound on :meth:`span` from the format alone (fixed: the code width; float: the
         significand bits, man + 1), free of any pass over the data."""
-        return self.fmt.width if self.is_fixed else self.fmt.man + 1
+        return self.fmt.width if isinstance(self.fmt, FixedFormat) else self.fmt.man + 1
 
     def bits_desc(self) -> tuple[int, int, int]:
         """(S, L, H): every value has at most S significant bits, is an integer multiple of 2^L and
         below 2^H in magnitude. From the format when it is at most 24 bits wide (a minifloat's
         significand, smallest quantum and 2^(emax + 1)), else from the data."""
         f = self.fmt
-        if not self.is_fixed and f.man <= 23:
+        if isinstance(f, FloatFormat) and f.man <= 23:  # not is_fixed
             return f.man + 1, f.emin - f.man, f.emax + 1
         if self.is_fixed:
             c = self.codes
@@ -480,7 +488,7 @@ class _Op:
         return parts[0]
 
 
-def _as_op(x, name: str) -> _Op:
+def _as_op(x: object, name: str) -> _Op:
     if not isinstance(x, (FixedArray, FloatArray)):
         raise TypeError(f"matmul: operand {name} must be a FixedArray or FloatArray, got {type(x).__name__}")
     return _Op(x, name)
@@ -527,15 +535,15 @@ def _limb_plan(ba: int, bb: int, K: int) -> tuple[int, int, int, int]:
     return best
 
 
-def _limbs(N: np.ndarray, n: int, l: int) -> list[tuple[np.ndarray, int]]:
-    """N = sum of limb * 2^shift: low limbs in [0, 2^l), the top limb carries the sign."""
+def _limbs(N: np.ndarray, n: int, width: int) -> list[tuple[np.ndarray, int]]:
+    """N = sum of limb * 2^shift: low limbs in [0, 2^width), the top limb carries the sign."""
     out = []
     for i in range(n):
-        s = i * l
+        s = i * width
         if i == n - 1:
             limb = N >> np.int64(s)
         else:
-            limb = (N >> np.int64(s)) & np.int64((1 << l) - 1)
+            limb = (N >> np.int64(s)) & np.int64((1 << width) - 1)
         out.append((limb.astype(np.float64), s))
     return out
 
@@ -704,9 +712,11 @@ def _sum_to(s: _Sum, fmt: Format, rounding: Rounding, overflow: Overflow, what: 
     """Round an exact sum once into ``fmt``."""
     if isinstance(fmt, FixedFormat):
         if s.ints is None:  # exact float64 values: quantize rounds them once
+            assert s.f64 is not None  # a _Sum holds f64 or ints
             return _fx.quantize(s.f64, fmt, rounding, overflow)
         return _ints_to_fixed(s.ints, s.exp, s.bound, fmt, rounding, overflow, what)
     v = s.f64 if s.ints is None else _ints_to_f64_ro(s.ints, s.exp, fmt)
+    assert v is not None  # a _Sum holds f64 or ints
     return _encode(v, fmt, rounding)
 
 
@@ -824,6 +834,7 @@ def _check_rounding(rounding: Rounding) -> None:
 
 def _exact_fixed_fmt(a: _Op, b: _Op, K: int) -> FixedFormat:
     fa, fb = a.fmt, b.fmt
+    assert isinstance(fa, FixedFormat) and isinstance(fb, FixedFormat)  # callers: a.is_fixed and b.is_fixed
     grow = max(K - 1, 0).bit_length()  # ceil(log2 K)
     width = fa.width + fb.width + grow
     if width > _fx.MAX_WIDTH:
@@ -835,8 +846,9 @@ def _exact_fixed_fmt(a: _Op, b: _Op, K: int) -> FixedFormat:
 
 
 def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Rounding, overflow: Overflow) -> Operand:
-    M, K = a.shape
-    N = b.shape[1]
+    K = a.shape[1]
+    fmt: Format
+    acc: Operand | None
     if isinstance(policy, Exact):
         if out_fmt is None:
             if not (a.is_fixed and b.is_fixed):
@@ -846,12 +858,13 @@ def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Round
 
     if isinstance(policy, FixedAccumulator):
         what = f"accumulator {policy}"
-        if policy.frac is None and (a.fmt_scale() is None or b.fmt_scale() is None):
+        sa, sb = a.fmt_scale(), b.fmt_scale()
+        if policy.frac is None and (sa is None or sb is None):
             raise ValueError(
                 f"{what}: the products of {a.fmt} x {b.fmt} have no fixed fraction that fits 62 bits; "
                 f"give the accumulator an explicit frac (acc:s<width>.<frac>:...)"
             )
-        fmt = policy.format_for(None if policy.frac is not None else -(a.fmt_scale() + b.fmt_scale()))
+        fmt = policy.format_for(None if policy.frac is not None or sa is None or sb is None else -(sa + sb))
         Na, ea = a.single_int(what)
         Nb, eb = b.single_int(what)
         d = -(ea + eb) - fmt.frac  # > 0: products have d bits below the accumulator's LSB
@@ -880,27 +893,80 @@ def _run(a: _Op, b: _Op, policy: Policy, out_fmt: Format | None, rounding: Round
             acc = _seq_float(va, vb, fmt, rounding, (a.bits_desc(), b.bits_desc()))
         return _convert(acc, out_fmt or fmt, rounding, overflow)
 
-    # Blocked
-    kb = policy.k
-    acc = None
-    vals = None
+    blk: Operand
+    if isinstance(fmt, FloatFormat):
+        blk = _blocked_float(a, b, fmt, policy.k, rounding, overflow, what)
+    else:
+        blk = _blocked_loop(a, b, fmt, policy.k, rounding, overflow, what)
+    return _convert(blk, out_fmt or fmt, rounding, overflow)
+
+
+def _blocked_float(a: _Op, b: _Op, fmt: FloatFormat, kb: int, rounding: Rounding, overflow: Overflow,
+                   what: str) -> FloatArray:
+    """Blocked(fmt, kb) into a float accumulator: the compiled kernel when one applies
+    (:func:`_blocked_kernel`, same bits), else :func:`_blocked_loop`."""
+    res: Operand | None = None
+    if a.shape[0] and a.shape[1] and b.shape[1] and rounding is Rounding.RNE:
+        va, vb = a.exact_values(), b.exact_values()
+        if va is not None and vb is not None:
+            res = _blocked_kernel(va, vb, fmt, kb, (a.bits_desc(), b.bits_desc()),
+                                  lambda rows: _blocked_loop(a.slice(rows=rows), b, fmt, kb, rounding, overflow, what))
+    if res is None:
+        res = _blocked_loop(a, b, fmt, kb, rounding, overflow, what)
+    return res  # type: ignore[return-value]
+
+
+def _blocked_kernel(va: np.ndarray, vb: np.ndarray, fmt: FloatFormat, kb: int,
+                    desc: tuple[tuple[int, int, int], tuple[int, int, int]],
+                    rows_loop: Callable[[np.ndarray], Operand], b_cache: dict | None = None) -> FloatArray | None:
+    """Blocked(fmt, kb) with round to nearest even on float64 values ``va`` (M, K) @ ``vb``
+    (K, N) whose products are exact (``desc``: the operands' :meth:`_Op.bits_desc`), by the
+    compiled kernel of :func:`._seqkernels.blocked`; the rows it cannot settle (a block sum beyond
+    two float64 TwoSum levels, a NaN) come from ``rows_loop(rows)``, which must run
+    :func:`_blocked_loop` on those rows of ``va``. None when no kernel applies (numba missing, or
+    :func:`._seqkernels.blocked_plan` declines). ``b_cache``: a dict kept with a constant ``vb``
+    (a weight) where the kernel keeps its prepared copy of it."""
+    try:
+        from . import _seqkernels
+    except ImportError:  # numba missing: the numpy loop is exact, only slower
+        return None
+    how = _seqkernels.blocked_plan(fmt, Rounding.RNE.value, desc, kb)
+    if how is None:
+        return None
+    vals, bad = _seqkernels.blocked(va, vb, fmt, kb, how, b_cache)
+    res = _encode(vals, fmt, Rounding.RNE)  # members of fmt: exact
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        res.codes[rows] = rows_loop(rows).codes
+    return res
+
+
+def _blocked_loop(a: _Op, b: _Op, fmt: Format, kb: int, rounding: Rounding, overflow: Overflow, what: str) -> Operand:
+    """Blocked(fmt, kb): exact block sums (:func:`_exact_sum`), each rounded into ``fmt``, added
+    into the ``fmt`` accumulator with one rounding (float: :func:`_add_ro` then encode) -- the
+    plain statement of the contract, looping over the blocks."""
+    M, K = a.shape
+    N = b.shape[1]
+    acc: Operand | None = None
+    vals = np.zeros(0)
     for j0 in range(0, K, kb):
         sl = slice(j0, min(j0 + kb, K))
         r = _sum_to(_exact_sum(a.slice(cols=sl), b.slice(rows=sl)), fmt, rounding, overflow, f"{what} block at k={j0}")
         if acc is None:
             acc = r
-            vals = None if isinstance(fmt, FixedFormat) else r.to_float()
+            vals = vals if isinstance(fmt, FixedFormat) else r.to_float()
         elif isinstance(fmt, FixedFormat):
             acc = FixedArray(_fx.apply_overflow(acc.codes + r.codes, fmt, overflow, what=f"{what} at k={j0}"), fmt)
         else:
+            assert vals is not None  # set with the first block of a float accumulator
             acc = _encode(_add_ro(vals, r.to_float()), fmt, rounding)
             vals = acc.to_float()
     if acc is None:  # K == 0
         acc = FixedArray(np.zeros((M, N), np.int64), fmt) if isinstance(fmt, FixedFormat) else _encode(np.zeros((M, N)), fmt, rounding)
-    return _convert(acc, out_fmt or fmt, rounding, overflow)
+    return acc
 
 
-def _acc_loop(Na, Nb, d: int, fmt: FixedFormat, ovf: Overflow, rounding: Rounding, what: str,
+def _acc_loop(Na: np.ndarray, Nb: np.ndarray, d: int, fmt: FixedFormat, ovf: Overflow, rounding: Rounding, what: str,
               a: _Op, b: _Op) -> FixedArray:
     """Fixed accumulator loop over K: product (rounded to the accumulator LSB when finer), add,
     overflow policy, at every step."""
@@ -923,7 +989,7 @@ def _acc_loop(Na, Nb, d: int, fmt: FixedFormat, ovf: Overflow, rounding: Roundin
     return FixedArray(acc, fmt)
 
 
-def _loop_obj(Na, Nb, d: int, fmt: FixedFormat, rounding: Rounding, ovf: Overflow, what: str,
+def _loop_obj(Na: np.ndarray, Nb: np.ndarray, d: int, fmt: FixedFormat, rounding: Rounding, ovf: Overflow, what: str,
               sequential: bool) -> FixedArray:
     """The K loop of :func:`_seq_fixed` (``sequential``: acc = ovf(round(acc + p))) or of
     :func:`_acc_loop` (acc = ovf(acc + round(p))) on object arrays of Python ints: exact for any
@@ -976,14 +1042,14 @@ def matmul(
     _check_rounding(rounding)
     out = None if out_fmt is None else parse_format(out_fmt)
     oa, ob = _as_op(a, "a"), _as_op(b, "b")
-    if oa.arr.codes.ndim not in (1, 2) or ob.arr.codes.ndim not in (1, 2):
+    if a.codes.ndim not in (1, 2) or b.codes.ndim not in (1, 2):
         raise ValueError(f"matmul: operands must be 1-D or 2-D, got shapes {a.shape} and {b.shape}")
     squeeze = []
-    if oa.arr.codes.ndim == 1:
-        oa = _as_op(type(a)(a.codes[None, :], a.fmt), "a")
+    if a.codes.ndim == 1:
+        oa = _as_op(a[None, :], "a")
         squeeze.append(0)
-    if ob.arr.codes.ndim == 1:
-        ob = _as_op(type(b)(b.codes[:, None], b.fmt), "b")
+    if b.codes.ndim == 1:
+        ob = _as_op(b[:, None], "b")
         squeeze.append(1)
     if oa.shape[1] != ob.shape[0]:
         raise ValueError(
@@ -993,7 +1059,10 @@ def matmul(
     res = _run(oa, ob, policy, out, rounding, overflow)
     if squeeze:
         shape = tuple(n for i, n in enumerate(res.codes.shape) if i not in squeeze)
-        res = type(res)(res.codes.reshape(shape), res.fmt)
+        if isinstance(res, FixedArray):
+            res = FixedArray(res.codes.reshape(shape), res.fmt)
+        else:
+            res = FloatArray(res.codes.reshape(shape), res.fmt)
     return res
 
 

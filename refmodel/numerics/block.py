@@ -63,8 +63,8 @@ class BlockFormat:
     the MX spec requires, or ``"int8"``), ``scale`` (E8M0: an unsigned power-of-two format) and
     ``block`` (elements per shared scale, 32 in OCP MX v1.0). ``name`` is a display label only."""
 
-    element: FloatFormat | str
-    scale: FloatFormat | str = field(default_factory=lambda: PRESETS["e8m0"])
+    element: FloatFormat | str  # a FloatFormat, or "int8" (INT8)
+    scale: FloatFormat = field(default_factory=lambda: PRESETS["e8m0"])  # a name ("e8m0") is parsed
     block: int = 32
     name: str | None = field(default=None, compare=False)
 
@@ -92,27 +92,30 @@ class BlockFormat:
     @property
     def emax_elem(self) -> int:
         """Exponent of the element format's largest normal (int8: 0, since 127/64 < 2)."""
-        return 0 if self.is_int else self.element.emax  # type: ignore[union-attr]
+        el = self.element
+        return el.emax if isinstance(el, FloatFormat) else 0
 
     @property
     def element_bits(self) -> int:
-        return 8 if self.is_int else self.element.bits  # type: ignore[union-attr]
+        el = self.element
+        return el.bits if isinstance(el, FloatFormat) else 8
 
     @property
     def bits_per_element(self) -> float:
-        return self.element_bits + self.scale.bits / self.block  # type: ignore[union-attr]
+        return self.element_bits + self.scale.bits / self.block
 
     @property
     def scale_emin(self) -> int:
-        return self.scale.emin  # type: ignore[union-attr]
+        return self.scale.emin
 
     @property
     def scale_emax(self) -> int:
-        return self.scale.emax  # type: ignore[union-attr]
+        return self.scale.emax
 
     @property
     def element_max(self) -> float:
-        return _INT8_MAX / (1 << _INT8_FRAC) if self.is_int else self.element.max  # type: ignore[union-attr]
+        el = self.element
+        return el.max if isinstance(el, FloatFormat) else _INT8_MAX / (1 << _INT8_FRAC)
 
     # ---- spec strings -------------------------------------------------------------------
     def __str__(self) -> str:
@@ -254,8 +257,8 @@ def mx_quantize(
     """
     fmt = BlockFormat.parse(fmt)
     mode = Rounding.parse(rounding)
-    el_fmt = fmt.element if not fmt.is_int else None
-    a = _as_float_input(x, fmt)  # type: ignore[arg-type]
+    el_fmt = fmt.element if isinstance(fmt.element, FloatFormat) else None  # None: int8 elements
+    a = _as_float_input(x, fmt)
     with np.errstate(invalid="ignore"):
         a = a.astype(np.float64, copy=False)
     if a.ndim == 0:
@@ -271,7 +274,7 @@ def mx_quantize(
     _, e = np.frexp(np.where(bad, 1.0, amax))  # amax = m * 2^e, m in [0.5, 1): floor(log2) = e - 1
     X = np.where(amax > 0, e.astype(np.int64) - 1 - fmt.emax_elem, fmt.scale_emin)
     X = np.clip(X, fmt.scale_emin, fmt.scale_emax)
-    scale_codes = np.where(bad, (1 << fmt.scale.bits) - 1, X + fmt.scale.bias).astype(fmt.scale.code_dtype)  # type: ignore[union-attr]
+    scale_codes = np.where(bad, (1 << fmt.scale.bits) - 1, X + fmt.scale.bias).astype(fmt.scale.code_dtype)
 
     v = np.where(bad[..., None], 0.0, blocks)
     rbits = None
@@ -281,25 +284,25 @@ def mx_quantize(
             rbits, _ = _to_blocks(r, axis, B)
         rbits = _resolve_random(blocks.shape, STOCHASTIC_BITS, seed, rbits)
 
-    if fmt.is_int:
+    if el_fmt is None:  # int8 elements
         y = np.ldexp(v, (_INT8_FRAC - X[..., None]).astype(np.int32))  # exact unless below 2^-1074
         lost = (y == 0) & (v != 0)  # only a far-below-the-LSB value; keep its sign for floor/ceil
         y = np.where(lost, np.copysign(5e-324, v), y)
         q = round_float_to_int(y, mode, seed=seed, random_bits=rbits)
         codes = np.clip(q, -_INT8_MAX, _INT8_MAX).astype(np.int8)
-    elif mode is not Rounding.STOCHASTIC and _table_ok(el_fmt):  # type: ignore[arg-type]
+    elif mode is not Rounding.STOCHASTIC and _table_ok(el_fmt):
         # fast path: scale in float64 (exact: a power of two, no overflow since |v / 2^X| <
         # 2^(emax_elem + 1) or X = 127), then the float64 encoder (round-to-odd + table). A
         # result below 2^-1074 underflows to 0: those are far below half the element's smallest
         # subnormal, so keeping them as +-2^-1074 preserves sign and sticky bit for floor/ceil.
         y = np.ldexp(v, (-X[..., None]).astype(np.int32))
         y = np.where((y == 0) & (v != 0), np.copysign(5e-324, v), y)
-        codes = encode(y, el_fmt, mode).codes  # type: ignore[arg-type]
+        codes = encode(y, el_fmt, mode).codes
     else:
         eoff = np.broadcast_to(-X[..., None], blocks.shape).reshape(-1)
         flat_r = None if rbits is None else rbits.reshape(-1)
-        codes = _encode_kernel(v.reshape(-1), el_fmt, mode, flat_r, STOCHASTIC_BITS, eoff)  # type: ignore[arg-type]
-        codes = codes.reshape(blocks.shape).astype(el_fmt.code_dtype)  # type: ignore[union-attr]
+        codes = _encode_kernel(v.reshape(-1), el_fmt, mode, flat_r, STOCHASTIC_BITS, eoff)
+        codes = codes.reshape(blocks.shape).astype(el_fmt.code_dtype)
     codes = np.where(bad[..., None], 0, codes).astype(codes.dtype)
     elements = _from_blocks(codes, axis, n)
     scales = np.ascontiguousarray(np.moveaxis(scale_codes, -1, axis))

@@ -160,12 +160,12 @@ def _levels_from_pairs(prods: dict[tuple[int, int], np.ndarray], na: int, nb: in
     """Sum the exact slice products by level ``t = p + r`` (as int64)."""
     out = []
     for t in range(na + nb - 1):
-        acc = None
-        for p in range(max(0, t - nb + 1), min(na, t + 1)):
-            v = prods[(p, t - p)].astype(np.int64)
-            acc = v if acc is None else acc + v
+        ps = range(max(0, t - nb + 1), min(na, t + 1))  # never empty: 0 <= t <= na + nb - 2
+        acc = prods[(ps[0], t - ps[0])].astype(np.int64)
+        for p in ps[1:]:
+            acc = acc + prods[(p, t - p)].astype(np.int64)
         out.append(acc)
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _nonfinite_matmul(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,8 +37,9 @@ FixedArray(codes=[5325, -1024], fmt=s16.12)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -186,7 +187,7 @@ class FixedArray:
         body = self.codes.tolist() if self.codes.size <= 16 else np.array2string(self.codes, separator=", ", threshold=16)
         return f"FixedArray(codes={body}, fmt={self.fmt})"
 
-    def __getitem__(self, idx) -> FixedArray:
+    def __getitem__(self, idx: Any) -> FixedArray:
         return FixedArray._unchecked(np.asarray(self.codes[idx]), self.fmt)
 
     def __len__(self) -> int:
@@ -333,7 +334,8 @@ def quantize(
     return FixedArray._unchecked(codes, fmt)
 
 
-def _overflow_ints(n: np.ndarray, fmt: FixedFormat, overflow: Overflow, value_at) -> np.ndarray:
+def _overflow_ints(n: np.ndarray, fmt: FixedFormat, overflow: Overflow,
+                   value_at: Callable[[tuple[int, ...]], str]) -> np.ndarray:
     """``apply_overflow`` on an object array of Python ints (any magnitude) -> int64 codes.
     ``value_at(i)`` names the input behind element ``i`` in the ``error`` message."""
     lo, hi = fmt.min_code, fmt.max_code

@@ -23,11 +23,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import cache
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from .inputs import ExactValues, InputTypeError, integer_codes, real_values
 from .rounding import STOCHASTIC_BITS, Rounding, _resolve_random
+
+if TYPE_CHECKING:
+    from .block import BlockFormat
 
 __all__ = ["FloatFormat", "PRESETS", "FloatArray", "encode", "decode", "cast"]
 
@@ -48,7 +52,7 @@ class FloatFormat:
 
     exp: int
     man: int
-    bias: int | None = None
+    bias: int = None  # type: ignore[assignment]  # None: the standard bias, set in __post_init__
     subnormals: bool = True
     specials: str = "ieee"
     overflow: str = "inf"
@@ -161,7 +165,7 @@ class FloatFormat:
         return self.specials != "none"
 
     @property
-    def code_dtype(self) -> type:
+    def code_dtype(self) -> type[np.unsignedinteger[Any]]:
         return np.uint8 if self.bits <= 8 else np.uint16 if self.bits <= 16 else np.uint32 if self.bits <= 32 else np.uint64
 
     @property
@@ -235,8 +239,9 @@ class FloatFormat:
         if not m:
             names = ", ".join(PRESETS)
             raise ValueError(f"unknown float format {spec!r}; presets: {names}; or e<E>m<M>[:tags]")
-        kw: dict = {"exp": int(m.group(1)), "man": int(m.group(2))}
+        kw: dict[str, Any] = {"exp": int(m.group(1)), "man": int(m.group(2))}
         for t in rest:
+            val: str | bool | int
             if t in _SPECIALS:
                 key, val = "specials", t
             elif t == "ftz":
@@ -316,7 +321,7 @@ class FloatArray:
         more = ", ..." if self.codes.size > 16 else ""
         return f"FloatArray(codes=[{', '.join(body)}{more}], fmt={self.fmt})"
 
-    def __getitem__(self, idx) -> FloatArray:
+    def __getitem__(self, idx: Any) -> FloatArray:
         return FloatArray(self.codes[idx], self.fmt)
 
 
@@ -350,7 +355,7 @@ def _check_range(fmt: FloatFormat) -> None:
         )
 
 
-def _nan_code(fmt: FloatFormat, sign: np.ndarray | None = None):
+def _nan_code(fmt: FloatFormat, sign: np.ndarray | None = None) -> np.uint64 | np.ndarray | None:
     """The NaN code encode produces (sign kept where the format has a signed NaN, as ml_dtypes),
     or None when the format has no NaN code."""
     top = (1 << fmt.exp) - 1
@@ -601,7 +606,13 @@ def _round_to_odd_f32(x: np.ndarray) -> np.ndarray:
     return yb
 
 
-def _as_float_input(x, fmt: FloatFormat, mode: Rounding | None = None, sr_bits: int = STOCHASTIC_BITS) -> np.ndarray:
+@overload
+def _as_float_input(x: Any, fmt: FloatFormat, mode: Rounding | None = None, sr_bits: int = STOCHASTIC_BITS
+                    ) -> np.ndarray: ...
+@overload
+def _as_float_input(x: Any, fmt: BlockFormat, mode: None = None, sr_bits: int = STOCHASTIC_BITS) -> np.ndarray: ...
+def _as_float_input(x: Any, fmt: FloatFormat | BlockFormat, mode: Rounding | None = None,
+                    sr_bits: int = STOCHASTIC_BITS) -> np.ndarray:
     """The values to encode as a float64/float32/float16 array whose rounding under ``mode`` gives
     the correctly rounded result of the *exact* input (see :mod:`refmodel.numerics.inputs` for what
     is accepted). Inputs float64 cannot hold (ints beyond 2^53, Fractions, Decimals...) become
@@ -613,18 +624,25 @@ def _as_float_input(x, fmt: FloatFormat, mode: Rounding | None = None, sr_bits: 
     v = real_values(x, f"encode to {fmt}")
     if not isinstance(v, ExactValues):
         return v if v.dtype in (np.float64, np.float32, np.float16) else v.astype(np.float64)
+    if mode is None or not isinstance(fmt, FloatFormat):  # an MX block format: float64 values only
+        first, shown = _first_inexact(v)
+        raise ValueError(f"encode to {fmt}: input {shown} at index {first} is not a float64 value and this "
+                         f"operation rounds float64 values only; convert the input to float64 first")
     return _exact_proxy(v, fmt, mode, sr_bits)
 
 
-def _exact_proxy(v: ExactValues, fmt: FloatFormat, mode: Rounding | None, sr_bits: int) -> np.ndarray:
-    inexact = ~v.exact
-    first = _first_index(inexact)
+def _first_inexact(v: ExactValues) -> tuple[tuple[int, ...], str]:
+    """Index and text (``n`` or ``n/d``) of the first value float64 does not hold."""
+    first = _first_index(~v.exact)
     k = int(np.ravel_multi_index(first, v.shape)) if v.shape else 0
     num, den = v.num.reshape(-1), v.den.reshape(-1)
-    shown = str(num[k]) if den[k] == 1 else f"{num[k]}/{den[k]}"
-    if mode is None:
-        raise ValueError(f"encode to {fmt}: input {shown} at index {first} is not a float64 value and this "
-                         f"operation rounds float64 values only; convert the input to float64 first")
+    return first, (str(num[k]) if den[k] == 1 else f"{num[k]}/{den[k]}")
+
+
+def _exact_proxy(v: ExactValues, fmt: FloatFormat, mode: Rounding, sr_bits: int) -> np.ndarray:
+    inexact = ~v.exact
+    first, shown = _first_inexact(v)
+    num, den = v.num.reshape(-1), v.den.reshape(-1)
     stochastic = mode is Rounding.STOCHASTIC
     guard = int(sr_bits) if stochastic else 2  # bits float64 must hold below the format's LSB
     ok = fmt.man + guard <= 52 and fmt.emin - fmt.man - guard >= -1074
@@ -706,6 +724,8 @@ def encode(
         if native is not None:  # IEEE hardware / numpy's direct double->half: the same one rounding
             with np.errstate(over="ignore"):
                 return FloatArray(arr.astype(native[0]).view(native[1]), fmt)
+        if fmt == PRESETS["bf16"]:
+            return FloatArray(_encode_bf16_rne(arr), fmt)
     rbits = None
     if mode is Rounding.STOCHASTIC:
         if not 1 <= int(sr_bits) <= 62:
@@ -725,6 +745,29 @@ def encode(
         x64 = arr.astype(np.float64, copy=False).reshape(-1)
     codes = _encode_kernel(x64, fmt, mode, rbits, int(sr_bits))
     return FloatArray(codes.reshape(shape).astype(fmt.code_dtype), fmt)
+
+
+def _encode_bf16_rne(x: np.ndarray) -> np.ndarray:
+    """float64 -> bf16 codes, round to nearest even, in slices of 2^20 values (the temporaries stay
+    small): :func:`_round_to_odd_f32` (float32 truncation with a sticky last bit; beyond float32's
+    max it gives max with the sticky bit, so the next step overflows to inf as it must), then the
+    float32 -> bf16 rounding on the bit pattern, ``(u + 0x7FFF + bit 16 of u) >> 16``: bf16 is
+    the top half of float32 (same exponent, subnormals included), so this is one rounding to
+    nearest even at bit 16, ties to even, carrying into the exponent (up to inf) as IEEE does.
+    Round to odd at 24 bits followed by this rounding at 8 bits is one correct rounding (Boldo &
+    Melquiond). NaN -> the quiet NaN 0x7FC0 with the input's sign (what the integer kernel gives)."""
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, np.uint16)
+    step = 1 << 20
+    for i in range(0, flat.size, step):
+        c = flat[i:i + step]
+        u = _round_to_odd_f32(c)
+        u += np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+        out[i:i + step] = u >> np.uint32(16)
+        isn = np.isnan(c)
+        if isn.any():
+            out[i:i + step][isn] = np.asarray(_nan_code(PRESETS["bf16"], np.signbit(c[isn])), dtype=np.uint16)
+    return out.reshape(x.shape)
 
 
 #: float64 -> fp32 / fp16 under rne: numpy's casts are the correctly rounded IEEE conversion

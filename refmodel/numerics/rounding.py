@@ -30,6 +30,7 @@ from __future__ import annotations
 from enum import Enum
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "Rounding",
@@ -96,7 +97,8 @@ def stochastic_bits(shape: tuple[int, ...] | int, nbits: int, seed: int | np.ran
     return rng.integers(0, 1 << nbits, size=shape, dtype=np.int64)
 
 
-def _resolve_random(shape, nbits: int, seed, random_bits) -> np.ndarray:
+def _resolve_random(shape: tuple[int, ...], nbits: int, seed: int | np.random.Generator | None,
+                    random_bits: npt.ArrayLike | None) -> np.ndarray:
     if random_bits is not None:
         r = np.asarray(random_bits, dtype=np.int64)
         if r.shape != tuple(shape):

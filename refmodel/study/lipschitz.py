@@ -127,7 +127,7 @@ class LayerFactors:
 
 def layer_factors(config: LayerConfig, w: LayerWeights, ref: Mapping[str, np.ndarray]) -> LayerFactors:
     """:class:`LayerFactors` of one layer at its float64 reference tensors ``ref``."""
-    kind, eps = config.norm, float(config.eps)  # type: ignore[arg-type]
+    kind, eps = config.norm, float(config.eps)
     la = attention_factor(config, w, ref)
     lm = mlp_factor(config, w, ref)
     if config.prenorm:

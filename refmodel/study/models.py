@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UserError
 from ..layer.model import ModelWeights
 from ..layer.weights import LayerWeights
+
+if TYPE_CHECKING:
+    from ..layer.realweights import RealModel
 
 __all__ = ["MODEL_NAMES", "TEXT", "StudyModel", "load_study_model", "random_like", "model_pair"]
 
@@ -48,7 +52,7 @@ class StudyModel:
 
 
 @functools.lru_cache(maxsize=4)
-def _real(key: str, n_layers: int | None) -> tuple[ModelWeights, object]:
+def _real(key: str, n_layers: int | None) -> tuple[ModelWeights, RealModel]:
     from ..layer import realweights as rw
 
     loader = {"minilm": rw.load_minilm, "smollm2": rw.load_smollm2}[key]
@@ -64,10 +68,10 @@ def load_study_model(key: str, *, tokens: int, n_layers: int | None = None) -> S
     if key not in MODEL_NAMES:
         raise UserError(f"unknown model {key!r}: use one of {', '.join(MODEL_NAMES)}")
     w, m = _real(key, n_layers)
-    ids = m.tokenize(TEXT)  # type: ignore[attr-defined]
+    ids = m.tokenize(TEXT)
     if tokens > len(ids):
         raise UserError(f"--tokens {tokens}: the study text has only {len(ids)} tokens for {key}")
-    return StudyModel(key, "real", w, m.embed_ids(ids[:tokens]))  # type: ignore[attr-defined]
+    return StudyModel(key, "real", w, m.embed_ids(ids[:tokens]))
 
 
 def random_like(model: StudyModel, seed: int = 0) -> StudyModel:

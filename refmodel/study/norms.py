@@ -220,7 +220,7 @@ def _site(sm: StudyModel) -> tuple[np.ndarray, np.ndarray | None, float, int, fl
     last = reference_forward(sm.weights, sm.x)[-1]["out"]
     channel = int(np.argmax(np.max(np.abs(last), axis=0)))
     s = sm.weights.static_slanc(pow2=True)[li].scale("ln1")
-    return g, b, float(cfg.eps), channel, s  # type: ignore[arg-type]
+    return g, b, float(cfg.eps), channel, s
 
 
 def overflow_free_scale(x: np.ndarray, kind: str, fmt: str = "fp16") -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,10 +186,10 @@ def load_grid_file(path: str | Path) -> dict[str, Any]:
         if p.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
+            else:  # Python 3.10: the tomli backport (a dependency there)
+                import tomli as tomllib
             data = tomllib.loads(text)
     except ValueError as e:
         raise UserError(f"--grid {path}: not valid {p.suffix[1:].upper()}: {e}") from None

@@ -7,9 +7,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .grid import Grid
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+    from rich.table import Table
 
 __all__ = ["key_figure", "results_table", "problem_lines", "plot_sweep"]
 
@@ -65,7 +69,7 @@ def _groups(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], lis
     return out
 
 
-def results_table(records: Sequence[dict[str, Any]], title: str) -> Any:
+def results_table(records: Sequence[dict[str, Any]], title: str) -> Table:
     """The rich table: config, plan, job, counts per status over the seeds, key figure."""
     from rich import box
     from rich.table import Table
@@ -74,9 +78,11 @@ def results_table(records: Sequence[dict[str, Any]], title: str) -> Any:
               caption="ok/fail/err/skip: jobs over the seeds; figure: worst over the seeds (golden: set size; "
                       "bounds: max observed/rigorous bound; accuracy: output max rel error and cosine vs float64; "
                       "rtl: cycles, stages bit-exact)", caption_justify="left")
-    for col, just in (("config", "left"), ("plan", "left"), ("job", "left"), ("ok", "right"), ("fail", "right"),
-                      ("err", "right"), ("skip", "right"), ("figure", "left")):
-        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    cols: tuple[tuple[str, JustifyMethod], ...] = (
+        ("config", "left"), ("plan", "left"), ("job", "left"), ("ok", "right"), ("fail", "right"), ("err", "right"),
+        ("skip", "right"), ("figure", "left"))
+    for col, just in cols:
+        t.add_column(col, justify=just, overflow="fold")
     for (cfg, plan, kind), recs in _groups(records).items():
         n = {s: sum(1 for r in recs if r["status"] == s) for s in ("passed", "failed", "error", "skipped")}
         t.add_row(cfg, plan, kind, str(n["passed"]), f"[red]{n['failed']}[/]" if n["failed"] else "0",

@@ -190,9 +190,9 @@ def test_softmax_attention_sink_tightening():
     rng = np.random.default_rng(4)
     m = rounding_model("bf16")
     steps = SoftmaxSteps.floating("bf16", acc=Accum.sequential("fp32"), exp=func_model(m))
-    l = 2 * rng.standard_normal((200, 512))
-    l[:, 0] += 25
-    lh = rnd(m, l)
+    logits = 2 * rng.standard_normal((200, 512))
+    logits[:, 0] += 25
+    lh = rnd(m, logits)
     B = softmax_bound(lh, steps=steps)
     y = emu_softmax(lh, steps=steps)
     w = np.exp(lh - lh.max(-1, keepdims=True))
@@ -214,18 +214,18 @@ def test_softmax_propagation_rigorous_vs_first_order():
     from refmodel.bounds.softmax import softmax_propagation
 
     rng = np.random.default_rng(0)
-    l = rng.standard_normal((100, 32)) * 2
-    s = np.exp(l - l.max(-1, keepdims=True))
+    logits = rng.standard_normal((100, 32)) * 2
+    s = np.exp(logits - logits.max(-1, keepdims=True))
     s /= s.sum(-1, keepdims=True)
     for scale in (1e-6, 0.5, 3.0):
-        E = scale * rng.uniform(0, 1, l.shape)
+        E = scale * rng.uniform(0, 1, logits.shape)
         fine, coarse = softmax_propagation(s, E)
         assert np.all(fine <= coarse * (1 + 1e-12))
         if scale == 1e-6:
             first = s * (E + np.sum(s * E, -1, keepdims=True))
             assert np.allclose(fine, first, rtol=1e-4)
         for _ in range(20):
-            lt = l + E * rng.uniform(-1, 1, l.shape)
+            lt = logits + E * rng.uniform(-1, 1, logits.shape)
             st = np.exp(lt - lt.max(-1, keepdims=True))
             st /= st.sum(-1, keepdims=True)
             assert np.all(np.abs(st - s) <= fine * (1 + 1e-12) + 1e-300)

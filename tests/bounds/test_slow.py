@@ -18,5 +18,5 @@ def test_validation_sweep_1e5_trials():
     assert s["trials"] >= 100_000
     assert s["viol_rig"] == 0, [(r.op, r.config, r.kind, r.viol_rig) for r in res if r.viol_rig]
     assert s["viol_stat"] == 0, [(r.op, r.config, r.kind, r.viol_stat) for r in res if r.viol_stat]
-    for c, r in zip(CASES, res):
+    for c, r in zip(CASES, res, strict=True):
         assert (r.no_guarantee > 0) == c.expect_nog, (c.op, c.config, r.reasons)

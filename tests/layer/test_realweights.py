@@ -139,7 +139,7 @@ def test_minilm_slanc_chain(minilm):
     # SLaNC scales for the real stack (ln1 of layer 0 uses the embedding LayerNorm gain)
     scs = model_slanc(minilm.config, minilm.layers, input_gain=minilm.extras["emb_ln_g"])
     x = minilm.embed("Numerics of a real BERT layer.")
-    for w, sc in zip(minilm.layers, scs):
+    for w, sc in zip(minilm.layers, scs, strict=True):
         a = run_reference(minilm.config, w, x)
         b = run_reference(minilm.config, w, x, slanc=sc.with_pow2())
         np.testing.assert_allclose(b["out"], a["out"], rtol=0, atol=1e-11)
@@ -253,7 +253,7 @@ def test_minilm_matches_sentence_transformers(run_slow, minilm):
     ref_model = st.SentenceTransformer(str(rw.minilm_dir()), device="cpu")
     texts = ["A man is playing a guitar.", "Numerics of transformer layers in fixed point."]
     ref = ref_model.encode(texts)
-    for t, r in zip(texts, ref):
+    for t, r in zip(texts, ref, strict=True):
         ours = rw.sentence_embedding(minilm, t)
         r = np.asarray(r, dtype=np.float64)
         assert ours @ (r / np.linalg.norm(r)) > 1 - 1e-9  # float32 torch vs float64: measured 1 - 2e-13

@@ -195,7 +195,7 @@ def naive_layer(cfg, weights, x, pad=None):
         q = out["q_rope"] = [[rope(q[h][t], t) for t in range(s)] for h in range(H)]
         k = out["k_rope"] = [[rope(k[h][t], t) for t in range(s)] for h in range(KV)]
     g = H // KV
-    sc = [[[sum(a * b for a, b in zip(q[h][i], k[h // g][j])) / math.sqrt(hd) if allowed(i, j) else 0.0
+    sc = [[[sum(a * b for a, b in zip(q[h][i], k[h // g][j], strict=True)) / math.sqrt(hd) if allowed(i, j) else 0.0
             for j in range(s)] for i in range(s)] for h in range(H)]
     pr = []
     for h in range(H):
@@ -209,7 +209,7 @@ def naive_layer(cfg, weights, x, pad=None):
             for i in range(s)]
     out.update(scores=sc, probs=pr, attn=attn)
     proj = out["proj"] = lin(attn, W["wo"], W.get("bo"))
-    res1 = out["res1"] = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(X, proj)]
+    res1 = out["res1"] = [[a + b for a, b in zip(r1, r2, strict=True)] for r1, r2 in zip(X, proj, strict=True)]
     if cfg.prenorm:
         h2 = out["ln2"] = norm(res1, W["ln2_g"], W.get("ln2_b"))
     else:
@@ -218,15 +218,15 @@ def naive_layer(cfg, weights, x, pad=None):
         gate = out["gate"] = lin(h2, W["w_gate"], None)
         up = out["up"] = lin(h2, W["w_up"], None)
         a = out["act"] = [[act(v_) for v_ in r] for r in gate]
-        mid = out["mul"] = [[p * u for p, u in zip(ra, ru)] for ra, ru in zip(a, up)]
+        mid = out["mul"] = [[p * u for p, u in zip(ra, ru, strict=True)] for ra, ru in zip(a, up, strict=True)]
     else:
         up = out["up"] = lin(h2, W["w_up"], W.get("b_up"))
         mid = out["act"] = [[act(v_) for v_ in r] for r in up]
     down = out["down"] = lin(mid, W["w_down"], W.get("b_down"))
     if cfg.prenorm:
-        out["out"] = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(res1, down)]
+        out["out"] = [[a + b for a, b in zip(r1, r2, strict=True)] for r1, r2 in zip(res1, down, strict=True)]
     else:
-        res2 = out["res2"] = [[a + b for a, b in zip(r1, r2)] for r1, r2 in zip(h2, down)]
+        res2 = out["res2"] = [[a + b for a, b in zip(r1, r2, strict=True)] for r1, r2 in zip(h2, down, strict=True)]
         out["out"] = norm(res2, W["ln2_g"], W.get("ln2_b"))
     return {n: np.array(t) for n, t in out.items()}
 

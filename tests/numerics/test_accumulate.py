@@ -285,7 +285,7 @@ def test_exact_fp8_long_dot_beyond_blas_bound():
     b.codes[:5] = tiny
     ia = [int(v * 2**9) for v in a.to_float().tolist()]  # exact: multiples of 2^-9
     ib = [int(v * 2**9) for v in b.to_float().tolist()]
-    exact = Fraction(sum(x * y for x, y in zip(ia, ib)), 2**18)
+    exact = Fraction(sum(x * y for x, y in zip(ia, ib, strict=True)), 2**18)
     for out in ("fp32", "fp16", "bf16"):
         r = dot(a, b, "exact", out)
         assert r.codes.shape == ()

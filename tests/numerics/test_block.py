@@ -53,11 +53,11 @@ def check_against_oracle(x: np.ndarray, spec: str, mode: str = "rne") -> None:
     flat_x = x.reshape(-1, x.shape[-1])
     flat_s = q.scales.reshape(-1, q.scales.shape[-1])
     flat_e = q.elements.reshape(-1, x.shape[-1])
-    for row, s, e in zip(flat_x, flat_s, flat_e):
+    for row, s, e in zip(flat_x, flat_s, flat_e, strict=True):
         ws, we = block_oracle(row, spec, mode)
         assert s.tolist() == ws, f"{spec} {mode}: scales {s.tolist()} want {ws}"
         got_e = e.astype(np.int64).tolist()
-        bad = [i for i, (g, w) in enumerate(zip(got_e, we)) if g != w]
+        bad = [i for i, (g, w) in enumerate(zip(got_e, we, strict=True)) if g != w]
         assert not bad, f"{spec} {mode}: element {bad[0]} (x={row[bad[0]]!r}) got {got_e[bad[0]]} want {we[bad[0]]}"
 
 

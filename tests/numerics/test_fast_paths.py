@@ -166,6 +166,38 @@ def test_native_decode_fp32():
     assert np.array_equal(mf.decode(c, f).view(np.uint64), mf._decode_arith(c, f).view(np.uint64))
 
 
+# ---- encode ----------------------------------------------------------------------------------------
+def test_bf16_encode_fast_path():
+    """float64 -> bf16 (rne) through round-to-odd float32 and the bit-16 rounding equals the integer
+    kernel on every kind of hard value (exact bf16 values, exact ties, a hair on either side of a
+    tie, the float64 values a float32 RNE detour would move onto a tie, overflow edges, subnormals,
+    NaN of both signs, infinities, signed zeros), more than one 2^20 slice, and the Fraction
+    oracle on a sample."""
+    from oracle import encode_oracle
+
+    f = mf.PRESETS["bf16"]
+    rng = np.random.default_rng(5)
+    b = rng.integers(0, 2**16, 150_000, dtype=np.uint64).astype(np.uint32) << np.uint32(16)
+    with np.errstate(invalid="ignore"):
+        parts = [(b | np.uint32(o)).view(np.float32).astype(np.float64) for o in (0, 0x8000, 0x7FFF, 0x8001, 0xFFFF, 1)]
+        tie = (b | np.uint32(0x8000)).view(np.float32).astype(np.float64)
+    parts += [tie * (1 + 2.0**-30), tie * (1 - 2.0**-40), tie * (1 + 2.0**-52), tie * (1 - 2.0**-53),
+              rng.standard_normal(100_000) * np.exp2(rng.integers(-150, 130, 100_000))]
+    special = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3.4e38, 3.5e38, -3.4e38, 2.0**128 * (1 - 2.0**-9),
+               2.0**128 * (1 - 2.0**-9) * (1 - 2.0**-50), -(2.0**128) * (1 - 2.0**-9), 1e-45, 2.0**-134,
+               -(2.0**-134), 2.0**-133 * 1.5, 2.0**-134 * (1 + 2.0**-40), 1e300, -1e300, 5e-324]
+    x = np.concatenate(parts + [np.array(special)])
+    assert x.size > 1 << 20
+    got = mf.encode(x, f)
+    want = mf._encode_kernel(x, f, Rounding.RNE, None, 32).astype(np.uint16)
+    bad = got.codes != want
+    assert not bad.any(), f"{int(bad.sum())} differ, first {x[bad][0]!r}"
+    idx = np.concatenate([np.arange(x.size - len(special), x.size), rng.integers(0, x.size, 3000)])
+    for i in idx:
+        if not np.isnan(x[i]):
+            assert int(got.codes[i]) == encode_oracle(float(x[i]), f), x[i]
+
+
 # ---- exact products in the quantized layer ------------------------------------------------------
 def qt(arr: FloatArray) -> QTensor:
     return QTensor(arr.to_float(), arr.fmt, arr.codes)
@@ -215,8 +247,10 @@ def _run(cfg: str, plan: str) -> dict:
 def test_layer_fast_paths_match_slow_paths(cfg, plan, monkeypatch):
     fast = _run(cfg, plan)
     monkeypatch.setattr(qz, "_sequential_product", lambda *a, **k: None)
+    monkeypatch.setattr(qz, "_blocked_product", lambda *a, **k: None)
     monkeypatch.setattr(qz, "_certified_exact_product", lambda *a, **k: None)
     monkeypatch.setattr(sk, "plan", lambda *a, **k: None)
+    monkeypatch.setattr(sk, "blocked_plan", lambda *a, **k: None)
     slow = _run(cfg, plan)
     for n, (v, c) in slow.items():
         assert np.array_equal(fast[n][0].view(np.uint64), v.view(np.uint64)), n

@@ -261,7 +261,7 @@ def test_saturate_clamps(data, mode):
     xs = data.draw(st.lists(in_range_floats(fmt, margin=4.0), min_size=1, max_size=8))
     c = quantize(xs, fmt, mode, "saturate").codes
     assert ((c >= fmt.min_code) & (c <= fmt.max_code)).all()
-    for x, code in zip(xs, c.tolist()):
+    for x, code in zip(xs, c.tolist(), strict=True):
         exact = oracle_round(Fraction(x) * Fraction(2) ** fmt.frac, mode)
         assert code == min(max(exact, fmt.min_code), fmt.max_code)
 
@@ -273,7 +273,7 @@ def test_wrap_is_modular(data, mode):
     xs = data.draw(st.lists(in_range_floats(fmt, margin=5.0), min_size=1, max_size=8))
     c = quantize(xs, fmt, mode, "wrap").codes
     assert ((c >= fmt.min_code) & (c <= fmt.max_code)).all()
-    for x, code in zip(xs, c.tolist()):
+    for x, code in zip(xs, c.tolist(), strict=True):
         exact = oracle_round(Fraction(x) * Fraction(2) ** fmt.frac, mode)
         assert (code - exact) % (1 << fmt.width) == 0
 
@@ -391,7 +391,7 @@ def test_arithmetic_exact(data, op):
     ca[:2], cb[:2] = [fa.min_code, fa.max_code], [fb.max_code, fb.min_code]  # extremes always present
     r = f(FixedArray(ca, fa), FixedArray(cb, fb))
     py = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y}[op]
-    for x, y, z in zip(ca, cb, r.codes.tolist()):
+    for x, y, z in zip(ca, cb, r.codes.tolist(), strict=True):
         assert value(z, r.fmt) == py(value(x, fa), value(y, fb))
     apply_overflow(r.codes, r.fmt, "error")  # every exact result lies inside the result format
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from itertools import pairwise
 
 import ml_dtypes
 import numpy as np
@@ -83,7 +84,7 @@ def boundary_probes(fmt: FloatFormat) -> np.ndarray:
     overflow tie max + ulp/2 and 2^(emax+1), as exact float64 (all are float32 too)."""
     vals = representable(fmt)
     pts = set(vals)
-    pts.update((a + b) / 2 for a, b in zip(vals, vals[1:]))
+    pts.update((a + b) / 2 for a, b in pairwise(vals))
     top = vals[-1]
     ulp = top - vals[-2]
     pts.update({top + ulp / 2, top + ulp, 2 * top, vals[1] / 2, vals[1] / 4})
@@ -377,7 +378,7 @@ def test_fp32_from_float64_matches_numpy():
 # ---- float64 -> fp8: hard cases where a float32 detour double-rounds -------------------------
 def hard_float64(fmt: FloatFormat) -> np.ndarray:
     vals = representable(fmt)
-    ties = [(a + b) / 2 for a, b in zip(vals, vals[1:])] + [vals[-1] + (vals[-1] - vals[-2]) / 2]
+    ties = [(a + b) / 2 for a, b in pairwise(vals)] + [vals[-1] + (vals[-1] - vals[-2]) / 2]
     t = np.array([float(v) for v in ties if v > 0])
     x = np.concatenate([t * (1 + 2.0**-40), t * (1 - 2.0**-40), t * (1 + 2.0**-30), t * (1 - 2.0**-29)])
     return np.concatenate([x, -x])
@@ -446,7 +447,7 @@ def test_cast_matches_oracle(src, dst):
     codes = all_codes(s)
     vals = [decode_oracle(int(c), s) for c in codes]
     if not d.has_nan:
-        codes = np.array([c for c, v in zip(codes, vals) if v.kind != "nan"], dtype=s.code_dtype)
+        codes = np.array([c for c, v in zip(codes, vals, strict=True) if v.kind != "nan"], dtype=s.code_dtype)
         vals = [v for v in vals if v.kind != "nan"]
     if s.bits > 8:
         codes, vals = codes[::11], vals[::11]
@@ -515,7 +516,7 @@ def test_stochastic_matches_oracle(spec, sr_bits):
         x = np.abs(x)
     r = rng.integers(0, 1 << sr_bits, 400)
     got = encode(x, fmt, "stochastic", random_bits=r, sr_bits=sr_bits)
-    want = [encode_oracle(float(v), fmt, "stochastic", r=int(k), sr_bits=sr_bits) for v, k in zip(x, r)]
+    want = [encode_oracle(float(v), fmt, "stochastic", r=int(k), sr_bits=sr_bits) for v, k in zip(x, r, strict=True)]
     assert_codes(got, np.array(want), x, f"stochastic {spec} sr_bits={sr_bits}")
 
 

@@ -69,7 +69,7 @@ def ref_dot(a, b, fmt: str) -> int:
         return FP32_NAN
     if math.isinf(f):
         return 0x7F800000 if f > 0 else 0xFF800000
-    return fp32_rne(sum((Fraction(x) * Fraction(y) for x, y in zip(va.tolist(), vb.tolist())), Fraction(0)))
+    return fp32_rne(sum((Fraction(x) * Fraction(y) for x, y in zip(va.tolist(), vb.tolist(), strict=True)), Fraction(0)))
 
 
 def finite_codes(fmt: str) -> np.ndarray:
@@ -135,7 +135,7 @@ def test_decode_matches_minifloat_when_available(fmt):
         k = int(rng.integers(1, 30))
         a, b = rng.choice(fc, k), rng.choice(fc, k)
         va, vb = minifloat.decode(a.astype(np.uint8), fmt), minifloat.decode(b.astype(np.uint8), fmt)
-        exact = sum((Fraction(float(x)) * Fraction(float(y)) for x, y in zip(va, vb)), Fraction(0))
+        exact = sum((Fraction(float(x)) * Fraction(float(y)) for x, y in zip(va, vb, strict=True)), Fraction(0))
         assert int(dot_fp8(a, b, fmt)) == fp32_rne(exact)
 
 
@@ -301,7 +301,7 @@ def test_acc_to_fp32_vs_fraction(frac):
     hi = np.array([v >> 32 for v in vals], dtype=np.int64)
     lo = np.array([v & 0xFFFFFFFF for v in vals], dtype=np.int64)
     got = acc_to_fp32(hi, lo, frac)
-    for v, g in zip(vals, got.tolist()):
+    for v, g in zip(vals, got.tolist(), strict=True):
         x = Fraction(v) / Fraction(2) ** frac if frac >= 0 else Fraction(v) * Fraction(2) ** (-frac)
         assert g == fp32_rne(x), (v, frac, hex(g), hex(fp32_rne(x)))
     flags = acc_to_fp32([5, 5, 5, 5], [0, 0, 0, 0], 0, [True, False, False, False], [False, True, False, True],

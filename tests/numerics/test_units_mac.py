@@ -19,7 +19,7 @@ def ref_acc(a: list[int], w: list[int], bias: int, p: MacParams) -> int:
     lo, hi = -(1 << (p.acc_w - 1)), (1 << (p.acc_w - 1)) - 1
     acc = bias * (1 << p.bias_lsh)
     for j in range(0, len(a), p.lanes):
-        acc += sum(x * y for x, y in zip(a[j : j + p.lanes], w[j : j + p.lanes]))
+        acc += sum(x * y for x, y in zip(a[j : j + p.lanes], w[j : j + p.lanes], strict=True))
         if p.acc_overflow.value == "wrap":
             acc = (acc - lo) % (1 << p.acc_w) + lo
         else:
@@ -175,7 +175,7 @@ def test_matmul_layer_sized_is_fast():
     dt = time.perf_counter() - t0
     assert dt < 10.0, f"matmul_int took {dt:.2f} s"
     rows, cols = rng.integers(0, 128, 20), rng.integers(0, 3072, 20)
-    for i, j in zip(rows, cols):
+    for i, j in zip(rows, cols, strict=True):
         assert int(y[i, j]) == ref_requant(ref_acc(a[i].tolist(), w[:, j].tolist(), 0, p), p)
 
 

@@ -81,7 +81,7 @@ def oracle_row(x: list[int], gamma: list[int], beta: list[int], p: NormParams) -
     sh = p.rsq_k + (a_w - w_r) // 2 - e - p.eps_g - p.n_f
     out = []
     rnd = _rne if p.out_rounding.value == "rne" else _rhu
-    for yi, gi, bi in zip(y, gamma, beta):
+    for yi, gi, bi in zip(y, gamma, beta, strict=True):
         n = _rhu(Fraction(yi * rs, 1 << sh))
         z = Fraction(n * gi, 1 << (p.n_f + p.gamma_fmt.frac)) + Fraction(bi, 1 << p.beta_fmt.frac)
         o = rnd(z * (1 << p.out_fmt.frac))
@@ -222,7 +222,7 @@ def test_every_intermediate_fits_its_width(kw):
         assert np.all(st.a_norm[nz] >= 1 << (p.a_w - 2)) and np.all(st.a_norm < 1 << p.a_w)
         assert np.all(st.r[nz] <= 1 << (p.rsq_p + 1)) and np.all(st.r[nz] >= (1 << p.rsq_p) - 1)
         assert int(st.rs.max()) < 1 << p.rs_w and int(st.sh.min()) >= 0
-        prod = [abs(int(yv) * int(rv)) for yr, rv in zip(st.y.reshape(-1, p.d), st.rs.ravel()) for yv in yr]
+        prod = [abs(int(yv) * int(rv)) for yr, rv in zip(st.y.reshape(-1, p.d), st.rs.ravel(), strict=True) for yv in yr]
         assert max(prod) < 1 << (p.y_w + p.rs_w - 1)
         assert fits_s(st.n, p.n_w)
         gf, bf = p.gamma_fmt, p.beta_fmt

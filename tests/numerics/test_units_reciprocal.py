@@ -28,7 +28,7 @@ def test_exhaustive_small_against_recurrence():
     p = DividerParams(num_w=7, den_w=5)
     A, B = np.meshgrid(np.arange(128), np.arange(32))
     q, r = divide(A, B, p)
-    for a, b, qq, rr in zip(A.ravel().tolist(), B.ravel().tolist(), q.ravel().tolist(), r.ravel().tolist()):
+    for a, b, qq, rr in zip(A.ravel().tolist(), B.ravel().tolist(), q.ravel().tolist(), r.ravel().tolist(), strict=True):
         assert (qq, rr) == restoring(a, b, 7, 5), (a, b)
         if b:
             assert (qq, rr) == (a // b, a % b)
@@ -43,10 +43,10 @@ def test_random_wide():
     b = rng.integers(1, 1 << 62, size=4000, dtype=np.int64) >> rng.integers(0, 62, 4000)
     b = np.maximum(b, 1)
     q, r = divide(a, b, p)
-    for x, y, qq, rr in zip(a.tolist(), b.tolist(), q.tolist(), r.tolist()):
+    for x, y, qq, rr in zip(a.tolist(), b.tolist(), q.tolist(), r.tolist(), strict=True):
         assert (qq, rr) == (x // y, x % y)
     # the recurrence on a few wide ones too
-    for x, y in list(zip(a.tolist(), b.tolist()))[:50]:
+    for x, y in list(zip(a.tolist(), b.tolist(), strict=True))[:50]:
         assert restoring(x, y, 63, 62) == (x // y, x % y)
 
 

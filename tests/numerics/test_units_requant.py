@@ -42,7 +42,7 @@ def test_exhaustive_small(mode):
     for shift in range(0, 10):
         p = RequantParams(in_w=6, m_w=3, shift=shift, out_w=4, rounding=mode)
         y, sat = requant_with_flags(X, M, p)
-        for (x, m, yy, ss) in zip(X.ravel().tolist(), M.ravel().tolist(), y.ravel().tolist(), sat.ravel().tolist()):
+        for (x, m, yy, ss) in zip(X.ravel().tolist(), M.ravel().tolist(), y.ravel().tolist(), sat.ravel().tolist(), strict=True):
             assert (yy, ss) == ref_requant(x, m, p), (mode, shift, x, m)
 
 
@@ -53,7 +53,7 @@ def test_random_wide(mode):
     x = rng.integers(-(1 << 39), 1 << 39, size=3000, dtype=np.int64) >> rng.integers(0, 39, size=3000)
     m = rng.integers(0, 1 << 22, size=3000, dtype=np.int64)
     y, sat = requant_with_flags(x, m, p)
-    for a, b, yy, ss in zip(x.tolist(), m.tolist(), y.tolist(), sat.tolist()):
+    for a, b, yy, ss in zip(x.tolist(), m.tolist(), y.tolist(), sat.tolist(), strict=True):
         assert (yy, ss) == ref_requant(a, b, p)
 
 

@@ -43,7 +43,7 @@ def test_rsqrt_exhaustive_definition(v_w, k):
     y = rsqrt(v, p)
     assert y[0] == (1 << (k + 1)) - 1
     four_k = 1 << (2 * k)
-    for vv, yy in zip(v[1:].tolist(), y[1:].tolist()):
+    for vv, yy in zip(v[1:].tolist(), y[1:].tolist(), strict=True):
         assert yy * yy * vv <= four_k < (yy + 1) * (yy + 1) * vv, (vv, yy)
 
 
@@ -52,7 +52,7 @@ def test_rsqrt_random_wide():
     rng = np.random.default_rng(4)
     v = np.maximum(rng.integers(0, 1 << 62, size=5000, dtype=np.int64) >> rng.integers(0, 62, 5000), 1)
     y = rsqrt(v, p)
-    for vv, yy in zip(v.tolist(), y.tolist()):
+    for vv, yy in zip(v.tolist(), y.tolist(), strict=True):
         assert yy * yy * vv <= 1 << 62 < (yy + 1) * (yy + 1) * vv
 
 

@@ -19,13 +19,13 @@ from refmodel.numerics.units.softmax import (
 def slow_softmax(row: list[int], mask: list[bool], p: SoftmaxParams) -> list[int]:
     """Python ints, one element at a time, straight from hw_algorithms.md 4.2."""
     lut = p.exp2.lut().tolist()
-    live = [x for x, m in zip(row, mask) if not m]
+    live = [x for x, m in zip(row, mask, strict=True) if not m]
     if not live:
         return [0] * len(row)
     xmax = max(live)
     sh = p.in_f + p.log2e_f - p.lut_bits
     e = []
-    for x, m in zip(row, mask):
+    for x, m in zip(row, mask, strict=True):
         if m:
             e.append(0)
             continue

@@ -22,7 +22,7 @@ fault shows as a violation); what propagates is the exact ``|x_hat - x|``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,11 +44,16 @@ from ..mx import is_mx_spec
 from .models import ACT_FUNC, F64, fixed_model, plan_model
 from .state import StatError, TensorBound, ValueChain, rig_only
 
+if TYPE_CHECKING:
+    from ...layer.plan import TensorPrecision
+    from ...layer.quantized import OpRecord
+    from .walk import LayerWalk
+
 __all__ = ["walk_input", "walk_act", "walk_mul", "walk_add", "walk_rope", "elementwise_out", "act_table_model",
            "table_input"]
 
 
-def walk_input(walk: Any, rec: Any) -> None:
+def walk_input(walk: LayerWalk, rec: OpRecord) -> None:
     """The layer input ``x``: reported bound = the rounding model at the exact ``x``; propagated
     error = the exact ``|x_hat - x|``."""
     name = rec.name
@@ -96,7 +101,7 @@ def exact_on_grid(a: np.ndarray, b: np.ndarray, op: str, stored: np.ndarray) -> 
         return (e == 0) & (z == stored) & np.isfinite(z)
 
 
-def elementwise_out(walk: Any, tp: Any) -> tuple[RoundingModel, bool]:
+def elementwise_out(walk: LayerWalk, tp: TensorPrecision) -> tuple[RoundingModel, bool]:
     """(output model, MX?) of a value computed in float64 and stored into the tensor."""
     if is_mx_spec(tp.format):
         return EXACT, True
@@ -107,7 +112,7 @@ def elementwise_out(walk: Any, tp: Any) -> tuple[RoundingModel, bool]:
     return plan_model(tp.format, tp.rounding, tp.overflow), False
 
 
-def mx_tail(walk: Any, ch: ValueChain, st: StatError, tp: Any, name: str) -> None:
+def mx_tail(walk: LayerWalk, ch: ValueChain, st: StatError, tp: TensorPrecision, name: str) -> None:
     """The final MX block rounding of an elementwise output (known block scales)."""
     v0, d0 = ch.local_var.copy(), ch.local_det.copy()
     ch.round_mx(tp.format, tp.rounding, walk.stored_X(name), -1, f"{name} output")
@@ -115,7 +120,7 @@ def mx_tail(walk: Any, ch: ValueChain, st: StatError, tp: Any, name: str) -> Non
     st.det = st.det + (ch.local_det - d0)
 
 
-def walk_act(walk: Any, rec: Any) -> None:
+def walk_act(walk: LayerWalk, rec: OpRecord) -> None:
     """Activation (module docstring)."""
     name = rec.name
     hn = rec.inputs[0]
@@ -161,7 +166,7 @@ def walk_act(walk: Any, rec: Any) -> None:
     walk.finish(rec, ch, st, ref_magnitude=cst.L * (np.abs(h) + Er))
 
 
-def table_input(walk: Any, rec: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, FixedFormat]:
+def table_input(walk: LayerWalk, rec: OpRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray, FixedFormat]:
     """The requantising shift of the activation's input into the table input format
     (deterministic replay of ``QuantOps._fixed_act``): the table input value ``xc``, the bound on
     its rounding ``|xc - h|`` (the exact clamp distance where it saturated), the saturated mask
@@ -185,17 +190,17 @@ def table_input(walk: Any, rec: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return xc, cast, sat, tin
 
 
-def walk_mul(walk: Any, rec: Any) -> None:
+def walk_mul(walk: LayerWalk, rec: OpRecord) -> None:
     """Elementwise product (SwiGLU ``act * up``)."""
     _walk_binary(walk, rec, "mul")
 
 
-def walk_add(walk: Any, rec: Any) -> None:
+def walk_add(walk: LayerWalk, rec: OpRecord) -> None:
     """Residual add."""
     _walk_binary(walk, rec, "add")
 
 
-def _walk_binary(walk: Any, rec: Any, op: str) -> None:
+def _walk_binary(walk: LayerWalk, rec: OpRecord, op: str) -> None:
     name = rec.name
     an, bn = rec.inputs
     tp = walk.tp(name)
@@ -241,7 +246,7 @@ def _walk_binary(walk: Any, rec: Any, op: str) -> None:
     walk.finish(rec, ch, st, ref_magnitude=ref_mag)
 
 
-def walk_rope(walk: Any, rec: Any) -> None:
+def walk_rope(walk: LayerWalk, rec: OpRecord) -> None:
     """Rotary embedding, half-split layout (module docstring)."""
     name = rec.name
     xn = rec.inputs[0]

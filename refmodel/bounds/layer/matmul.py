@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,11 @@ from ..mx import is_mx_spec
 from .models import F64, fixed_model, gamma64, matmul_models, plan_model
 from .repeats import repeated_keys, row_ids
 from .state import StatError, ValueChain, rig_only
+
+if TYPE_CHECKING:
+    from ...layer.plan import TensorPrecision
+    from ...layer.quantized import OpRecord
+    from .walk import LayerWalk
 
 __all__ = ["walk_linear", "walk_scores", "walk_mix", "matmul_stat"]
 
@@ -69,7 +74,7 @@ def matmul_stat(a: np.ndarray, b: np.ndarray, Sa: StatError, Sb: StatError, z: n
     return st
 
 
-def fixed_bias(walk: Any, name: str, bn: str, pf: int, mac: Any, Eb: Any) -> tuple[np.ndarray, Any, list[str]]:
+def fixed_bias(walk: LayerWalk, name: str, bn: str, pf: int, mac: Any, Eb: Any) -> tuple[np.ndarray, Any, list[str]]:
     """The bias a fixed-point MAC preloads (``QuantOps._fixed_matmul``: rounded offline to the
     accumulator LSB when finer, clipped to ``mac.b_w`` bits), its error bound against the
     reference bias (``Eb`` plus the exact difference from the stored bias) and notes."""
@@ -90,7 +95,7 @@ def fixed_bias(walk: Any, name: str, bn: str, pf: int, mac: Any, Eb: Any) -> tup
     return bias, Eb + np.abs(bias - np.asarray(bq.values, dtype=np.float64)), notes
 
 
-def walk_linear(walk: Any, rec: Any) -> None:
+def walk_linear(walk: LayerWalk, rec: OpRecord) -> None:
     """``y = x W^T (+ b)`` (module docstring)."""
     name = rec.name
     xn, wn = rec.inputs[0], rec.inputs[1]
@@ -177,7 +182,8 @@ def walk_linear(walk: Any, rec: Any) -> None:
     walk.finish(rec, ch, st, extra_reasons=reasons, ref_magnitude=ref_mag)
 
 
-def _scaled_epilogue(walk: Any, rec: Any, x: np.ndarray, Ex: np.ndarray, b: Any, Eb: Any) -> tuple[ValueChain, Any]:
+def _scaled_epilogue(walk: LayerWalk, rec: OpRecord, x: np.ndarray, Ex: np.ndarray, b: Any,
+                     Eb: Any) -> tuple[ValueChain, Any]:
     """A linear layer whose weight is element codes ``q`` times a per-channel (or float) scale
     ``s`` applied after the accumulation (``QuantOps._float_scale_epilogue`` /
     ``_fixed_matmul_requant``; docs/plans.md). ``x (q s)^T = (x q^T) s`` exactly, so the chain is
@@ -205,7 +211,7 @@ def _scaled_epilogue(walk: Any, rec: Any, x: np.ndarray, Ex: np.ndarray, b: Any,
         mac, rq = rec.details["mac"], rec.details["requant"]
         M = np.broadcast_to(np.asarray(rec.details["multipliers"], dtype=np.float64), (N,))
         pf = walk.qt(xn).fmt.frac + wq.fmt.frac
-        out_fmt = parse_format(tp.format)
+        out_fmt = FixedFormat.parse(tp.format)  # a fixed-point plan
         bias = None
         Eb_tot: Any = Eb
         if b is not None:
@@ -243,7 +249,7 @@ def _scaled_epilogue(walk: Any, rec: Any, x: np.ndarray, Ex: np.ndarray, b: Any,
     return ch, Eb
 
 
-def scale_model(tp: Any, pow2: bool) -> RoundingModel:
+def scale_model(tp: TensorPrecision, pow2: bool) -> RoundingModel:
     """The rounding of the logit scaling ``c * (q k^T)`` into the scores format."""
     if tp.format == "float64":
         return EXACT if pow2 else F64
@@ -253,7 +259,7 @@ def scale_model(tp: Any, pow2: bool) -> RoundingModel:
     return m
 
 
-def repeated_kv(walk: Any, name: str, H: int) -> tuple[np.ndarray, np.ndarray, StatError]:
+def repeated_kv(walk: LayerWalk, name: str, H: int) -> tuple[np.ndarray, np.ndarray, StatError]:
     """Value, rigorous bound and statistical state of a key/value tensor repeated to H heads."""
     v = repeat_kv(walk.val(name), H)
     E = repeat_kv(walk.err(name), H)
@@ -262,13 +268,13 @@ def repeated_kv(walk: Any, name: str, H: int) -> tuple[np.ndarray, np.ndarray, S
     return v, E, s
 
 
-def attention_allowed(rec: Any, H: int, sq: int, sk: int) -> np.ndarray:
+def attention_allowed(rec: OpRecord, H: int, sq: int, sk: int) -> np.ndarray:
     """The ``[H, sq, sk]`` allowed mask of a scores / softmax record."""
     mask = rec.details.get("mask")
     return np.ones((H, sq, sk), bool) if mask is None else np.broadcast_to(mask, (H, sq, sk))
 
 
-def walk_scores(walk: Any, rec: Any) -> None:
+def walk_scores(walk: LayerWalk, rec: OpRecord) -> None:
     """``c q k^T`` (module docstring); masked entries are exactly 0 in both."""
     name = rec.name
     qn, kn = rec.inputs
@@ -287,7 +293,7 @@ def walk_scores(walk: Any, rec: Any) -> None:
         rq = rec.details["requant"]
         M = int(rec.details["multiplier"])
         pf = walk.qt(qn).fmt.frac + walk.qt(kn).fmt.frac
-        out_fmt = parse_format(tp.format)
+        out_fmt = FixedFormat.parse(tp.format)  # a fixed-point plan
         B = matmul_bound(q, kT, E_a=rig_only(Eq), E_b=rig_only(EkT), accum=Accum.fixed(FixedFormat(mac.acc_w, pf, True),
                          mac.acc_overflow.value), out=EXACT, what=f"{name} q.k")
         ch = ValueChain.from_bound(B)
@@ -333,7 +339,7 @@ def walk_scores(walk: Any, rec: Any) -> None:
     walk.finish(rec, ch, st, ref_magnitude=ref_mag)
 
 
-def walk_mix(walk: Any, rec: Any) -> None:
+def walk_mix(walk: LayerWalk, rec: OpRecord) -> None:
     """``P V`` per head, heads concatenated (module docstring)."""
     name = rec.name
     pn, vn = rec.inputs

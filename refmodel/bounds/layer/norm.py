@@ -27,17 +27,22 @@ error as a row-shared relative error on ``g n`` (:func:`norm_stat`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...layer.qtensor import store
 from ...numerics.rounding import Rounding
-from ..model import EXACT
+from ..model import EXACT, RoundingModel
 from ..mx import is_mx_spec
 from ..norm import NormSteps, norm_bound
 from .models import F64, FUNC, U64, Unsupported, compose, gamma64, internal_sum, plan_model
 from .state import StatError, ValueChain, rig_only
+
+if TYPE_CHECKING:
+    from ...layer.plan import TensorPrecision
+    from ...layer.quantized import OpRecord
+    from .walk import LayerWalk
 
 __all__ = ["walk_norm", "norm_stat", "norm_ref64", "fixed_norm_split", "float_norm_steps"]
 
@@ -68,7 +73,7 @@ def norm_ref64(x_ref: np.ndarray, center: bool, eps: float, g: np.ndarray, Eg: A
     return e
 
 
-def norm_stat(walk: Any, Sx: StatError, xs: np.ndarray, center: bool, epsp: float, g: np.ndarray,
+def norm_stat(walk: LayerWalk, Sx: StatError, xs: np.ndarray, center: bool, epsp: float, g: np.ndarray,
               gn: str, bn: str | None) -> StatError:
     """First-order propagation through ``g * norm(xs) + b`` (exact Jacobian at ``xs``; the
     statistical state is in the unit's (scaled) domain) plus the second-order remainder into
@@ -124,7 +129,7 @@ def norm_stat(walk: Any, Sx: StatError, xs: np.ndarray, center: bool, epsp: floa
     return st
 
 
-def walk_norm(walk: Any, rec: Any) -> None:
+def walk_norm(walk: LayerWalk, rec: OpRecord) -> None:
     """LayerNorm / RMSNorm (module docstring)."""
     xn, gn = rec.inputs[0], rec.inputs[1]
     bn = rec.inputs[2] if len(rec.inputs) > 2 else None
@@ -156,7 +161,7 @@ def norm_magnitude(d: int, g: np.ndarray, Eg: Any, b: Any, Eb: Any) -> np.ndarra
         return m if b is None else m + np.abs(b) + Eb
 
 
-def float_norm_steps(rec: Any, tp: Any, center: bool) -> tuple[NormSteps, Any]:
+def float_norm_steps(rec: OpRecord, tp: TensorPrecision, center: bool) -> tuple[NormSteps, RoundingModel]:
     """The :class:`NormSteps` of ``QuantOps._float_norm`` for ``rec`` (work format ``W``: every
     internal step one rounding in ``W``; the output composed with the tensor format's rounding
     when it differs), and the model of the first cast ``round_W(x / s)``."""
@@ -178,7 +183,8 @@ def float_norm_steps(rec: Any, tp: Any, center: bool) -> tuple[NormSteps, Any]:
     return NormSteps(acc, acc, mW, mW, sq, mW, eps_store, mW, rs, mW, mW, out, False), mW
 
 
-def float_norm_input(x: np.ndarray, scale: float, W: str, tp: Any, mW: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+def float_norm_input(x: np.ndarray, scale: float, W: str, tp: TensorPrecision, mW: RoundingModel,
+                     what: str) -> tuple[np.ndarray, np.ndarray]:
     """``xs = round_W(x / s)`` (deterministic replay of the unit's first cast) and the bound on
     ``|xs - x/s|``."""
     xs_exact = x / scale
@@ -191,7 +197,9 @@ def float_norm_input(x: np.ndarray, scale: float, W: str, tp: Any, mW: Any, what
     return xs, cast
 
 
-def _walk_float_norm(walk, rec, x, Ex, g, Eg, b, Eb, center, eps, scale, Sx, gn, bn):
+def _walk_float_norm(walk: LayerWalk, rec: OpRecord, x: np.ndarray, Ex: np.ndarray, g: np.ndarray, Eg: np.ndarray,
+                     b: np.ndarray | None, Eb: np.ndarray | None, center: bool, eps: float, scale: float,
+                     Sx: StatError, gn: str, bn: str | None) -> tuple[ValueChain, StatError]:
     tp = walk.tp(rec.name)
     rnd = tp.rounding
     steps, mW = float_norm_steps(rec, tp, center)
@@ -245,7 +253,7 @@ def fixed_norm_eps_effect(x: np.ndarray, g: np.ndarray, b: Any, center: bool, ep
     return eps_term, z_u, z
 
 
-def fixed_norm_local(walk: Any, rec: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
+def fixed_norm_local(walk: LayerWalk, rec: OpRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
     """The integer norm unit's local error at the run's input codes (in real units): the unit's
     own bound (``norm_error_bound``, against the clamped float64 norm with the unit's eps), and
     the pieces ``eps_term``, ``z_u``, ``z`` of :func:`fixed_norm_eps_effect`; plus the params."""
@@ -264,7 +272,9 @@ def fixed_norm_local(walk: Any, rec: Any) -> tuple[np.ndarray, np.ndarray, np.nd
     return unit, eps_term, z_u, z, prm
 
 
-def _walk_fixed_norm(walk, rec, x, Ex, g, Eg, b, Eb, center, eps, Sx, gn, bn):
+def _walk_fixed_norm(walk: LayerWalk, rec: OpRecord, x: np.ndarray, Ex: np.ndarray, g: np.ndarray, Eg: np.ndarray,
+                     b: np.ndarray | None, Eb: np.ndarray | None, center: bool, eps: float,
+                     Sx: StatError, gn: str, bn: str | None) -> tuple[ValueChain, StatError]:
     unit, eps_term, z_u, z, prm = fixed_norm_local(walk, rec)
     clamp = np.abs(np.clip(z_u, prm.out_fmt.min, prm.out_fmt.max) - z_u)
     # propagated: the exact-arithmetic norm's sensitivity to E_x, E_g, E_b (norm_bound, exact steps)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,11 +37,16 @@ from .models import F64, FUNC, U64, fixed_model, gamma64, internal_sum, plan_mod
 from .repeats import repeated_keys
 from .state import StatError, ValueChain, rig_only
 
+if TYPE_CHECKING:
+    from ...layer.plan import TensorPrecision
+    from ...layer.quantized import OpRecord
+    from .walk import LayerWalk
+
 __all__ = ["walk_softmax", "softmax_ref64", "float_softmax_steps", "fixed_softmax_steps", "softmax_unit_bound",
            "exp2_prefloor"]
 
 
-def float_softmax_steps(rec: Any, tp: Any, shifted: bool) -> SoftmaxSteps:
+def float_softmax_steps(rec: OpRecord, tp: TensorPrecision, shifted: bool) -> SoftmaxSteps:
     """The :class:`SoftmaxSteps` of ``QuantOps._float_softmax``: subtract and exp rounded into the
     work format ``W`` (exp correctly rounded in float64 first), the sum under the tensor's
     accumulation policy in ``W``, one division, the output stored into the tensor format."""
@@ -90,7 +95,7 @@ def fixed_softmax_local(logits: np.ndarray, allowed: np.ndarray, p: Any, what: s
     return np.where(allowed, np.minimum(gen, unit), 0.0), B.parts["s"], B.reasons
 
 
-def walk_softmax(walk: Any, rec: Any) -> None:
+def walk_softmax(walk: LayerWalk, rec: OpRecord) -> None:
     """Row softmax (module docstring)."""
     name = rec.name
     sn = rec.inputs[0]

@@ -222,9 +222,9 @@ class ValueChain:
         self.propagated = self.propagated + Eb
         return self
 
-    def scale(self, c_hat: float, c: float) -> ValueChain:
+    def scale(self, c_hat: float | np.ndarray, c: float | np.ndarray) -> ValueChain:
         """``c_hat * v`` against the reference ``c * t`` (exact algebra)."""
-        a, d = abs(c_hat), abs(c_hat - c)
+        a, d = np.abs(c_hat), np.abs(c_hat - c)
         self.propagated = a * self.propagated + d * (np.abs(self.z) + self.propagated + self.local)
         self.local = a * self.local
         self.local_var = a * a * self.local_var

@@ -11,7 +11,7 @@ their sources are in the op modules' docstrings and in :mod:`refmodel.bounds.lay
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from ..mx import is_mx_spec, mx_scale_exponents
 from .models import FORMULA_REL, Unsupported
 from .state import StatError, TensorBound, ValueChain
 from .weights import WeightError, weight_errors
+
+if TYPE_CHECKING:
+    from ...layer.quantized import OpRecord
 
 __all__ = ["LayerWalk", "layer_bounds", "isolation_reference"]
 
@@ -142,7 +145,7 @@ class LayerWalk:
         return mx_scale_exponents(self.run.tensors[name].mx, shape)
 
     # ---- results ----------------------------------------------------------------------------------------
-    def finish(self, rec: Any, chain: ValueChain, st: StatError, *, shared_events: int = 0,
+    def finish(self, rec: OpRecord, chain: ValueChain, st: StatError, *, shared_events: int = 0,
                extra_reasons: list[str] | None = None, ref_magnitude: Any = None) -> None:
         """Record the bound of ``rec``'s tensor from its chain and statistical state (and, with
         isolation, the minimum with the isolated bound plus the exact quantisation effect).
@@ -222,7 +225,7 @@ class LayerWalk:
                       "stat_row_base": st.row_base, "stat_shared": st.shared})
         self.out[name] = TensorBound(name, rec.kind, rig, stat, reasons, notes, pf, parts)
 
-    def fail(self, rec: Any, reason: str) -> None:
+    def fail(self, rec: OpRecord, reason: str) -> None:
         """No guarantee for ``rec``'s whole tensor (an unmodelled op or policy)."""
         shape = self.val(rec.name).shape
         self.errors[rec.name] = np.full(shape, np.inf)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+import numpy.typing as npt
 
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.units.reciprocal import UnitError
@@ -127,7 +128,7 @@ class Exp2Params:
         return UnitTable("exp2_lut", self.lut(), FixedFormat(self.lut_w, self.lut_w - 1, signed=False))
 
 
-def exp_neg(d, params: Exp2Params, lut: np.ndarray | None = None) -> np.ndarray:
+def exp_neg(d: npt.ArrayLike, params: Exp2Params, lut: np.ndarray | None = None) -> np.ndarray:
     """``e ~= exp(-d / 2**in_f)`` as u{e_w}.{e_w-1} codes for unsigned codes ``d`` (any shape,
     int64), bit-exact with the RTL (module docstring). ``ValueError`` for ``d`` outside
     ``0 .. 2**in_w - 1``."""

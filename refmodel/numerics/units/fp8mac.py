@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from refmodel.numerics.fixed import FixedFormat, apply_overflow
 from refmodel.numerics.minifloat import PRESETS, FloatFormat
@@ -149,14 +150,14 @@ class Fp8Acc(NamedTuple):
 
     def to_int(self) -> list[int]:
         """The accumulator values as Python ints, flattened (for tests and hex files)."""
-        return [(int(h) << 32) + int(l) for h, l in zip(self.hi.ravel().tolist(), self.lo.ravel().tolist())]
+        return [(int(h) << 32) + int(lo) for h, lo in zip(self.hi.ravel().tolist(), self.lo.ravel().tolist(), strict=True)]
 
 
 def _params(p: Fp8MacParams | str) -> Fp8MacParams:
     return p if isinstance(p, Fp8MacParams) else Fp8MacParams(str(p))
 
 
-def _codes8(x, what: str) -> np.ndarray:
+def _codes8(x: npt.ArrayLike, what: str) -> np.ndarray:
     c = np.asarray(x)
     if c.dtype.kind not in "iub":
         raise ValueError(f"{what}: expected integer fp8 codes, got dtype {c.dtype}")
@@ -168,7 +169,7 @@ def _codes8(x, what: str) -> np.ndarray:
     return c
 
 
-def decode_fields(codes, p: Fp8MacParams | str) -> Fp8Fields:
+def decode_fields(codes: npt.ArrayLike, p: Fp8MacParams | str) -> Fp8Fields:
     """Split fp8 codes (0..255) into integer fields without floats (see module contract).
 
     NaN and inf codes get ``sig = 0`` and ``exp = 0`` (their value is carried by the flags).
@@ -209,7 +210,7 @@ def _flags(fa: Fp8Fields, fb: Fp8Fields) -> tuple[np.ndarray, np.ndarray, np.nda
     return nan, inf & ~neg, inf & neg
 
 
-def dot_fp8_acc(a_codes, b_codes, p: Fp8MacParams | str) -> Fp8Acc:
+def dot_fp8_acc(a_codes: npt.ArrayLike, b_codes: npt.ArrayLike, p: Fp8MacParams | str) -> Fp8Acc:
     """Exact Kulisch accumulator (``s{ACC_W}.{ACC_FRAC}``, wrapped to ACC_W bits) and special
     flags of the dot products over the last axis of broadcastable ``(..., K)`` code arrays.
 
@@ -235,7 +236,7 @@ def dot_fp8_acc(a_codes, b_codes, p: Fp8MacParams | str) -> Fp8Acc:
     lo = np.where(neg, -lo, lo).sum(axis=-1, dtype=np.int64)
     hi = np.where(neg, -hi, hi).sum(axis=-1, dtype=np.int64)
     hi, lo = _wrap_acc(hi, lo, p)
-    return Fp8Acc(hi, lo, nan.any(axis=-1), pinf.any(axis=-1), ninf.any(axis=-1))
+    return Fp8Acc(hi, lo, np.asarray(nan.any(axis=-1)), np.asarray(pinf.any(axis=-1)), np.asarray(ninf.any(axis=-1)))
 
 
 # ---- the final normaliser + RNE to fp32 ----------------------------------------------------------
@@ -271,7 +272,8 @@ def _low_nonzero(mh: np.ndarray, ml: np.ndarray, u: np.ndarray) -> np.ndarray:
     return lo_nz | ((u > 32) & hi_nz)
 
 
-def acc_to_fp32(hi, lo, acc_frac: int, nan=None, pinf=None, ninf=None) -> np.ndarray:
+def acc_to_fp32(hi: npt.ArrayLike, lo: npt.ArrayLike, acc_frac: int, nan: npt.ArrayLike | None = None,
+                pinf: npt.ArrayLike | None = None, ninf: npt.ArrayLike | None = None) -> np.ndarray:
     """fp32 codes (uint32) of the fixed-point values ``(hi*2**32 + lo) * 2**-acc_frac`` with ONE
     round-to-nearest-even; this is the model of ``rtl/fp8_acc_to_fp32.v``.
 
@@ -282,15 +284,15 @@ def acc_to_fp32(hi, lo, acc_frac: int, nan=None, pinf=None, ninf=None) -> np.nda
     ``nan`` or (``pinf`` and ``ninf``) -> 0x7fc00000, else ``pinf`` -> +inf, ``ninf`` -> -inf.
     """
     h = np.asarray(hi, dtype=np.int64)
-    l = np.asarray(lo, dtype=np.int64)
-    h, l = np.broadcast_arrays(h, l)
-    if l.size and (int(l.min()) < 0 or int(l.max()) > 0xFFFFFFFF):
+    lo = np.asarray(lo, dtype=np.int64)
+    h, lo = np.broadcast_arrays(h, lo)
+    if lo.size and (int(lo.min()) < 0 or int(lo.max()) > 0xFFFFFFFF):
         raise ValueError("acc_to_fp32: lo limb must lie in [0, 2**32)")
     if h.size and (int(h.min()) < -(1 << 61) or int(h.max()) >= 1 << 61):
         raise ValueError("acc_to_fp32: hi limb must lie in [-2**61, 2**61)")
     neg = h < 0
-    mh = np.where(neg, -h - (l != 0), h)
-    ml = np.where(neg, (-l) & _M32, l)
+    mh = np.where(neg, -h - (lo != 0), h)
+    ml = np.where(neg, (-lo) & _M32, lo)
     zero = (mh == 0) & (ml == 0)
     m = np.where(mh > 0, 32 + _bitlen(mh), _bitlen(ml)) - 1  # msb index (-1 for zero)
     f = int(acc_frac)
@@ -321,7 +323,7 @@ def acc_to_fp32(hi, lo, acc_frac: int, nan=None, pinf=None, ninf=None) -> np.nda
     return code.astype(np.uint32)
 
 
-def dot_fp8(a_codes, b_codes, p: Fp8MacParams | str) -> np.ndarray:
+def dot_fp8(a_codes: npt.ArrayLike, b_codes: npt.ArrayLike, p: Fp8MacParams | str) -> np.ndarray:
     """fp32 codes (uint32) of the fp8 dot products over the last axis: exact products, exact
     accumulation (``s{ACC_W}.{ACC_FRAC}``), one RNE rounding, specials per the module contract.
 
@@ -349,7 +351,7 @@ def _to_limbs(x: np.ndarray, acc_frac: int) -> tuple[np.ndarray, np.ndarray]:
     return h.astype(np.int64), np.ldexp(y - h, 32).astype(np.int64)
 
 
-def matmul_fp8(a_codes, b_codes, p: Fp8MacParams | str) -> np.ndarray:
+def matmul_fp8(a_codes: npt.ArrayLike, b_codes: npt.ArrayLike, p: Fp8MacParams | str) -> np.ndarray:
     """fp32 codes of ``a @ b`` under the :func:`dot_fp8` contract, bit-identical to it:
     ``(..., M, K) @ (K, N) -> (..., M, N)`` uint32, for K <= 2**17.
 
@@ -377,11 +379,11 @@ def matmul_fp8(a_codes, b_codes, p: Fp8MacParams | str) -> np.ndarray:
         b_hi = np.where(np.abs(vb) >= 1.0, vb, 0.0)
         a_lo, b_lo = va - a_hi, vb - b_hi
         parts = [a_hi @ b_hi, a_hi @ b_lo, a_lo @ b_hi, a_lo @ b_lo]
-    hi = lo = None
-    for part in parts:
+    hi, lo = _to_limbs(parts[0], p.acc_frac)
+    for part in parts[1:]:
         h, l_ = _to_limbs(part, p.acc_frac)
-        hi = h if hi is None else hi + h
-        lo = l_ if lo is None else lo + l_
+        hi = hi + h
+        lo = lo + l_
     hi, lo = _wrap_acc(hi, lo, p)
     # specials
     fl = lambda m: m.astype(np.float64)  # noqa: E731

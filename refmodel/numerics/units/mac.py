@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from refmodel.numerics import accumulate as _acc
 from refmodel.numerics.fixed import FixedArray, FixedFormat, apply_overflow
@@ -61,15 +62,17 @@ class MacParams:
     ``bias_lsh``: left shift aligning the bias to the accumulator LSB (``b_w + bias_lsh <= acc_w``).
     """
 
+    # the constructor also takes the spec strings and None (derive) that __post_init__ resolves; the
+    # annotations give the attribute types after construction
     a_w: int = 8
     w_w: int = 8
     acc_w: int = 32
     out_w: int = 8
     shift: int = 0
-    rounding: Rounding | str = Rounding.RNE
-    acc_overflow: Overflow | str = Overflow.WRAP
+    rounding: Rounding = Rounding.RNE
+    acc_overflow: Overflow = Overflow.WRAP
     lanes: int = 1
-    b_w: int | None = None
+    b_w: int = None  # type: ignore[assignment]  # None: acc_w - bias_lsh, set in __post_init__
     bias_lsh: int = 0
 
     def __post_init__(self) -> None:
@@ -140,7 +143,7 @@ class MacParams:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _codes(x, width: int, what: str) -> np.ndarray:
+def _codes(x: npt.ArrayLike, width: int, what: str) -> np.ndarray:
     c = np.asarray(x)
     if c.dtype.kind not in "iub":
         raise ValueError(f"{what}: expected integer codes, got dtype {c.dtype}")
@@ -157,14 +160,14 @@ def _acc_fmt(p: MacParams) -> FixedFormat:
     return FixedFormat(p.acc_w, 0, True)
 
 
-def _bias_start(bias, shape: tuple[int, ...], p: MacParams) -> np.ndarray:
+def _bias_start(bias: npt.ArrayLike | None, shape: tuple[int, ...], p: MacParams) -> np.ndarray:
     if bias is None:
         return np.zeros(shape, dtype=np.int64)
     b = _codes(bias, p.b_w, "bias")
     return np.broadcast_to(b << np.int64(p.bias_lsh), shape).astype(np.int64)
 
 
-def requantize_int(acc, p: MacParams) -> np.ndarray:
+def requantize_int(acc: npt.ArrayLike, p: MacParams) -> np.ndarray:
     """Output requantiser of ``mac_dot``: ``s{ACC_W}`` accumulator codes -> ``s{OUT_W}`` codes.
 
     ``round_shift(acc, SHIFT, ROUNDING)`` (``rne``/``half_up``/``floor`` on the discarded SHIFT
@@ -175,7 +178,8 @@ def requantize_int(acc, p: MacParams) -> np.ndarray:
     return np.clip(r, -(1 << (p.out_w - 1)), (1 << (p.out_w - 1)) - 1).astype(np.int64)
 
 
-def dot_acc_int(a_codes, w_codes, p: MacParams, bias=None) -> np.ndarray:
+def dot_acc_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams,
+                bias: npt.ArrayLike | None = None) -> np.ndarray:
     """Accumulator of ``mac_dot`` for dot products over the last axis (see module contract).
 
     ``a_codes``/``w_codes``: int ``s{A_W}``/``s{W_W}`` codes broadcastable to ``(..., K)``, K >= 1;
@@ -208,7 +212,8 @@ def dot_acc_int(a_codes, w_codes, p: MacParams, bias=None) -> np.ndarray:
     return acc
 
 
-def dot_int(a_codes, w_codes, p: MacParams, bias=None) -> np.ndarray:
+def dot_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams,
+            bias: npt.ArrayLike | None = None) -> np.ndarray:
     """``mac_dot`` output codes: :func:`requantize_int` of :func:`dot_acc_int` (see module docstring).
 
     >>> p = MacParams(a_w=8, w_w=8, acc_w=20, out_w=8, shift=4, rounding="rne")
@@ -232,7 +237,8 @@ def _matmul_mod_acc(a: np.ndarray, w: np.ndarray, p: MacParams) -> np.ndarray:
     return np.asarray(r.codes, dtype=np.int64).reshape(a.shape[:-1] + (n,))
 
 
-def matmul_acc_int(a_codes, w_codes, p: MacParams, bias=None) -> np.ndarray:
+def matmul_acc_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams,
+                   bias: npt.ArrayLike | None = None) -> np.ndarray:
     """Accumulators of ``a @ w`` under the ``mac_dot`` contract: ``out[..., m, n]`` equals
     ``dot_acc_int(a[..., m, :], w[:, n], p, bias[n])`` bit for bit.
 
@@ -278,7 +284,8 @@ def matmul_acc_int(a_codes, w_codes, p: MacParams, bias=None) -> np.ndarray:
     return o2.reshape(out.shape)
 
 
-def matmul_int(a_codes, w_codes, p: MacParams, bias=None) -> np.ndarray:
+def matmul_int(a_codes: npt.ArrayLike, w_codes: npt.ArrayLike, p: MacParams,
+               bias: npt.ArrayLike | None = None) -> np.ndarray:
     """``mac_dot`` outputs for ``a @ w``: :func:`requantize_int` of :func:`matmul_acc_int`.
 
     Shapes ``(..., M, K) @ (K, N) -> (..., M, N)``; bit-identical to :func:`dot_int` row by row.

@@ -76,6 +76,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from refmodel.numerics.fixed import FixedFormat
 from refmodel.numerics.rounding import Rounding, round_shift
@@ -120,8 +121,10 @@ class NormParams:
     signed fixed-point formats; ``out_rounding`` ``half_up`` or ``rne``.
     """
 
+    # the constructor also takes the spec strings and None (derive) that __post_init__ resolves; the
+    # annotations give the attribute types after construction
     d: int
-    in_fmt: FixedFormat | str = "s16.8"
+    in_fmt: FixedFormat = FixedFormat.parse("s16.8")
     shift: int = 0
     rms: bool = False
     mean_g: int = 4
@@ -129,12 +132,12 @@ class NormParams:
     eps_g: int = 0
     n_f: int = 12
     rsq_k: int = 31
-    rsq_w: int | None = None
-    sqd_f: int | None = None
-    gamma_fmt: FixedFormat | str = "s16.12"
-    beta_fmt: FixedFormat | str = "s16.12"
-    out_fmt: FixedFormat | str = "s16.12"
-    out_rounding: Rounding | str = Rounding.HALF_UP
+    rsq_w: int = None  # type: ignore[assignment]  # None: derived from rsq_k, n_f and d in __post_init__
+    sqd_f: int = None  # type: ignore[assignment]  # None: rsq_p + 2, set in __post_init__
+    gamma_fmt: FixedFormat = FixedFormat.parse("s16.12")
+    beta_fmt: FixedFormat = FixedFormat.parse("s16.12")
+    out_fmt: FixedFormat = FixedFormat.parse("s16.12")
+    out_rounding: Rounding = Rounding.HALF_UP
 
     def __post_init__(self) -> None:
         for name in ("in_fmt", "gamma_fmt", "beta_fmt", "out_fmt"):
@@ -344,7 +347,7 @@ def mean_constants(params: NormParams) -> dict[str, int]:
 # ---- the integer model ---------------------------------------------------------------------
 
 
-def _check_row(x_codes, params: NormParams) -> np.ndarray:
+def _check_row(x_codes: npt.ArrayLike, params: NormParams) -> np.ndarray:
     x = np.asarray(x_codes, dtype=np.int64)
     if x.ndim == 0 or x.shape[-1] != params.d:
         raise ValueError(f"norm: rows must have length D={params.d} on the last axis, got shape {x.shape}")
@@ -355,7 +358,7 @@ def _check_row(x_codes, params: NormParams) -> np.ndarray:
     return x
 
 
-def _check_vec(v, fmt: FixedFormat, d: int, what: str) -> np.ndarray:
+def _check_vec(v: npt.ArrayLike, fmt: FixedFormat, d: int, what: str) -> np.ndarray:
     a = np.asarray(v, dtype=np.int64)
     if a.shape != (d,):
         raise ValueError(f"norm: {what} must have shape ({d},), got {a.shape}")
@@ -404,7 +407,7 @@ class NormStats:
     n: np.ndarray
 
 
-def norm_stats_int(x_codes, params: NormParams) -> NormStats:
+def norm_stats_int(x_codes: npt.ArrayLike, params: NormParams) -> NormStats:
     """Steps 2-12 of the contract: every intermediate integer, for tests and RTL debugging.
     ``r`` and ``rs`` are 0 for rows with ``A = 0`` (their ``y`` are all 0; the RTL's rsqrt returns
     all ones there, which ``rs = 0`` makes irrelevant)."""
@@ -439,7 +442,8 @@ def norm_stats_int(x_codes, params: NormParams) -> NormStats:
     return NormStats(x1, s, mu, y, v, a, e, a_norm, r, rs, sh, n)
 
 
-def norm_int(x_codes, gamma_codes, beta_codes, params: NormParams) -> np.ndarray:
+def norm_int(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt.ArrayLike | None,
+             params: NormParams) -> np.ndarray:
     """LayerNorm (``params.rms`` False) or RMSNorm (True) of every row: int64 ``s{OUT_W}.{OUT_F}``
     codes, same shape as ``x_codes``. ``gamma_codes``/``beta_codes``: shape ``(D,)`` in
     ``gamma_fmt``/``beta_fmt`` (``beta_codes=None``: zeros). Contract: module docstring."""
@@ -452,14 +456,16 @@ def norm_int(x_codes, gamma_codes, beta_codes, params: NormParams) -> np.ndarray
     return np.clip(out, p.out_fmt.min_code, p.out_fmt.max_code)
 
 
-def layernorm_int(x_codes, gamma_codes, beta_codes, params: NormParams) -> np.ndarray:
+def layernorm_int(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt.ArrayLike | None,
+                  params: NormParams) -> np.ndarray:
     """LayerNorm with the SLaNC shift (``params.rms`` must be False). See :func:`norm_int`."""
     if params.rms:
         raise ValueError("layernorm_int: params.rms is True; use rmsnorm_int")
     return norm_int(x_codes, gamma_codes, beta_codes, params)
 
 
-def rmsnorm_int(x_codes, gamma_codes, beta_codes, params: NormParams) -> np.ndarray:
+def rmsnorm_int(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt.ArrayLike | None,
+                params: NormParams) -> np.ndarray:
     """RMSNorm with the SLaNC shift (``params.rms`` must be True; ``beta_codes`` may be None).
     See :func:`norm_int`."""
     if not params.rms:
@@ -482,14 +488,16 @@ def norm_ref(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None, eps: flo
     return out if beta is None else out + np.asarray(beta, dtype=np.float64)
 
 
-def _decoded(x_codes, gamma_codes, beta_codes, p: NormParams):
+def _decoded(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt.ArrayLike | None,
+             p: NormParams) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     x = np.ldexp(np.asarray(x_codes, dtype=np.float64), -p.in_fmt.frac)
     gam = np.ldexp(np.asarray(gamma_codes, dtype=np.float64), -p.gamma_fmt.frac)
     bet = None if beta_codes is None else np.ldexp(np.asarray(beta_codes, dtype=np.float64), -p.beta_fmt.frac)
     return x, gam, bet
 
 
-def norm_error_bound(x_codes, gamma_codes, beta_codes, params: NormParams) -> np.ndarray:
+def norm_error_bound(x_codes: npt.ArrayLike, gamma_codes: npt.ArrayLike, beta_codes: npt.ArrayLike | None,
+                     params: NormParams) -> np.ndarray:
     """Per-element bound, in output LSB, on ``|out_int - clamp(out_ref)|`` where ``out_ref`` is
     :func:`norm_ref` of the decoded inputs with the eps the unit adds (``params.eps_real``).
 
@@ -549,11 +557,11 @@ def random_rows(params: NormParams, rows: int, seed: int = 0, outliers: float = 
 
 def norm_error(
     params: NormParams,
-    gamma_codes=None,
-    beta_codes=None,
+    gamma_codes: npt.ArrayLike | None = None,
+    beta_codes: npt.ArrayLike | None = None,
     rows: int = 256,
     seed: int = 0,
-    x_codes=None,
+    x_codes: npt.ArrayLike | None = None,
     outliers: float = 0.0,
 ) -> UnitError:
     """Measured error of the integer model against float64 :func:`norm_ref` of the same quantised

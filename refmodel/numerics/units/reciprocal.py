@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "UnitError",
@@ -112,7 +113,7 @@ class ReciprocalParams:
         return self.divider.latency
 
 
-def _as_u(a, width: int, what: str) -> np.ndarray:
+def _as_u(a: npt.ArrayLike, width: int, what: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.int64)
     if a.size and (int(a.min()) < 0 or int(a.max()) >> width):
         bad = (a < 0) | ((a >> np.int64(width)) != 0)
@@ -121,7 +122,7 @@ def _as_u(a, width: int, what: str) -> np.ndarray:
     return a
 
 
-def divide(a, b, params: DividerParams) -> tuple[np.ndarray, np.ndarray]:
+def divide(a: npt.ArrayLike, b: npt.ArrayLike, params: DividerParams) -> tuple[np.ndarray, np.ndarray]:
     """``(floor(a / b), a mod b)`` elementwise (broadcasting), int64; ``b = 0`` gives
     ``(2**num_w - 1, a mod 2**den_w)``. See module docstring."""
     p = params
@@ -135,7 +136,7 @@ def divide(a, b, params: DividerParams) -> tuple[np.ndarray, np.ndarray]:
     return q.astype(np.int64), r.astype(np.int64)
 
 
-def reciprocal(d, params: ReciprocalParams) -> np.ndarray:
+def reciprocal(d: npt.ArrayLike, params: ReciprocalParams) -> np.ndarray:
     """``floor(2**k / d)`` elementwise, int64 (``d = 0`` -> ``2**(k+1) - 1``)."""
     return divide(np.int64(1) << np.int64(params.k), d, params.divider)[0]
 

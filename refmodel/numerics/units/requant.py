@@ -51,7 +51,7 @@ class RequantParams:
     m_w: int = 16
     shift: int = 16
     out_w: int = 8
-    rounding: Rounding | str = Rounding.HALF_UP
+    rounding: Rounding = Rounding.HALF_UP  # a name ("rne") is parsed in __post_init__
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rounding", Rounding.parse(self.rounding))

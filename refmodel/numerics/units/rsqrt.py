@@ -26,13 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from refmodel.numerics.units.reciprocal import DividerParams, UnitError
 
 __all__ = ["RsqrtParams", "IsqrtParams", "isqrt", "rsqrt", "exhaustive_error"]
 
 
-def isqrt(n) -> np.ndarray:
+def isqrt(n: npt.ArrayLike) -> np.ndarray:
     """``floor(sqrt(n))`` exactly, elementwise, for int64 ``0 <= n <= 2**63 - 1`` (any shape).
     ``ValueError`` for negative input."""
     n = np.asarray(n, dtype=np.int64)
@@ -117,7 +118,7 @@ class RsqrtParams:
         return self.divider.latency + 1
 
 
-def rsqrt(v, params: RsqrtParams) -> np.ndarray:
+def rsqrt(v: npt.ArrayLike, params: RsqrtParams) -> np.ndarray:
     """``floor(2**k / sqrt(v))`` exactly, elementwise (int64, any shape); ``v = 0`` gives
     ``2**(k+1) - 1``. ``ValueError`` for ``v`` outside ``0 .. 2**v_w - 1``."""
     p = params

@@ -38,8 +38,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from refmodel.numerics.units.exp2 import Exp2Params, exp_neg, prefloor_rel_error
 from refmodel.numerics.units.reciprocal import DividerParams, UnitError
@@ -66,7 +68,7 @@ class SoftmaxParams:
     out_w: int = 8
     out_f: int = 8
     log2e_f: int = 14
-    k: int | None = None
+    k: int = None  # type: ignore[assignment]  # None: the default K, set in __post_init__
     exp2: Exp2Params = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -128,7 +130,7 @@ class SoftmaxParams:
         return n + self.k + 4
 
 
-def _prep(x, params: SoftmaxParams, masked) -> tuple[np.ndarray, np.ndarray]:
+def _prep(x: npt.ArrayLike, params: SoftmaxParams, masked: npt.ArrayLike | None) -> tuple[np.ndarray, np.ndarray]:
     p = params
     x = np.asarray(x, dtype=np.int64)
     if x.ndim == 0:
@@ -143,7 +145,14 @@ def _prep(x, params: SoftmaxParams, masked) -> tuple[np.ndarray, np.ndarray]:
     return x, m
 
 
-def softmax(x, params: SoftmaxParams, masked=None, *, return_parts: bool = False):
+@overload
+def softmax(x: npt.ArrayLike, params: SoftmaxParams, masked: npt.ArrayLike | None = None, *,
+            return_parts: Literal[False] = False) -> np.ndarray: ...
+@overload
+def softmax(x: npt.ArrayLike, params: SoftmaxParams, masked: npt.ArrayLike | None = None, *,
+            return_parts: Literal[True]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+def softmax(x: npt.ArrayLike, params: SoftmaxParams, masked: npt.ArrayLike | None = None, *,
+            return_parts: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Softmax along the last axis of s{in_w}.{in_f} codes ``x`` (any leading axes), optional
     boolean ``masked`` broadcastable to ``x`` (True = excluded). Returns uint codes
     (int64) of UQ(out_w-out_f).out_f, bit-exact with ``rtl/softmax_row.v``. With
@@ -165,7 +174,7 @@ def softmax(x, params: SoftmaxParams, masked=None, *, return_parts: bool = False
     return y
 
 
-def reference_softmax(x, params: SoftmaxParams, masked=None) -> np.ndarray:
+def reference_softmax(x: npt.ArrayLike, params: SoftmaxParams, masked: npt.ArrayLike | None = None) -> np.ndarray:
     """float64 softmax of the decoded inputs (masked elements excluded and 0; a fully masked row
     is all 0), scaled to output LSB (``* 2**out_f``)."""
     p = params
@@ -213,7 +222,7 @@ def exhaustive_error(params: SoftmaxParams, rows_per_case: int = 200, seed: int 
     if lengths is None:
         lengths = tuple(sorted({1, 2, min(8, p.n_max), max(1, p.n_max // 2), p.n_max}))
     lo, hi = -(1 << (p.in_w - 1)), (1 << (p.in_w - 1)) - 1
-    worst = (-1.0, None)
+    worst: tuple[float, tuple[int, float, int, int] | None] = (-1.0, None)
     rel_max = 0.0
     n_total = 0
     for n in lengths:
