@@ -489,14 +489,26 @@ def alternatives_markdown(res: ZooResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m refmodel.bounds.fault_zoo [configs [plans [seeds]]]``: the detection table."""
-    import sys
+    import argparse
 
     from ..layer.plan import PRESET_NAMES
 
-    argv = sys.argv[1:] if argv is None else argv
-    configs = argv[0].split(",") if argv else ["tiny", "tiny-llama", "tiny-bert"]
-    plans = argv[1].split(",") if len(argv) > 1 else [p for p in PRESET_NAMES if p != "float64"]
-    seeds = range(int(argv[2])) if len(argv) > 2 else range(1)
+    ap = argparse.ArgumentParser(prog="python -m refmodel.bounds.fault_zoo",
+                                 description="Inject hardware faults into a layer run, stage by stage, and print "
+                                             "which the local tolerance flags; run honest alternative datapaths.")
+    ap.add_argument("configs", nargs="?", default="tiny,tiny-llama,tiny-bert", help="comma-separated layer configs")
+    ap.add_argument("plans", nargs="?", default=",".join(p for p in PRESET_NAMES if p != "float64"),
+                    help="comma-separated preset plans")
+    ap.add_argument("seeds", nargs="?", type=int, default=1, help="number of seeds (0 .. N-1)")
+    args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error(f"seeds must be >= 1 (got {args.seeds})")
+    configs, plans, seeds = args.configs.split(","), args.plans.split(","), range(args.seeds)
+    for c in configs:
+        try:
+            LayerConfig.from_name(c)
+        except ValueError as e:
+            ap.error(str(e))
     results = []
     for c in configs:
         res = zoo(LayerConfig.from_name(c), plans, seeds=seeds, config_name=c)

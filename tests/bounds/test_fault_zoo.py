@@ -123,3 +123,17 @@ def test_slow_fault_zoo_over_seeds(config):
             assert fault in LSB_FAULTS and d.ratio <= 2.0
     for (plan, alt), results in res.alternatives.items():
         assert all(r.passed for r in results if r.applies), (plan, alt)
+
+
+def test_command_line(capsys):
+    """``python -m refmodel.bounds.fault_zoo``: the tables for the configs/plans asked, and a usage
+    error (exit 2, no traceback) naming a bad config or seed count."""
+    from refmodel.bounds.fault_zoo import main
+
+    assert main(["tiny", "hw", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "### fault zoo: tiny, seeds [0]" in out and "| carry6 |" in out and "### honest alternatives" in out
+    for bad, why in ((["nope"], "unknown layer config 'nope'"), (["tiny", "hw", "0"], "seeds must be >= 1 (got 0)")):
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        assert e.value.code == 2 and why in capsys.readouterr().err
