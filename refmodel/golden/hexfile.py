@@ -208,29 +208,53 @@ def sha256_file(path: str | Path) -> str:
 def pack_lanes(lanes: Sequence[np.ndarray] | np.ndarray, width: int) -> list[int]:
     """Pack rows of lane codes into Python ints, lane 0 in the least significant ``width`` bits.
 
-    ``lanes`` has shape (n_words, n_lanes)."""
+    ``lanes`` has shape (n_words, n_lanes) of integer codes (any sign: each is taken modulo
+    ``2^width``, i.e. two's complement for negative codes); ``1 <= width <= 64``. Words of up to
+    64 bits are packed in uint64 arithmetic; wider words lane by lane into Python ints."""
+    if not 1 <= width <= 64:
+        raise ValueError(f"lane width must be 1..64 bits (got {width})")
     arr = np.asarray(lanes)
-    mask = (1 << width) - 1
-    out = []
-    for row in arr.tolist():
-        w = 0
-        for i, v in enumerate(row):
-            w |= (int(v) & mask) << (i * width)
-        out.append(w)
-    return out
+    if arr.ndim != 2:
+        raise ValueError(f"lanes must have shape (n_words, n_lanes) (got shape {arr.shape})")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"lane codes must be integers (got dtype {arr.dtype})")
+    codes = arr.astype(np.uint64) & np.uint64((1 << width) - 1)  # two's complement of negatives
+    n_words, n_lanes = codes.shape
+    if n_lanes * width <= 64:
+        shifts = np.arange(n_lanes, dtype=np.uint64) * np.uint64(width)
+        packed = np.bitwise_or.reduce(codes << shifts, axis=1) if n_lanes else np.zeros(n_words, np.uint64)
+        return [int(w) for w in packed.tolist()]
+    words = np.zeros(n_words, dtype=object)
+    for i in range(n_lanes):  # one vector operation per lane
+        words |= codes[:, i].astype(object) << (i * width)
+    return [int(w) for w in words.tolist()]
 
 
 def unpack_lanes(words: Iterable[int], width: int, n_lanes: int, signed: bool = False) -> np.ndarray:
-    """Inverse of :func:`pack_lanes`: shape (n_words, n_lanes) int64."""
+    """Inverse of :func:`pack_lanes`: shape (n_words, n_lanes) int64; with ``signed`` each lane
+    is read as two's complement. ``1 <= width <= 64`` (``width`` 64 unsigned above 2^63-1 does
+    not fit int64 and is refused)."""
+    if not 1 <= width <= 64:
+        raise ValueError(f"lane width must be 1..64 bits (got {width})")
+    ints = [int(w) for w in words]
+    if any(w < 0 or w >> (n_lanes * width) for w in ints):
+        bad = next(w for w in ints if w < 0 or w >> (n_lanes * width))
+        raise ValueError(f"word {bad:#x} does not fit {n_lanes} lanes of {width} bits")
     mask = (1 << width) - 1
-    rows = []
-    for w in words:
-        w = int(w)
-        row = []
-        for i in range(n_lanes):
-            v = (w >> (i * width)) & mask
-            if signed and v >> (width - 1):
-                v -= 1 << width
-            row.append(v)
-        rows.append(row)
-    return np.array(rows, dtype=np.int64).reshape(-1, n_lanes)
+    if n_lanes * width <= 64:
+        u = np.array(ints, dtype=np.uint64)
+        shifts = np.arange(n_lanes, dtype=np.uint64) * np.uint64(width)
+        lanes = (u[:, None] >> shifts[None, :]) & np.uint64(mask)
+    else:
+        obj = np.array(ints, dtype=object)
+        lanes = np.stack([((obj >> (i * width)) & mask).astype(np.uint64) for i in range(n_lanes)], axis=1) \
+            if n_lanes else np.zeros((len(ints), 0), np.uint64)
+    lanes = lanes.reshape(-1, n_lanes)
+    if signed:
+        if width == 64:
+            return lanes.view(np.int64)
+        sign = np.uint64(1 << (width - 1))
+        return (lanes.astype(np.int64) - ((lanes & sign).astype(np.int64) << np.int64(1)))
+    if width == 64 and (lanes >> np.uint64(63)).any():
+        raise ValueError("unsigned 64-bit lane values above 2^63-1 do not fit int64 (read them signed)")
+    return lanes.astype(np.int64)

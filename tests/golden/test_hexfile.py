@@ -77,3 +77,38 @@ def test_unit_tables_written_by_the_golden_layer(tmp_path):
     lines = q.read_text().splitlines()
     assert len(lines) == 1024 and all(len(s) == 3 for s in lines)
     assert np.array_equal(read_memh(q, 12, signed=True, count=1024), t.codes)
+
+
+def _pack_oracle(rows, width):
+    """The definition: lane i of a word holds the code modulo 2^width at bits [i*width, (i+1)*width)."""
+    return [sum((int(v) % (1 << width)) << (i * width) for i, v in enumerate(row)) for row in rows]
+
+
+@pytest.mark.parametrize("width,n_lanes", [(1, 1), (8, 4), (8, 8), (16, 4), (13, 5), (8, 9), (16, 16), (63, 2), (64, 1),
+                                           (64, 3)])
+def test_pack_unpack_lanes_match_the_definition(width, n_lanes):
+    from refmodel.golden.hexfile import pack_lanes, unpack_lanes
+
+    rng = np.random.default_rng(width * 100 + n_lanes)
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    codes = rng.integers(lo, hi, (50, n_lanes), endpoint=True, dtype=np.int64)
+    codes[0], codes[1] = lo, hi  # extreme codes in every lane
+    words = pack_lanes(codes, width)
+    assert words == _pack_oracle(codes.tolist(), width)
+    assert all(type(w) is int for w in words)
+    assert np.array_equal(unpack_lanes(words, width, n_lanes, signed=True), codes)
+    if width < 64:
+        assert np.array_equal(unpack_lanes(words, width, n_lanes), codes & ((1 << width) - 1))
+
+
+def test_pack_unpack_lanes_refuse_what_does_not_fit():
+    from refmodel.golden.hexfile import pack_lanes, unpack_lanes
+
+    with pytest.raises(ValueError, match="lane width must be 1..64 bits"):
+        pack_lanes(np.zeros((2, 2), np.int64), 65)
+    with pytest.raises(ValueError, match="lane codes must be integers"):
+        pack_lanes(np.zeros((2, 2)), 8)
+    with pytest.raises(ValueError, match="does not fit 2 lanes of 8 bits"):
+        unpack_lanes([0x1_0000], 8, 2)
+    with pytest.raises(ValueError, match="above 2\\^63-1"):
+        unpack_lanes([1 << 63], 64, 1)
