@@ -86,6 +86,8 @@ def _decode_entry(codes: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
     from .numerics.minifloat import FloatFormat
     from .numerics.minifloat import decode as fdecode
 
+    if entry["format"] == "float64":  # float64 bit patterns (an MX stage's exact values)
+        return np.asarray(codes, dtype=np.uint64).view(np.float64)
     fmt = parse_format(entry["format"])
     if isinstance(fmt, FixedFormat):
         return decode(codes, fmt)
@@ -178,7 +180,9 @@ def run_demo(
             log(f"SLaNC {k}: s = {e['s']:.4g} -> input shift 2^-{e['shift']}")
     from .layer.forward import tensor_names
 
-    stages = [n for n in tensor_names(cfg) if n in m["tensors"]]  # forward order
+    # forward order; an MX stage by its unit name, judged on its exact values (``<name>.value``)
+    stages = [n for n in tensor_names(cfg) if n in m["tensors"] or f"{n}.value" in m["tensors"]]
+    entry_of = {n: n if n in m["tensors"] else f"{n}.value" for n in stages}
     rtl_codes: dict[str, np.ndarray] | None = None
     note, secs, cycles = "", None, None
     if rtl:
@@ -207,11 +211,17 @@ def run_demo(
     from .rtl_layer_check import check_layer
 
     # stage by stage against the local tier: the RTL's codes, or without a run the model's own
-    judged = rtl_codes if rtl_codes is not None else {n: load_tensor(gdir, n, m)["codes"] for n in stages}
+    if rtl_codes is not None:
+        judged = rtl_codes
+    else:
+        from .cocotb.golden import GoldenSet
+
+        gs = GoldenSet(gdir)
+        judged = {n: gs.codes(n) for n in stages}
     local = check_layer(gdir, {n: judged[n] for n in stages if n in judged})
     results = []
     for name in stages:
-        t = load_tensor(gdir, name, m)
+        t = load_tensor(gdir, entry_of[name], m)
         codes = t["codes"]
         be = None
         if rtl_codes is not None and name in rtl_codes:

@@ -110,6 +110,16 @@ def test_demo_without_rtl(capsys, tmp_path):
     assert code == 0
 
 
+def test_demo_mx_plan_judges_every_stage(capsys, tmp_path):
+    """Under mxfp8 eight stages are MX tensors (elements + scales): the demo judges them on their
+    exact values against both tiers, so all 15 stages are in the table."""
+    code, out, _ = run(capsys, "demo", "--plan", "mxfp8", "--out", str(tmp_path / "d"), "--no-rtl")
+    assert code == 0 and "15/15 stages pass" in out
+    rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert rows == ["x", "ln1", "q", "k", "v", "scores", "probs", "attn", "proj", "res1", "ln2", "up", "act",
+                    "down", "out"]
+
+
 def test_demo_table_fits_80_columns_with_the_local_column(capsys, monkeypatch, tmp_path):
     """The stage table at 80 columns: every stage has its local err/bound and warning count (the
     model's own codes without --no-rtl's RTL run), every number whole."""

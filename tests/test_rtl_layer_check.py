@@ -261,3 +261,40 @@ def test_later_failures_are_told_apart(gs):
     assert re.search(r"; also outside their local tolerance downstream \(inputs differ from the golden ones\): "
                      r"scores \(\d+, ", msg), msg
     assert not res["scores"].inputs_exact and res["attn"].inputs_exact
+
+
+@pytest.fixture(scope="module")
+def mx_set(tmp_path_factory) -> GoldenSet:
+    from refmodel.golden.generate import generate_set
+    from refmodel.layer.config import LayerConfig
+
+    return GoldenSet(generate_set(LayerConfig.from_name("tiny"), "mxfp8", tmp_path_factory.mktemp("mx") / "set", seed=0))
+
+
+def test_mx_stages_are_checked_on_their_exact_values(mx_set):
+    """An mxfp8 set stores ln1, q, k, v, probs, attn, ln2 and act as element codes + e8m0 scales +
+    the float64 ``.value`` entry that carries the tiers. They are stages by their unit name, their
+    codes the float64 bit patterns of the values; the largest element of q scaled by 1.25 (two
+    e4m3 element ulps: a wrong element code) fails at q only, at that element."""
+    gs = mx_set
+    assert sorted(gs.stages()) == sorted(FORWARD)
+    mx = [n for n in FORWARD if n not in gs.manifest["tensors"]]
+    assert mx == ["ln1", "q", "k", "v", "probs", "attn", "ln2", "act"]
+    for n in mx:
+        assert gs.fmt(n) == "float64" and gs.codes(n).dtype == np.int64
+        assert np.array_equal(gs.values(n), gs.codes(n).view(np.float64))
+        assert gs.tiers(n) == ["local", "warning", "end_to_end"]
+    assert (gs.values("q") < 0).any()  # negative float64 bit patterns (>= 2^63 as words) are read
+    d = {n: gs.codes(n).copy() for n in FORWARD}
+    ok = check_layer(gs, d)
+    assert ok.passed and ok.bit_exact and [s.stage for s in ok.stages] == FORWARD
+    v = gs.values("q").copy()
+    tol = gs.tolerance("q", "local")
+    assert tol is not None
+    i = int(np.argmax(np.abs(v).ravel()))
+    assert abs(v.ravel()[i]) * 0.25 > tol.abs.ravel()[i]
+    v.ravel()[i] *= 1.25
+    d["q"] = v.view(np.int64)
+    res = check_layer(gs, d)
+    only_stage_fails(res, "q")
+    assert res["q"].first_fail is not None and res["q"].first_fail.index == np.unravel_index(i, v.shape)

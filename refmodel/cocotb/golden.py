@@ -171,8 +171,9 @@ class GoldenSet:
         return self.path / self.entry(name)["file"]
 
     def fmt(self, name: str) -> Any:
-        """The tensor's format object (FixedFormat, FloatFormat, or ``"float64"``)."""
-        spec = self.entry(name)["format"]
+        """The tensor's format object (FixedFormat, FloatFormat, or ``"float64"``; an MX stage's
+        is ``"float64"``, see :meth:`codes`)."""
+        spec = self.entry(self._tier_entry(name))["format"]
         return FLOAT64_SPEC if spec == FLOAT64_SPEC else parse_format(spec)
 
     # ---- tensors -------------------------------------------------------------------------
@@ -183,7 +184,11 @@ class GoldenSet:
             e = t["entry"]
             f = self.fmt(name)
             w = int(e["word_width"])
-            codes = np.asarray(t["codes"], dtype=np.int64)
+            raw_codes = np.asarray(t["codes"])
+            if w == 64 and not e["signed"]:  # 64-bit words (float64 bit patterns): the same bits as int64
+                codes = np.asarray(raw_codes, dtype=np.uint64).view(np.int64)
+            else:
+                codes = np.asarray(raw_codes, dtype=np.int64)
             spec_signed = bool(f.signed) if isinstance(f, FixedFormat) else False
             if spec_signed != bool(e["signed"]):
                 raw = codes & np.int64((1 << w) - 1) if w < 64 else codes
@@ -195,19 +200,22 @@ class GoldenSet:
         return self._cache[name]
 
     def codes(self, name: str) -> np.ndarray:
-        """int64 codes in the tensor's shape (signedness from the format spec)."""
-        return self._tensor(name)["codes"]
+        """int64 codes in the tensor's shape (signedness from the format spec). An MX stage ``q``
+        (element codes ``q.elem`` and scales ``q.scale``) has as its codes the float64 bit patterns
+        of its exact values, the ``q.value`` entry that carries its tolerances: a DUT that emits
+        elements and scales is compared after decoding them to float64."""
+        return self._tensor(self._tier_entry(name))["codes"]
 
     def values(self, name: str) -> np.ndarray:
         """Exact float64 values of the tensor (for an MX tensor ``q``: its ``q.value`` entry)."""
-        if name not in self.manifest["tensors"] and f"{name}.value" in self.manifest["tensors"]:
-            name = f"{name}.value"
         return decode_codes(self.codes(name), self.fmt(name))
 
     # ---- stages and tolerances -----------------------------------------------------------
     def stages(self) -> list[str]:
-        """Names of the computed stages (tensors with a unit entry), in manifest order."""
-        return [n for n in self.units if n in self.manifest["tensors"]]
+        """Names of the computed stages (tensors with a unit entry, MX stages by their unit name),
+        in manifest order."""
+        t = self.manifest["tensors"]
+        return [n for n in self.units if n in t or f"{n}.value" in t]
 
     def inputs(self, stage: str) -> list[str]:
         """The stage's input tensor names, in the unit's order (``units.<stage>.inputs``)."""
@@ -219,7 +227,8 @@ class GoldenSet:
 
     def stage(self, name: str) -> Stage:
         """Inputs, output, unit parameters and tolerance tiers of one stage."""
-        ins = {n: self.codes(n) for n in self.inputs(name) if n in self.manifest["tensors"]}
+        t = self.manifest["tensors"]
+        ins = {n: self.codes(n) for n in self.inputs(name) if n in t or f"{n}.value" in t}
         return Stage(name=name, inputs=ins, output=self.codes(name), fmt=self.fmt(name), unit=self.units[name],
                      tolerances={t: tol for t in TIERS if (tol := self.tolerance(name, t)) is not None})
 
