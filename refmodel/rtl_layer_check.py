@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .cocotb.golden import GoldenSet
-from .cocotb.scoreboard import CheckResult, Element, Scoreboard, ScoreboardError
+from .cocotb.scoreboard import CheckResult, Element, Scoreboard, ScoreboardError, format_of
 from .numerics.fixed import FixedFormat
 
 __all__ = ["StageCheck", "LayerCheck", "check_layer", "forward_stages", "ratio_text"]
@@ -89,9 +89,7 @@ class StageCheck:
         return self.failed == 0
 
     def _fmt(self) -> Any:
-        from .numerics.formats import parse_format
-
-        return parse_format(self.fmt)
+        return format_of(self.fmt)
 
     def failure_text(self) -> str:
         """``stage <name>: <n> of <m> elements outside the <tier> tolerance (max err/bound r); first

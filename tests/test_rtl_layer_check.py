@@ -298,3 +298,6 @@ def test_mx_stages_are_checked_on_their_exact_values(mx_set):
     res = check_layer(gs, d)
     only_stage_fails(res, "q")
     assert res["q"].first_fail is not None and res["q"].first_fail.index == np.unravel_index(i, v.shape)
+    at = [int(j) for j in np.unravel_index(i, v.shape)]
+    assert res.failure_text().startswith(f"set: stage q: 1 of {v.size} elements outside the local tolerance")
+    assert f"first at {at}:" in res.failure_text() and f"first at {at}:" in res["q"].difference_text()

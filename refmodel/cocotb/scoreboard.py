@@ -51,6 +51,16 @@ REPORT_ENV = "RM_REPORT"
 Describe = Callable[[tuple[int, ...]], str]
 
 
+def format_of(spec: str | None) -> Any:
+    """The format object a check result names (``None`` stays ``None``; ``"float64"``, the bit
+    patterns of a ``.value`` entry, stays the string :meth:`Element.text` decodes)."""
+    if spec is None:
+        return None
+    from refmodel.numerics.formats import parse_format
+
+    return "float64" if spec == "float64" else parse_format(spec)
+
+
 class ScoreboardError(AssertionError):
     """A failed check; the message names the first failing element."""
 
@@ -350,11 +360,7 @@ class Scoreboard:
 
     @staticmethod
     def _fmt(r: CheckResult) -> Any:
-        if r.fmt is None:
-            return None
-        from refmodel.numerics.formats import parse_format
-
-        return "float64" if r.fmt == "float64" else parse_format(r.fmt)
+        return format_of(r.fmt)
 
     def failure_text(self, r: CheckResult) -> str:
         """The failure message of a check: count, mode and the first failing element."""
