@@ -27,7 +27,7 @@ from .golden.generate import generate_set
 from .golden.manifest import LoadedTensor, load_tensor, read_manifest
 from .layer.config import LayerConfig
 from .layer.plan import PrecisionPlan
-from .numerics.fixed import FixedFormat, decode
+from .numerics.fixed import FixedFormat
 
 if TYPE_CHECKING:
     from .rtl_layer_check import StageCheck
@@ -82,18 +82,13 @@ class DemoResult:
 
 
 def _decode_entry(codes: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
+    """Exact float64 values of a manifest entry's codes (fixed point, minifloat, or float64 bit
+    patterns: an MX stage's exact values)."""
+    from .cocotb.golden import FLOAT64_SPEC, decode_codes
     from .numerics.formats import parse_format
-    from .numerics.minifloat import FloatFormat
-    from .numerics.minifloat import decode as fdecode
 
-    if entry["format"] == "float64":  # float64 bit patterns (an MX stage's exact values)
-        return np.asarray(codes, dtype=np.uint64).view(np.float64)
-    fmt = parse_format(entry["format"])
-    if isinstance(fmt, FixedFormat):
-        return decode(codes, fmt)
-    if isinstance(fmt, FloatFormat):
-        return fdecode(codes, fmt)
-    raise ValueError(f"cannot decode format {entry['format']}")
+    spec = entry["format"]
+    return decode_codes(codes, FLOAT64_SPEC if spec == FLOAT64_SPEC else parse_format(spec))
 
 
 def _judge(stage: str, got: np.ndarray, t: LoadedTensor, bit_exact: bool | None,

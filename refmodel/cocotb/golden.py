@@ -61,7 +61,9 @@ def decode_codes(codes: np.ndarray, fmt: Any) -> np.ndarray:
         return np.ldexp(c.astype(np.float64), -fmt.frac)
     if isinstance(fmt, FloatFormat):
         return float_decode(c.astype(np.int64), fmt)
-    if fmt == FLOAT64_SPEC:
+    if fmt == FLOAT64_SPEC:  # 64-bit words: int64 or uint64 arrays, or Python ints (object) up to 2^64-1
+        if c.dtype.kind == "O":
+            c = c.astype(np.uint64)
         return c.astype(np.int64).view(np.float64) if c.dtype != np.uint64 else c.view(np.float64)
     raise UserError(f"cannot decode codes of format {fmt!r}: fixed point, minifloat or float64 expected")
 
